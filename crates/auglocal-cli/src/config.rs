@@ -1,0 +1,166 @@
+//! The resolved settings of a training run: a recipe chosen by dataset, then a TOML config
+//! file, then command-line flags, each overriding the one before.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use auglocal_core::{Method, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of `auglocal train`. Written to `config.json` of each run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub dataset: String,
+    pub data_dir: Option<PathBuf>,
+    pub model: String,
+    /// `bp` or `auglocal`.
+    pub method: String,
+    pub aux_depth: usize,
+    pub pyramid: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// `warmup-cosine`, `cosine`, `constant` or `step:E1,E2`.
+    pub schedule: String,
+    pub seed: u64,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    pub augment: bool,
+    pub shuffle: bool,
+    /// Train on the first N images only (None: all).
+    pub train_size: Option<usize>,
+    /// Evaluate on the first N test images only (None: all).
+    pub test_size: Option<usize>,
+    /// Stop after this many training steps in total (None: run every epoch).
+    pub max_steps: Option<u64>,
+    /// Write a line to `steps.jsonl` every N steps (None: never).
+    pub log_every: Option<u64>,
+    /// Start from these weights (safetensors; backbone names, auxiliary nets optional).
+    pub init_from: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// The default recipe for `dataset`: the paper's CIFAR recipe for real data; for the
+    /// embedded synthetic data, a run that finishes in minutes on 2 cores.
+    pub fn recipe(dataset: &str) -> Self {
+        let paper = TrainConfig {
+            dataset: dataset.to_string(),
+            data_dir: None,
+            model: "resnet32".into(),
+            method: "auglocal".into(),
+            aux_depth: 2,
+            pyramid: 0.5,
+            epochs: 400,
+            batch_size: 1024,
+            eval_batch_size: 1000,
+            lr: 0.8,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+            schedule: "warmup-cosine".into(),
+            seed: 0,
+            threads: 0,
+            augment: true,
+            shuffle: true,
+            train_size: None,
+            test_size: None,
+            max_steps: None,
+            log_every: None,
+            init_from: None,
+        };
+        if dataset == "synthetic" {
+            TrainConfig {
+                model: "resnet20".into(),
+                epochs: 4,
+                batch_size: 64,
+                eval_batch_size: 250,
+                lr: 0.05,
+                schedule: "cosine".into(),
+                train_size: Some(2048),
+                test_size: Some(500),
+                ..paper
+            }
+        } else {
+            paper
+        }
+    }
+
+    /// The plan method these settings describe.
+    pub fn method(&self) -> Result<Method> {
+        match self.method.as_str() {
+            "bp" => Ok(Method::Bp),
+            "auglocal" => Ok(Method::AugLocal {
+                depth: self.aux_depth,
+                pyramid: self.pyramid,
+            }),
+            other => bail!("unknown method `{other}` (valid: bp, auglocal)"),
+        }
+    }
+
+    pub fn schedule(&self) -> Result<Schedule> {
+        Ok(Schedule::parse(&self.schedule)?)
+    }
+
+    /// Checks every setting that can be checked before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        self.method()?;
+        self.schedule()?;
+        if !auglocal_models::MODELS.contains(&self.model.as_str()) {
+            bail!(
+                "unknown model `{}` (valid: {})",
+                self.model,
+                auglocal_models::MODELS.join(", ")
+            );
+        }
+        if !auglocal_data::DATASETS.contains(&self.dataset.as_str()) {
+            bail!(
+                "unknown dataset `{}` (valid: {})",
+                self.dataset,
+                auglocal_data::DATASETS.join(", ")
+            );
+        }
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch_size < 2 || self.eval_batch_size == 0 {
+            bail!("--batch-size must be at least 2 (BatchNorm needs two samples to train)");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive finite number, got {}", self.lr);
+        }
+        if self.log_every == Some(0) {
+            bail!("--log-every must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Reads a TOML config file: a table of [`TrainConfig`] fields, any subset of them.
+/// Unknown keys are errors, so a typo never passes silently.
+pub fn read_toml(path: &std::path::Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    Ok(table)
+}
+
+/// Applies `overrides` (TOML table with the field names of [`TrainConfig`]) over `base`.
+pub fn apply_table(
+    base: &TrainConfig,
+    overrides: &toml::Table,
+    origin: &str,
+) -> Result<TrainConfig> {
+    let mut merged = toml::Table::try_from(base).context("internal: config is not a TOML table")?;
+    for (key, value) in overrides {
+        merged.insert(key.clone(), value.clone());
+    }
+    toml::Value::Table(merged)
+        .try_into::<TrainConfig>()
+        .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim().replace('\n', " ")))
+}

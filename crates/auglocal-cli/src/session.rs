@@ -1,0 +1,201 @@
+//! What `train`, `eval` and `export` share: building an engine from settings, the run state
+//! saved in checkpoints, evaluation, and the `eval` / `export` commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use auglocal_core::checkpoint::{self, Coverage};
+use auglocal_core::{AuxPlan, Engine, EvalTotals, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_data::{Augment, ImageSet, Loader, LoaderConfig, Split};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::{EvalArgs, ExportArgs};
+
+/// Version of the checkpoint's `state.json` layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// Training-set sums of the epoch in progress, so a resumed epoch reports the whole epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// Where a run stands; saved as the checkpoint's `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub version: u32,
+    pub config: TrainConfig,
+    pub classes: usize,
+    /// Epochs fully completed.
+    pub epochs_done: usize,
+    /// Batches of epoch `epochs_done + 1` already trained (resume continues there).
+    pub batches_done: usize,
+    /// Training steps taken so far.
+    pub steps: u64,
+    pub partial: EpochSums,
+}
+
+/// Sets the number of worker threads for rayon and Candle's CPU kernels (0: all cores).
+/// Must run before any tensor work.
+pub fn set_threads(threads: usize) -> Result<()> {
+    if threads > 0 {
+        // Candle's CPU kernels read RAYON_NUM_THREADS to size their own parallelism.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("cannot start the worker threads")?;
+    }
+    Ok(())
+}
+
+/// Builds the model, its auxiliary networks and the optimizer that `config` describes,
+/// freshly initialised from `config.seed`.
+pub fn build_engine(config: &TrainConfig, classes: usize, device: &Device) -> Result<Engine> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, device, config.seed);
+    let net = auglocal_models::build(&config.model, classes, &pb)?;
+    let plan = AuxPlan::new(&config.model, &net.unit_channels(), config.method()?)?;
+    let sgd = Sgd::new(SgdConfig {
+        momentum: config.momentum,
+        nesterov: config.nesterov,
+        weight_decay: config.weight_decay,
+    })?;
+    Ok(Engine::new(net, plan, &pb, sgd)?)
+}
+
+/// A dataset split, cut to its first `limit` images when asked.
+pub fn open_split(
+    name: &str,
+    data_dir: Option<&Path>,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<Arc<ImageSet>> {
+    let set = auglocal_data::open(name, data_dir, split)?;
+    let set = match limit {
+        Some(n) if n < set.len() => set.subset(n),
+        _ => set,
+    };
+    if set.is_empty() {
+        bail!("the {name} {split:?} split has no images");
+    }
+    Ok(Arc::new(set))
+}
+
+/// The loader for evaluation: no augmentation, no shuffling.
+pub fn eval_loader(
+    data: Arc<ImageSet>,
+    dataset: &str,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Loader> {
+    let (normalize, _) = auglocal_data::recipe(dataset)?;
+    Ok(Loader::new(
+        data,
+        LoaderConfig {
+            batch_size,
+            shuffle: false,
+            augment: Augment::None,
+            normalize,
+            seed: 0,
+        },
+        device.clone(),
+    )?)
+}
+
+/// Backbone-only evaluation over a whole loader.
+pub fn evaluate(engine: &Engine, loader: &Loader) -> Result<EvalTotals> {
+    let mut totals = EvalTotals::default();
+    for batch in loader.epoch(1, 0) {
+        let batch = batch?;
+        totals.add(engine.eval_batch(&batch.images, &batch.labels)?);
+    }
+    Ok(totals)
+}
+
+/// Loads the run state and rebuilds the engine with every tensor of the checkpoint.
+pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(PathBuf, RunState, Engine)> {
+    let dir = checkpoint::resolve(path)?;
+    let state: RunState = checkpoint::read_state(&dir)?;
+    if state.version != STATE_VERSION {
+        bail!(
+            "checkpoint {} has state version {}, this auglocal reads version {STATE_VERSION}; use the auglocal release that wrote it",
+            dir.display(),
+            state.version
+        );
+    }
+    let mut engine = build_engine(&state.config, state.classes, device)?;
+    checkpoint::load_weights(
+        &dir.join(checkpoint::WEIGHTS_FILE),
+        engine.store(),
+        Coverage::Everything,
+    )?;
+    let store = engine.store().clone();
+    checkpoint::load_optimizer(
+        &dir.join(checkpoint::OPTIMIZER_FILE),
+        &store,
+        engine.optimizer_mut(),
+    )?;
+    engine.set_steps(state.steps);
+    Ok((dir, state, engine))
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    set_threads(args.threads.unwrap_or(0))?;
+    let device = Device::Cpu;
+    let (dir, state, engine) = load_checkpoint(&args.checkpoint, &device)?;
+    let dataset = args.dataset.unwrap_or_else(|| state.config.dataset.clone());
+    let data_dir = args.data_dir.or_else(|| state.config.data_dir.clone());
+    let same_dataset = dataset == state.config.dataset;
+    let limit = if same_dataset {
+        state.config.test_size
+    } else {
+        None
+    };
+    let data = open_split(&dataset, data_dir.as_deref(), Split::Test, limit)?;
+    if data.classes != state.classes {
+        bail!(
+            "the checkpoint's model has {} classes but {dataset} has {}; evaluate it on a dataset with the same classes",
+            state.classes,
+            data.classes
+        );
+    }
+    let loader = eval_loader(
+        data,
+        &dataset,
+        args.batch_size.unwrap_or(state.config.eval_batch_size),
+        &device,
+    )?;
+    let totals = evaluate(&engine, &loader)?;
+    let line = serde_json::json!({
+        "checkpoint": dir,
+        "dataset": dataset,
+        "images": totals.images,
+        "accuracy": totals.accuracy(),
+        "loss": totals.mean_loss(),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+pub fn export(args: ExportArgs) -> Result<()> {
+    let (_, state, engine) = load_checkpoint(&args.checkpoint, &Device::Cpu)?;
+    if args.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!("--out {} must end in .safetensors", args.out.display());
+    }
+    let count = checkpoint::export_backbone(engine.store(), &args.out)?;
+    eprintln!(
+        "wrote {} tensors of {} ({} classes) to {}",
+        count,
+        state.config.model,
+        state.classes,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! `auglocal train`: the epoch loop around the engine, with metrics, checkpoints and resume.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use auglocal_core::checkpoint::{self, Coverage};
+use auglocal_data::{Augment, Loader, LoaderConfig, Split};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::config::{self, TrainConfig};
+use crate::session::{self, EpochSums, RunState, STATE_VERSION};
+use crate::TrainArgs;
+
+/// Settings that may change when a run is resumed; everything else is fixed by the run.
+const RESUMABLE: &[&str] = &[
+    "epochs",
+    "max_steps",
+    "log_every",
+    "threads",
+    "eval_batch_size",
+];
+
+/// The flags given on the command line, as a TOML table of config fields.
+fn flag_table(args: &TrainArgs) -> toml::Table {
+    let mut t = toml::Table::new();
+    let mut put = |key: &str, value: Option<toml::Value>| {
+        if let Some(v) = value {
+            t.insert(key.to_string(), v);
+        }
+    };
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| toml::Value::String(p.display().to_string()))
+    };
+    let int = |v: Option<u64>| v.map(|v| toml::Value::Integer(v as i64));
+    put("dataset", args.dataset.clone().map(toml::Value::String));
+    put("data_dir", path(&args.data_dir));
+    put("model", args.model.clone().map(toml::Value::String));
+    put(
+        "method",
+        args.method.map(|m| toml::Value::String(m.as_str().into())),
+    );
+    put("aux_depth", int(args.aux_depth.map(|v| v as u64)));
+    put("pyramid", args.pyramid.map(toml::Value::Float));
+    put("epochs", int(args.epochs.map(|v| v as u64)));
+    put("batch_size", int(args.batch_size.map(|v| v as u64)));
+    put(
+        "eval_batch_size",
+        int(args.eval_batch_size.map(|v| v as u64)),
+    );
+    put("lr", args.lr.map(toml::Value::Float));
+    put("momentum", args.momentum.map(toml::Value::Float));
+    put("weight_decay", args.weight_decay.map(toml::Value::Float));
+    put("schedule", args.schedule.clone().map(toml::Value::String));
+    put("seed", int(args.seed));
+    put("threads", int(args.threads.map(|v| v as u64)));
+    put("train_size", int(args.train_size.map(|v| v as u64)));
+    put("test_size", int(args.test_size.map(|v| v as u64)));
+    put("max_steps", int(args.max_steps));
+    put("log_every", int(args.log_every));
+    put("init_from", path(&args.init_from));
+    if args.no_nesterov {
+        put("nesterov", Some(toml::Value::Boolean(false)));
+    }
+    if args.no_augment {
+        put("augment", Some(toml::Value::Boolean(false)));
+    }
+    if args.no_shuffle {
+        put("shuffle", Some(toml::Value::Boolean(false)));
+    }
+    t
+}
+
+/// Resolves the run directory, the settings, and the checkpoint to resume from (if any).
+fn resolve(args: &TrainArgs) -> Result<(PathBuf, TrainConfig, Option<PathBuf>)> {
+    let flags = flag_table(args);
+    if let Some(dir) = &args.resume {
+        if let Some(out) = &args.out {
+            if out != dir {
+                bail!(
+                    "--out {} and --resume {} name different runs; pass only --resume",
+                    out.display(),
+                    dir.display()
+                );
+            }
+        }
+        let ckpt = checkpoint::resolve(dir)?;
+        let state: RunState = checkpoint::read_state(&ckpt)?;
+        if let Some(key) = flags.keys().find(|k| !RESUMABLE.contains(&k.as_str())) {
+            bail!(
+                "--{} cannot change when resuming (the run fixed it); only {} may be given with --resume",
+                key.replace('_', "-"),
+                RESUMABLE.iter().map(|k| format!("--{}", k.replace('_', "-"))).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let config = config::apply_table(&state.config, &flags, "flags")?;
+        config.validate()?;
+        return Ok((dir.clone(), config, Some(ckpt)));
+    }
+    let Some(out) = args.out.clone() else {
+        bail!("--out DIR is required: the directory that receives metrics, config and checkpoints");
+    };
+    if out.join("metrics.jsonl").exists() || checkpoint::resolve(&out).is_ok() {
+        bail!(
+            "--out {} already holds a training run; continue it with --resume {} or choose another directory",
+            out.display(),
+            out.display()
+        );
+    }
+    let file = match &args.config {
+        Some(path) => config::read_toml(path)?,
+        None => toml::Table::new(),
+    };
+    let dataset = flags
+        .get("dataset")
+        .or_else(|| file.get("dataset"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("synthetic")
+        .to_string();
+    let base = TrainConfig::recipe(&dataset);
+    let origin = args
+        .config
+        .as_ref()
+        .map(|p| format!("config file {}", p.display()))
+        .unwrap_or_default();
+    let config = config::apply_table(&base, &file, &origin)?;
+    let config = config::apply_table(&config, &flags, "flags")?;
+    config.validate()?;
+    Ok((out, config, None))
+}
+
+fn append_line(file: &mut File, value: &serde_json::Value, path: &Path) -> Result<()> {
+    writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {} for writing", path.display()))
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (out, config, resume_from) = resolve(&args)?;
+    session::set_threads(config.threads)?;
+    let device = Device::Cpu;
+
+    let train_set = session::open_split(
+        &config.dataset,
+        config.data_dir.as_deref(),
+        Split::Train,
+        config.train_size,
+    )?;
+    let test_set = session::open_split(
+        &config.dataset,
+        config.data_dir.as_deref(),
+        Split::Test,
+        config.test_size,
+    )?;
+    if train_set.classes != test_set.classes {
+        bail!(
+            "train and test splits disagree on the number of classes ({} vs {})",
+            train_set.classes,
+            test_set.classes
+        );
+    }
+    let classes = train_set.classes;
+
+    let (mut engine, mut state) = match &resume_from {
+        Some(ckpt) => {
+            let (_, state, engine) = session::load_checkpoint(ckpt, &device)?;
+            (
+                engine,
+                RunState {
+                    config: config.clone(),
+                    ..state
+                },
+            )
+        }
+        None => {
+            let engine = session::build_engine(&config, classes, &device)?;
+            if let Some(path) = &config.init_from {
+                checkpoint::load_weights(path, engine.store(), Coverage::Backbone)?;
+            }
+            let state = RunState {
+                version: STATE_VERSION,
+                config: config.clone(),
+                classes,
+                epochs_done: 0,
+                batches_done: 0,
+                steps: 0,
+                partial: EpochSums::default(),
+            };
+            (engine, state)
+        }
+    };
+
+    fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run directory {}", out.display()))?;
+    checkpoint::write_atomic(
+        &out.join("config.json"),
+        &serde_json::to_vec_pretty(&config)?,
+    )?;
+
+    let (normalize, augment) = auglocal_data::recipe(&config.dataset)?;
+    let loader = Loader::new(
+        train_set.clone(),
+        LoaderConfig {
+            batch_size: config.batch_size,
+            shuffle: config.shuffle,
+            augment: if config.augment {
+                augment
+            } else {
+                Augment::None
+            },
+            normalize,
+            seed: config.seed,
+        },
+        device.clone(),
+    )?;
+    let test_loader = session::eval_loader(
+        test_set.clone(),
+        &config.dataset,
+        config.eval_batch_size,
+        &device,
+    )?;
+    let schedule = config.schedule()?;
+    let (backbone_params, aux_params) = engine.parameter_counts();
+    println!(
+        "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
+        config.model,
+        config.method,
+        config.dataset,
+        train_set.len(),
+        test_set.len(),
+        classes,
+        engine.plan().modules,
+        backbone_params,
+        aux_params,
+        out.display()
+    );
+
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = open_append(&metrics_path)?;
+    let steps_path = out.join("steps.jsonl");
+    let mut steps_log = match config.log_every {
+        Some(_) => Some(open_append(&steps_path)?),
+        None => None,
+    };
+    let ckpt_dir = out.join(checkpoint::CHECKPOINT_DIR);
+
+    if state.epochs_done >= config.epochs {
+        println!(
+            "the run is complete ({} of {} epochs); raise --epochs to train further",
+            state.epochs_done, config.epochs
+        );
+        return Ok(());
+    }
+
+    for epoch in state.epochs_done + 1..=config.epochs {
+        let lr = schedule.lr(config.lr, epoch, config.epochs);
+        let bar = ProgressBar::new(loader.len() as u64)
+            .with_prefix(format!("epoch {epoch}/{}", config.epochs));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_position(state.batches_done as u64);
+        let mut sums = state.partial;
+        let started = Instant::now();
+        let mut stopped = false;
+        for batch in loader.epoch(epoch, state.batches_done) {
+            if config.max_steps.is_some_and(|max| engine.steps() >= max) {
+                stopped = true;
+                break;
+            }
+            let batch = batch?;
+            let report = engine.train_step(&batch.images, &batch.labels, lr)?;
+            sums.loss_sum += report.loss as f64 * report.images as f64;
+            sums.correct += report.correct;
+            sums.images += report.images;
+            state.batches_done += 1;
+            state.steps = engine.steps();
+            let seconds = sums.seconds + started.elapsed().as_secs_f64();
+            if let (Some(every), Some(log)) = (config.log_every, steps_log.as_mut()) {
+                if state.steps % every == 0 {
+                    let line = json!({
+                        "step": state.steps,
+                        "epoch": epoch,
+                        "batch": state.batches_done,
+                        "lr": lr,
+                        "loss": report.loss,
+                        "accuracy": report.correct as f64 / report.images as f64,
+                        "module_losses": report.module_losses,
+                    });
+                    append_line(log, &line, &steps_path)?;
+                }
+            }
+            bar.set_position(state.batches_done as u64);
+            bar.set_message(format!(
+                "loss {:.3} acc {:.1}% {:.0} img/s",
+                sums.loss_sum / sums.images as f64,
+                100.0 * sums.correct as f64 / sums.images as f64,
+                sums.images as f64 / seconds.max(1e-9)
+            ));
+        }
+        bar.finish_and_clear();
+        sums.seconds += started.elapsed().as_secs_f64();
+        if stopped && state.batches_done < loader.len() {
+            // Mid-epoch stop: keep the partial sums so the resumed epoch reports all of it.
+            state.partial = sums;
+            checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &state)?;
+            let test = session::evaluate(&engine, &test_loader)?;
+            println!(
+                "stopped after {} steps (--max-steps) in epoch {epoch}, batch {}/{}: test acc {:.2}%; continue with `auglocal train --resume {}`",
+                state.steps,
+                state.batches_done,
+                loader.len(),
+                100.0 * test.accuracy(),
+                out.display()
+            );
+            return Ok(());
+        }
+        let test = session::evaluate(&engine, &test_loader)?;
+        let train_loss = sums.loss_sum / sums.images.max(1) as f64;
+        let train_acc = sums.correct as f64 / sums.images.max(1) as f64;
+        let line = json!({
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test.mean_loss(),
+            "test_acc": test.accuracy(),
+            "seconds": sums.seconds,
+            "images_per_second": sums.images as f64 / sums.seconds.max(1e-9),
+            "peak_rss_bytes": auglocal_core::memory::peak_rss_bytes(),
+            "steps": state.steps,
+        });
+        append_line(&mut metrics, &line, &metrics_path)?;
+        state.epochs_done = epoch;
+        state.batches_done = 0;
+        state.partial = EpochSums::default();
+        checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &state)?;
+        println!(
+            "epoch {epoch}/{}: lr {lr:.4} train loss {train_loss:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
+            config.epochs,
+            100.0 * train_acc,
+            test.mean_loss(),
+            100.0 * test.accuracy(),
+            sums.seconds,
+            sums.images as f64 / sums.seconds.max(1e-9)
+        );
+        if stopped {
+            println!(
+                "stopped after {} steps (--max-steps); continue with `auglocal train --resume {}`",
+                state.steps,
+                out.display()
+            );
+            return Ok(());
+        }
+    }
+    Ok(())
+}

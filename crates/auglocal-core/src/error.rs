@@ -1,0 +1,70 @@
+//! Typed errors of the core crate. Every message says what was wrong, what was expected and,
+//! where it helps, what to do next.
+
+use std::path::PathBuf;
+
+/// Errors raised by `auglocal-core`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An auxiliary-plan setting is out of its valid range.
+    #[error("invalid {setting}: {value} (valid: {valid})")]
+    InvalidSetting {
+        setting: &'static str,
+        value: String,
+        valid: String,
+    },
+
+    /// A model name that no registry knows.
+    #[error("unknown model `{name}` (known models: {known})")]
+    UnknownModel { name: String, known: String },
+
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint or weights file does not fit the model it is loaded into.
+    #[error("checkpoint {}: {problem}", path.display())]
+    Checkpoint { path: PathBuf, problem: String },
+
+    /// A loss or gradient became NaN or infinite.
+    #[error("non-finite {what} at step {step} in module {module}: {value}; lower the learning rate or check the input data")]
+    NonFinite {
+        what: &'static str,
+        step: u64,
+        module: usize,
+        value: f32,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Result type of `auglocal-core`.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,64 @@
+//! The contract between a backbone and local learning.
+
+use candle_core::Tensor;
+
+use crate::nn::BoxedLayer;
+use crate::params::ParamBuilder;
+
+/// What the plan needs to know about one unit (local layer) of a backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitSpec {
+    /// Output channels (the reference's `net_dim` entry).
+    pub channels: usize,
+    /// Spatial downsampling factor of the unit's output relative to the input image.
+    pub reduction: usize,
+}
+
+/// A backbone cut into units. The model knows its blocks; core knows the method: the engine
+/// only calls these methods and never looks inside a unit.
+///
+/// Parameters are created through a [`ParamBuilder`] tagged with
+/// [`Owner::Unit`](crate::params::Owner) for unit `i` and [`Owner::Head`](crate::params::Owner)
+/// for the output layer, so that the engine can find each module's parameters.
+pub trait LocalNet: Send + Sync {
+    /// Registry name, e.g. `resnet32`.
+    fn name(&self) -> &str;
+
+    /// The units in forward order.
+    fn units(&self) -> &[UnitSpec];
+
+    /// Number of output classes.
+    fn classes(&self) -> usize;
+
+    /// Runs unit `unit` on `x`.
+    fn forward_unit(&self, unit: usize, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+
+    /// The output layer: pooling and classifier, giving logits.
+    fn head(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+
+    /// A fresh block of the same kind as unit `copy_of`, mapping `in_channels` to
+    /// `out_channels` at `stride`, with a projection shortcut when the shape changes. Used
+    /// to build auxiliary networks; nothing is shared with the backbone.
+    fn build_block(
+        &self,
+        copy_of: usize,
+        in_channels: usize,
+        out_channels: usize,
+        stride: usize,
+        pb: &ParamBuilder,
+    ) -> crate::Result<BoxedLayer>;
+
+    /// Unit channels, the `net_dim` the plan is computed from.
+    fn unit_channels(&self) -> Vec<usize> {
+        self.units().iter().map(|u| u.channels).collect()
+    }
+
+    /// Runs every unit and the output layer (inference or end-to-end training).
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for unit in 0..self.units().len() {
+            h = self.forward_unit(unit, &h, train)?;
+        }
+        self.head(&h, train)
+    }
+}

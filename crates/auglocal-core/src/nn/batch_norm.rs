@@ -1,0 +1,121 @@
+use candle_core::{DType, Result, Tensor, Var, D};
+
+use crate::params::{Init, ParamBuilder};
+
+const MOMENTUM: f64 = 0.1;
+const EPS: f64 = 1e-5;
+
+/// Batch normalisation with PyTorch's semantics: in training, normalise with the biased
+/// batch variance and move the running statistics by momentum 0.1 using the unbiased one;
+/// in inference, use the running statistics. `num_batches_tracked` is kept (i64) so that
+/// exported weights load into PyTorch with `strict=True`.
+#[derive(Debug, Clone)]
+struct BatchNorm {
+    weight: Var,
+    bias: Var,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: Var,
+}
+
+impl BatchNorm {
+    fn new(channels: usize, pb: &ParamBuilder) -> crate::Result<Self> {
+        let cpu = candle_core::Device::Cpu;
+        Ok(BatchNorm {
+            weight: pb.param("weight", &[channels], Init::Const(1.0))?,
+            bias: pb.param("bias", &[channels], Init::Const(0.0))?,
+            running_mean: pb.buffer("running_mean", &Tensor::zeros(channels, DType::F32, &cpu)?)?,
+            running_var: pb.buffer("running_var", &Tensor::ones(channels, DType::F32, &cpu)?)?,
+            num_batches_tracked: pb
+                .buffer("num_batches_tracked", &Tensor::zeros((), DType::I64, &cpu)?)?,
+        })
+    }
+
+    /// Normalises `x` viewed as (N, C, S): statistics over dims 0 and 2.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, s) = x.dims3()?;
+        let per_channel = |t: &Tensor| t.reshape((1, c, 1));
+        if train {
+            let count = (n * s) as f64;
+            if count < 2.0 {
+                candle_core::bail!(
+                    "BatchNorm in training needs more than one value per channel, got input {:?}; use a batch size of at least 2",
+                    x.dims()
+                );
+            }
+            let mean = x.sum_keepdim(2)?.sum_keepdim(0)?.affine(1.0 / count, 0.0)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred
+                .sqr()?
+                .sum_keepdim(2)?
+                .sum_keepdim(0)?
+                .affine(1.0 / count, 0.0)?;
+            self.update_running(
+                &mean.detach().flatten_all()?,
+                &var.detach().flatten_all()?,
+                count,
+            )?;
+            let inv_std = (var + EPS)?.sqrt()?.recip()?;
+            let scale = inv_std.broadcast_mul(&per_channel(self.weight.as_tensor())?)?;
+            let y = centred.broadcast_mul(&scale)?;
+            return y.broadcast_add(&per_channel(self.bias.as_tensor())?);
+        }
+        // Inference folds the running statistics into one scale and shift per channel.
+        let inv_std = (self.running_var.as_tensor() + EPS)?.sqrt()?.recip()?;
+        let scale = (self.weight.as_tensor() * inv_std)?;
+        let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+        x.broadcast_mul(&per_channel(&scale)?)?
+            .broadcast_add(&per_channel(&shift)?)
+    }
+
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: f64) -> Result<()> {
+        let unbiased = var.affine(count / (count - 1.0), 0.0)?;
+        let rm = (self.running_mean.as_tensor().affine(1.0 - MOMENTUM, 0.0)?
+            + mean.affine(MOMENTUM, 0.0)?)?;
+        let rv = (self.running_var.as_tensor().affine(1.0 - MOMENTUM, 0.0)?
+            + unbiased.affine(MOMENTUM, 0.0)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        let tracked = self.num_batches_tracked.as_tensor().to_scalar::<i64>()?;
+        let next = Tensor::new(tracked + 1, self.num_batches_tracked.device())?;
+        self.num_batches_tracked.set(&next)
+    }
+}
+
+/// BatchNorm over (N, C, H, W), statistics per channel.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d(BatchNorm);
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, pb: &ParamBuilder) -> crate::Result<Self> {
+        Ok(BatchNorm2d(BatchNorm::new(channels, pb)?))
+    }
+}
+
+impl candle_nn::ModuleT for BatchNorm2d {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        self.0
+            .forward(&x.reshape((n, c, h * w))?, train)?
+            .reshape((n, c, h, w))
+    }
+}
+
+/// BatchNorm over (N, C) features.
+#[derive(Debug, Clone)]
+pub struct BatchNorm1d(BatchNorm);
+
+impl BatchNorm1d {
+    pub fn new(features: usize, pb: &ParamBuilder) -> crate::Result<Self> {
+        Ok(BatchNorm1d(BatchNorm::new(features, pb)?))
+    }
+}
+
+impl candle_nn::ModuleT for BatchNorm1d {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c) = x.dims2()?;
+        self.0
+            .forward(&x.reshape((n, c, 1))?, train)?
+            .squeeze(D::Minus1)
+    }
+}

@@ -1,0 +1,43 @@
+use candle_core::{Result, Tensor, Var};
+
+use crate::params::{Init, ParamBuilder};
+
+/// Fully connected layer, `y = x W^T + b`, with PyTorch's default initialisation:
+/// weight and bias uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Var,
+    bias: Option<Var>,
+}
+
+impl Linear {
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        pb: &ParamBuilder,
+    ) -> crate::Result<Self> {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let weight = pb.param(
+            "weight",
+            &[out_features, in_features],
+            Init::Uniform { bound },
+        )?;
+        let bias = if bias {
+            Some(pb.param("bias", &[out_features], Init::Uniform { bound })?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl candle_nn::ModuleT for Linear {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b.as_tensor()),
+            None => Ok(y),
+        }
+    }
+}

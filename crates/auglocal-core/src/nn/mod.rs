@@ -1,0 +1,33 @@
+//! The layers every model uses, with the reference's initialisation. All implement
+//! [`candle_nn::ModuleT`]: `train = true` uses batch statistics and updates BatchNorm
+//! running statistics, `train = false` is inference.
+
+mod batch_norm;
+mod conv;
+mod linear;
+
+pub use batch_norm::{BatchNorm1d, BatchNorm2d};
+pub use conv::Conv2d;
+pub use linear::Linear;
+
+use candle_core::{Result, Tensor};
+
+/// A boxed layer, as models hand out their blocks.
+pub type BoxedLayer = Box<dyn candle_nn::ModuleT + Send + Sync>;
+
+/// Global average pooling: (N, C, H, W) -> (N, C).
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean((2, 3))
+}
+
+/// Mean cross-entropy of `logits` (N, classes) against `labels` (N) u32.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, labels)
+}
+
+/// Number of rows of `logits` whose arg-max equals the label.
+pub fn correct_predictions(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let predicted = logits.argmax(1)?;
+    let hits = predicted.eq(labels)?.to_dtype(candle_core::DType::U32)?;
+    Ok(hits.sum_all()?.to_scalar::<u32>()? as usize)
+}

@@ -1,0 +1,208 @@
+//! SGD with momentum, Nesterov and weight decay (PyTorch's semantics) and the learning-rate
+//! schedules of the published recipes.
+
+use std::collections::BTreeMap;
+use std::f64::consts::PI;
+
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::params::{Entry, Role};
+
+/// Optimizer settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SgdConfig {
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    /// The paper's: momentum 0.9, Nesterov, weight decay 1e-4.
+    fn default() -> Self {
+        SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+/// Stochastic gradient descent exactly as `torch.optim.SGD` (dampening 0):
+///
+/// ```text
+/// g = grad + weight_decay * p
+/// buf = g                      (first step)
+/// buf = momentum * buf + g     (later steps)
+/// g = g + momentum * buf       (Nesterov)   or   g = buf
+/// p = p - lr * g
+/// ```
+///
+/// Buffers (BatchNorm running statistics) are never touched, and a parameter without a
+/// gradient is skipped entirely, as PyTorch skips a `None` grad.
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    config: SgdConfig,
+    momentum_buffers: BTreeMap<String, Tensor>,
+}
+
+impl Sgd {
+    pub fn new(config: SgdConfig) -> Result<Self> {
+        if !(config.momentum >= 0.0 && config.momentum < 1.0) {
+            return Err(Error::InvalidSetting {
+                setting: "momentum",
+                value: config.momentum.to_string(),
+                valid: "a number in [0, 1)".into(),
+            });
+        }
+        if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
+            return Err(Error::InvalidSetting {
+                setting: "weight decay",
+                value: config.weight_decay.to_string(),
+                valid: "a finite number >= 0".into(),
+            });
+        }
+        if config.nesterov && config.momentum == 0.0 {
+            return Err(Error::InvalidSetting {
+                setting: "nesterov",
+                value: "true with momentum 0".into(),
+                valid: "nesterov only with momentum > 0".into(),
+            });
+        }
+        Ok(Sgd {
+            config,
+            momentum_buffers: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+
+    /// Updates every parameter of `params` that has a gradient in `grads`.
+    pub fn step(&mut self, params: &[Entry], grads: &GradStore, lr: f64) -> Result<()> {
+        let SgdConfig {
+            momentum,
+            nesterov,
+            weight_decay,
+        } = self.config;
+        for entry in params.iter().filter(|e| e.role == Role::Param) {
+            let Some(grad) = grads.get(entry.var.as_tensor()) else {
+                continue;
+            };
+            let p = entry.var.as_tensor();
+            let mut g = if weight_decay != 0.0 {
+                (grad + p.affine(weight_decay, 0.0)?)?
+            } else {
+                grad.clone()
+            };
+            if momentum != 0.0 {
+                let buf = match self.momentum_buffers.get(&entry.name) {
+                    Some(buf) => (buf.affine(momentum, 0.0)? + &g)?,
+                    None => g.copy()?,
+                };
+                g = if nesterov {
+                    (g + buf.affine(momentum, 0.0)?)?
+                } else {
+                    buf.clone()
+                };
+                self.momentum_buffers.insert(entry.name.clone(), buf);
+            }
+            entry.var.set(&(p - g.affine(lr, 0.0)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// Momentum buffers by parameter name (what a checkpoint saves).
+    pub fn state(&self) -> &BTreeMap<String, Tensor> {
+        &self.momentum_buffers
+    }
+
+    /// Restores momentum buffers saved by [`Sgd::state`].
+    pub fn load_state(&mut self, buffers: BTreeMap<String, Tensor>) {
+        self.momentum_buffers = buffers;
+    }
+}
+
+/// Learning rate per epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// The paper's cosine with a 10-epoch linear warm-up from 0.01.
+    WarmupCosine,
+    /// Cosine from `lr0` at epoch 1 towards 0, no warm-up.
+    Cosine,
+    /// `lr0` multiplied by 0.1 at each of the given epochs (1-based: the epoch that first
+    /// uses the lower rate).
+    Step { milestones: Vec<usize> },
+    /// `lr0` throughout.
+    Constant,
+}
+
+/// Epochs of the paper's linear warm-up.
+pub const WARMUP_EPOCHS: usize = 10;
+
+impl Schedule {
+    /// Learning rate of epoch `epoch` (counted from 1) of `epochs`, starting rate `lr0`.
+    pub fn lr(&self, lr0: f64, epoch: usize, epochs: usize) -> f64 {
+        let e = epoch as f64;
+        let total = epochs.max(1) as f64;
+        match self {
+            Schedule::WarmupCosine => {
+                let cosine = 0.5 * lr0 * (1.0 + (PI * e / total).cos());
+                if epoch <= WARMUP_EPOCHS {
+                    let w = WARMUP_EPOCHS as f64;
+                    cosine * (e - 1.0) / w + 0.01 * (w + 1.0 - e) / w
+                } else {
+                    cosine
+                }
+            }
+            Schedule::Cosine => 0.5 * lr0 * (1.0 + (PI * (e - 1.0) / total).cos()),
+            Schedule::Step { milestones } => {
+                let drops = milestones.iter().filter(|&&m| epoch >= m).count();
+                lr0 * 0.1f64.powi(drops as i32)
+            }
+            Schedule::Constant => lr0,
+        }
+    }
+
+    /// Parses `warmup-cosine`, `cosine`, `constant` or `step:150,225`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let invalid = || Error::InvalidSetting {
+            setting: "schedule",
+            value: text.to_string(),
+            valid:
+                "warmup-cosine, cosine, constant, or step:E1,E2,... (epochs where lr drops x0.1)"
+                    .into(),
+        };
+        match text {
+            "warmup-cosine" => Ok(Schedule::WarmupCosine),
+            "cosine" => Ok(Schedule::Cosine),
+            "constant" => Ok(Schedule::Constant),
+            _ => {
+                let list = text.strip_prefix("step:").ok_or_else(invalid)?;
+                let milestones = list
+                    .split(',')
+                    .map(|m| m.trim().parse::<usize>().map_err(|_| invalid()))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Schedule::Step { milestones })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::WarmupCosine => write!(f, "warmup-cosine"),
+            Schedule::Cosine => write!(f, "cosine"),
+            Schedule::Constant => write!(f, "constant"),
+            Schedule::Step { milestones } => {
+                let list: Vec<String> = milestones.iter().map(|m| m.to_string()).collect();
+                write!(f, "step:{}", list.join(","))
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Named parameters and buffers, each tagged with the part of the network that owns it.
+//!
+//! The owner tag is what lets the engine step one module's parameters right after that
+//! module's backward pass, without the model knowing anything about modules.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::{Error, Result};
+
+/// Which part of the network a tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// Backbone unit `i` (a local layer).
+    Unit(usize),
+    /// The backbone's output layer (pool + FC).
+    Head,
+    /// The auxiliary network attached after unit `i`.
+    Aux(usize),
+}
+
+/// Whether the optimizer trains a tensor or only the forward pass updates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Trained by the optimizer (weight decay applies).
+    Param,
+    /// State such as BatchNorm running statistics: saved, never decayed or stepped.
+    Buffer,
+}
+
+/// One stored tensor.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub var: Var,
+    pub role: Role,
+    pub owner: Owner,
+}
+
+/// How a parameter starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    Const(f64),
+    Normal { std: f64 },
+    Uniform { bound: f64 },
+}
+
+/// All named tensors of a network (backbone, output layer and auxiliary networks), in
+/// creation order. Cloning shares the same store.
+#[derive(Clone, Default)]
+pub struct ParamStore {
+    entries: Arc<Mutex<Vec<Entry>>>,
+}
+
+impl ParamStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+        // A poisoned lock only means another thread panicked mid-push; the Vec is intact.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot of every entry, in creation order.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().clone()
+    }
+
+    /// The entry named `name`.
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        self.lock().iter().find(|e| e.name == name).cloned()
+    }
+
+    /// Entries owned by any of `owners`, in creation order.
+    pub fn owned_by(&self, owners: &[Owner]) -> Vec<Entry> {
+        self.lock()
+            .iter()
+            .filter(|e| owners.contains(&e.owner))
+            .cloned()
+            .collect()
+    }
+
+    /// Number of trainable scalars among `entries`.
+    pub fn count_params(entries: &[Entry]) -> usize {
+        entries
+            .iter()
+            .filter(|e| e.role == Role::Param)
+            .map(|e| e.var.elem_count())
+            .sum()
+    }
+
+    fn insert(&self, entry: Entry) -> Result<Var> {
+        let mut entries = self.lock();
+        if entries.iter().any(|e| e.name == entry.name) {
+            return Err(Error::InvalidSetting {
+                setting: "parameter name",
+                value: entry.name,
+                valid: "a name not used by another tensor of the same network".into(),
+            });
+        }
+        let var = entry.var.clone();
+        entries.push(entry);
+        Ok(var)
+    }
+}
+
+/// Creates parameters under a name prefix, for one owner, from a seeded generator.
+///
+/// Initial values are drawn on the host from a ChaCha8 stream in creation order, so the same
+/// seed gives the same network on every machine and device.
+#[derive(Clone)]
+pub struct ParamBuilder {
+    store: ParamStore,
+    prefix: String,
+    owner: Owner,
+    device: Device,
+    rng: Arc<Mutex<ChaCha8Rng>>,
+}
+
+impl ParamBuilder {
+    pub fn new(store: &ParamStore, device: &Device, seed: u64) -> Self {
+        ParamBuilder {
+            store: store.clone(),
+            prefix: String::new(),
+            owner: Owner::Head,
+            device: device.clone(),
+            rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+        }
+    }
+
+    /// The same builder one name level down (`pp("layer1").pp("0")` -> `layer1.0.`).
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        ParamBuilder {
+            prefix,
+            ..self.clone()
+        }
+    }
+
+    /// The same builder, creating tensors for `owner`.
+    pub fn owned_by(&self, owner: Owner) -> Self {
+        ParamBuilder {
+            owner,
+            ..self.clone()
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// A trainable f32 parameter.
+    pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Var> {
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            match init {
+                Init::Const(c) => vec![c as f32; count],
+                Init::Normal { std } => {
+                    let dist = Normal::new(0.0, std).map_err(|e| Error::InvalidSetting {
+                        setting: "normal init std",
+                        value: std.to_string(),
+                        valid: format!("a finite non-negative number ({e})"),
+                    })?;
+                    (0..count).map(|_| dist.sample(&mut *rng) as f32).collect()
+                }
+                Init::Uniform { bound } => (0..count)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect(),
+            }
+        };
+        let tensor = Tensor::from_vec(values, shape, &self.device)?;
+        self.store.insert(Entry {
+            name: self.full_name(name),
+            var: Var::from_tensor(&tensor)?,
+            role: Role::Param,
+            owner: self.owner,
+        })
+    }
+
+    /// A non-trainable buffer with the given initial value.
+    pub fn buffer(&self, name: &str, init: &Tensor) -> Result<Var> {
+        let init = init.to_device(&self.device)?;
+        self.store.insert(Entry {
+            name: self.full_name(name),
+            var: Var::from_tensor(&init)?,
+            role: Role::Buffer,
+            owner: self.owner,
+        })
+    }
+
+    /// A buffer filled with `value`.
+    pub fn buffer_const(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        value: f64,
+    ) -> Result<Var> {
+        let t = (Tensor::ones(shape, dtype, &Device::Cpu)? * value)?;
+        self.buffer(name, &t)
+    }
+}

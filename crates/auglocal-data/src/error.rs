@@ -1,0 +1,99 @@
+//! Typed errors of the data crate. Every message names the file or setting, says what was
+//! expected and what to do about it.
+
+use std::path::PathBuf;
+
+/// Errors raised by `auglocal-data`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A dataset file that should exist does not.
+    #[error("{} not found: expected {expected}; {hint}", path.display())]
+    MissingFile {
+        /// The path that was looked for.
+        path: PathBuf,
+        /// Which files were expected and where.
+        expected: String,
+        /// How to get the files.
+        hint: String,
+    },
+
+    /// A CIFAR file whose length is not a positive multiple of its record size.
+    #[error(
+        "{} is {len} bytes, which is not a positive multiple of the {record_size}-byte record \
+         size: the file is truncated or not the CIFAR binary version; download the \"binary \
+         version\" from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it again",
+        path.display()
+    )]
+    Truncated {
+        /// The offending file.
+        path: PathBuf,
+        /// Bytes per record in this format.
+        record_size: usize,
+        /// The file's length in bytes.
+        len: u64,
+    },
+
+    /// A record whose label is not a valid class.
+    #[error(
+        "{}: record {index} has label {label}, but labels must be in 0..={max} ({classes} \
+         classes); the file is corrupt or belongs to another dataset, download it again",
+        path.display(),
+        max = classes.saturating_sub(1)
+    )]
+    LabelOutOfRange {
+        /// The offending file.
+        path: PathBuf,
+        /// The record's position in the file, from 0.
+        index: usize,
+        /// The label found.
+        label: u32,
+        /// How many classes the dataset has.
+        classes: usize,
+    },
+
+    /// A dataset name that [`crate::open`] does not know.
+    #[error("unknown dataset `{name}`; valid names are: {valid}")]
+    UnknownDataset {
+        /// The name given.
+        name: String,
+        /// The accepted names, comma-separated.
+        valid: String,
+    },
+
+    /// A dataset read from disk was asked for without a directory.
+    #[error("--data-dir is required for {dataset}: the directory holding {holding}")]
+    MissingDataDir {
+        /// The dataset name.
+        dataset: &'static str,
+        /// What the directory must contain.
+        holding: &'static str,
+    },
+
+    /// A loader setting or in-memory dataset that cannot work.
+    #[error("invalid {setting}: {value}; expected {expected}")]
+    InvalidSetting {
+        /// What was set.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What would be valid.
+        expected: String,
+    },
+
+    /// Reading a dataset file failed.
+    #[error("could not read {}: {source}; check that the file exists and is readable", path.display())]
+    Io {
+        /// The file being read.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Building a batch tensor failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Results of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
