@@ -1,11 +1,13 @@
 //! `auglocal inspect`: the auxiliary plan as a table or JSON.
 
+use std::io::Write;
+
 use anyhow::Result;
 use auglocal_core::{AuxPlan, Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
 
 use crate::InspectArgs;
 
-pub fn run(args: InspectArgs) -> Result<()> {
+pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
     let method = crate::config::TrainConfig {
         method: args.method.as_str().into(),
         aux_depth: args.aux_depth,
@@ -16,7 +18,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let channels = auglocal_models::unit_channels(&args.model)?;
     let plan = AuxPlan::new(&args.model, &channels, method)?;
     if args.json {
-        println!("{}", serde_json::to_string(&plan)?);
+        writeln!(out, "{}", serde_json::to_string(&plan)?)?;
         return Ok(());
     }
     let store = ParamStore::new();
@@ -24,18 +26,20 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let net = auglocal_models::build(&args.model, args.classes, &pb)?;
     let engine = Engine::new(net, plan.clone(), &pb, Sgd::new(SgdConfig::default())?)?;
     let (backbone, aux) = engine.parameter_counts();
-    println!(
+    writeln!(
+        out,
         "{}: {} units, {} modules; parameters: backbone {backbone}, auxiliary {aux}",
         plan.model, plan.units, plan.modules
-    );
+    )?;
     if plan.aux.is_empty() {
-        println!("end-to-end backprop: no auxiliary networks");
+        writeln!(out, "end-to-end backprop: no auxiliary networks")?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:>5} {:>6} {:>5}  {:<6}  blocks [copy_of:in->out,stride]",
         "unit", "depth", "ch", "head"
-    );
+    )?;
     for a in &plan.aux {
         let blocks: Vec<String> = a
             .blocks
@@ -51,20 +55,22 @@ pub fn run(args: InspectArgs) -> Result<()> {
             auglocal_core::plan::HeadKind::Fc => "fc",
             auglocal_core::plan::HeadKind::BnFc => "bn_fc",
         };
-        println!(
+        writeln!(
+            out,
             "{:>5} {:>6} {:>5}  {:<6}  {}",
             a.unit,
             a.depth,
             channels[a.unit],
             head,
             blocks.join(" ")
-        );
+        )?;
     }
     let last = plan.module_units().pop().unwrap_or(0..0);
-    println!(
+    writeln!(
+        out,
         "last module: units {}..={} + output layer, trained by the output cross-entropy",
         last.start,
         last.end.saturating_sub(1)
-    );
+    )?;
     Ok(())
 }

@@ -43,16 +43,22 @@ pub struct RunState {
 
 /// Sets the number of worker threads for rayon and Candle's CPU kernels (0: all cores).
 /// Must run before any tensor work.
+/// The first call in a process decides; later calls (tests running several commands in one
+/// process) keep the pool already running.
 pub fn set_threads(threads: usize) -> Result<()> {
+    static CONFIGURED: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
     if threads > 0 {
-        // Candle's CPU kernels read RAYON_NUM_THREADS to size their own parallelism.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("cannot start the worker threads")?;
+        CONFIGURED.call_once(|| {
+            // Candle's CPU kernels read RAYON_NUM_THREADS to size their own parallelism.
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            result = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .context("cannot start the worker threads");
+        });
     }
-    Ok(())
+    result
 }
 
 /// Builds the model, its auxiliary networks and the optimizer that `config` describes,
@@ -146,7 +152,7 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(PathBuf, RunStat
     Ok((dir, state, engine))
 }
 
-pub fn eval(args: EvalArgs) -> Result<()> {
+pub fn eval(args: EvalArgs, out: &mut dyn std::io::Write) -> Result<()> {
     set_threads(args.threads.unwrap_or(0))?;
     let device = Device::Cpu;
     let (dir, state, engine) = load_checkpoint(&args.checkpoint, &device)?;
@@ -180,7 +186,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         "accuracy": totals.accuracy(),
         "loss": totals.mean_loss(),
     });
-    println!("{line}");
+    writeln!(out, "{line}")?;
     Ok(())
 }
 

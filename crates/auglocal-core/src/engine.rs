@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
@@ -128,6 +129,18 @@ impl Engine {
 
     /// One training step on `images` (N, 3, H, W) f32 and `labels` (N) u32 at rate `lr`.
     pub fn train_step(&mut self, images: &Tensor, labels: &Tensor, lr: f64) -> Result<StepReport> {
+        self.train_step_observed(images, labels, lr, &mut |_, _| {})
+    }
+
+    /// [`Engine::train_step`], calling `observe(module, gradients)` after each module's
+    /// backward pass and before its update (for gradient statistics, checks and tests).
+    pub fn train_step_observed(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+        observe: &mut dyn FnMut(usize, &GradStore),
+    ) -> Result<StepReport> {
         let mut x = images.clone();
         let mut module_losses = Vec::with_capacity(self.modules.len());
         let mut correct = 0;
@@ -155,6 +168,7 @@ impl Engine {
             }
             module_losses.push(value);
             let grads = loss.backward()?;
+            observe(m, &grads);
             self.optimizer.step(&module.params, &grads, lr)?;
             // Dropping `grads` and detaching here frees this module's graph.
             x = h.detach();

@@ -92,11 +92,14 @@ impl Sgd {
             let Some(grad) = grads.get(entry.var.as_tensor()) else {
                 continue;
             };
-            let p = entry.var.as_tensor();
+            // Detached: the update must not extend the autograd graph, or every momentum
+            // buffer would keep all earlier steps' activations alive.
+            let p = entry.var.as_detached_tensor();
+            let grad = grad.detach();
             let mut g = if weight_decay != 0.0 {
                 (grad + p.affine(weight_decay, 0.0)?)?
             } else {
-                grad.clone()
+                grad
             };
             if momentum != 0.0 {
                 let buf = match self.momentum_buffers.get(&entry.name) {
@@ -110,7 +113,7 @@ impl Sgd {
                 };
                 self.momentum_buffers.insert(entry.name.clone(), buf);
             }
-            entry.var.set(&(p - g.affine(lr, 0.0)?)?)?;
+            entry.var.set(&(&p - g.affine(lr, 0.0)?)?)?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use auglocal_core::{Error, LocalNet, Result};
 pub use resnet_cifar::{BasicBlock, CifarResNet};
 
 /// Every model name [`build`] accepts.
-pub const MODELS: &[&str] = &["resnet20", "resnet32", "resnet56", "resnet110"];
+pub const MODELS: &[&str] = &["resnet8", "resnet20", "resnet32", "resnet56", "resnet110"];
 
 /// Builds model `name` with `classes` outputs, creating its tensors through `pb`.
 pub fn build(name: &str, classes: usize, pb: &ParamBuilder) -> Result<Box<dyn LocalNet>> {

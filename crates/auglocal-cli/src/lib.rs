@@ -1,0 +1,197 @@
+//! The `auglocal` command line as a library: [`run`] parses arguments and executes one
+//! command, so the binary is one line and tests can drive every command in-process.
+
+mod config;
+mod inspect;
+mod session;
+mod train;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "auglocal",
+    version,
+    about = "Supervised local learning (AugLocal) for deep CNNs on Candle"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model with BP or AugLocal; writes metrics, config and checkpoints to --out.
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint's backbone on a test set; prints one JSON line.
+    Eval(EvalArgs),
+    /// Print the auxiliary-network layout of a model and method.
+    Inspect(InspectArgs),
+    /// Write a checkpoint's backbone (PyTorch names) to a safetensors file.
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    Bp,
+    Auglocal,
+}
+
+impl MethodArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            MethodArg::Bp => "bp",
+            MethodArg::Auglocal => "auglocal",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Dataset: synthetic (embedded, the default), cifar10, cifar100.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Backbone: resnet20, resnet32, resnet56, resnet110.
+    #[arg(long)]
+    model: Option<String>,
+    /// Training method.
+    #[arg(long, value_enum)]
+    method: Option<MethodArg>,
+    /// AugLocal auxiliary depth d (K = units - d modules).
+    #[arg(long)]
+    aux_depth: Option<usize>,
+    /// Pyramid coefficient in [0, 1] (0: same depth everywhere).
+    #[arg(long)]
+    pyramid: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Batch size for evaluation.
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
+    /// Initial learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Plain momentum instead of Nesterov.
+    #[arg(long)]
+    no_nesterov: bool,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// warmup-cosine, cosine, constant or step:E1,E2,...
+    #[arg(long)]
+    schedule: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    train_size: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    test_size: Option<usize>,
+    /// Stop after N training steps in total (a checkpoint is written there).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Append each module's loss to steps.jsonl every N steps.
+    #[arg(long)]
+    log_every: Option<u64>,
+    /// Turn off training augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Keep the dataset order in every epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Start from these weights (safetensors with the backbone's PyTorch names).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// TOML file with any of the settings above (snake_case keys); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory to create (metrics.jsonl, config.json, checkpoint/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "init_from"])]
+    resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Run directory (or its checkpoint/ folder).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset to evaluate on (default: the one the run trained on).
+    #[arg(long)]
+    dataset: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(long, default_value = "resnet32")]
+    model: String,
+    #[arg(long, value_enum, default_value = "auglocal")]
+    method: MethodArg,
+    #[arg(long, default_value_t = 2)]
+    aux_depth: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pyramid: f64,
+    /// Classes of the output layer (for parameter counts).
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Run directory (or its checkpoint/ folder).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Output .safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Executes a parsed command line. Results meant for other programs (`eval`'s JSON line,
+/// `inspect`'s table or JSON) go to `out`; training progress goes to the terminal.
+pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => session::eval(args, out),
+        Command::Inspect(args) => inspect::run(args, out),
+        Command::Export(args) => session::export(args),
+    }
+}
+
+/// Parses `args` (the first is the program name) and executes the command, writing its
+/// results to `out`. Flag errors come back as errors carrying clap's message instead of
+/// exiting the process, so tests can drive every command in-process.
+pub fn run<I, T>(args: I, out: &mut dyn Write) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)
+        .map_err(|e| anyhow::anyhow!("{}", e.render().to_string().trim_end()))?;
+    execute(cli, out)
+}

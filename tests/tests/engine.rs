@@ -1,0 +1,157 @@
+//! The engine on real backbones: gradient isolation, what a step and an evaluation touch.
+
+use std::collections::HashMap;
+
+use auglocal_core::params::{Owner, Role};
+use auglocal_core::{AuxPlan, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use candle_core::{DType, Device, Tensor};
+
+fn engine(model: &str, method: Method) -> anyhow::Result<Engine> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
+    let net = auglocal_models::build(model, 10, &pb)?;
+    let plan = AuxPlan::new(model, &net.unit_channels(), method)?;
+    Ok(Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?)
+}
+
+fn batch(n: usize) -> anyhow::Result<(Tensor, Tensor)> {
+    let images = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &Device::Cpu)?;
+    let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
+    Ok((images, labels))
+}
+
+fn snapshot(store: &ParamStore) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+    store
+        .entries()
+        .into_iter()
+        .filter(|e| e.var.dtype() == DType::F32)
+        .map(|e| Ok((e.name.clone(), e.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+        .collect()
+}
+
+#[test]
+fn local_losses_never_reach_earlier_units() -> anyhow::Result<()> {
+    let mut engine = engine("resnet20", Method::AugLocal { depth: 2, pyramid: 0.5 })?;
+    let ranges = engine.plan().module_units();
+    assert_eq!(ranges.len(), 8);
+    let entries: Vec<_> = engine.store().entries().into_iter().filter(|e| e.role == Role::Param).collect();
+    let (images, labels) = batch(4)?;
+    let mut checked = 0;
+    engine.train_step_observed(&images, &labels, 0.1, &mut |m, grads| {
+        let units = ranges[m].clone();
+        let last = m == ranges.len() - 1;
+        for e in &entries {
+            let has_grad = grads.get(e.var.as_tensor()).is_some();
+            let mine = match e.owner {
+                Owner::Unit(u) => units.contains(&u),
+                Owner::Aux(u) => !last && u == units.end - 1,
+                Owner::Head => last,
+            };
+            assert_eq!(has_grad, mine, "module {m}: gradient presence of {} ({:?})", e.name, e.owner);
+            checked += 1;
+        }
+    })?;
+    assert_eq!(checked, 8 * entries.len());
+    Ok(())
+}
+
+#[test]
+fn backprop_reaches_every_backbone_parameter() -> anyhow::Result<()> {
+    let mut engine = engine("resnet8", Method::Bp)?;
+    let entries = engine.store().entries();
+    assert!(entries.iter().all(|e| !matches!(e.owner, Owner::Aux(_))));
+    let (images, labels) = batch(4)?;
+    let mut modules = 0;
+    engine.train_step_observed(&images, &labels, 0.1, &mut |_, grads| {
+        modules += 1;
+        for e in entries.iter().filter(|e| e.role == Role::Param) {
+            assert!(grads.get(e.var.as_tensor()).is_some(), "no gradient for {}", e.name);
+        }
+    })?;
+    assert_eq!(modules, 1);
+    Ok(())
+}
+
+#[test]
+fn a_step_updates_every_module_and_evaluation_changes_nothing() -> anyhow::Result<()> {
+    let mut engine = engine("resnet8", Method::AugLocal { depth: 1, pyramid: 0.0 })?;
+    let (images, labels) = batch(6)?;
+    let before = snapshot(engine.store())?;
+    let report = engine.train_step(&images, &labels, 0.1)?;
+    assert_eq!(report.module_losses.len(), 3);
+    assert_eq!(report.images, 6);
+    assert!(report.module_losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    let after = snapshot(engine.store())?;
+    for (name, values) in &before {
+        assert_ne!(values, &after[name], "{name} did not change in a training step");
+    }
+    // Evaluation: backbone only, inference mode; nothing changes, auxiliary nets untouched.
+    let totals = engine.eval_batch(&images, &labels)?;
+    assert_eq!(totals.images, 6);
+    assert!(totals.correct <= 6 && totals.loss_sum.is_finite());
+    assert_eq!(snapshot(engine.store())?, after);
+    Ok(())
+}
+
+#[test]
+fn resnet_parameter_counts_and_unit_shapes() -> anyhow::Result<()> {
+    // Option-B CIFAR ResNets: option A's counts plus the two projection shortcuts
+    // (16*32 + 64 and 32*64 + 128 = 2,752 parameters).
+    for (model, params, units) in [
+        ("resnet20", 269_722 + 2_752, 10),
+        ("resnet32", 464_154 + 2_752, 16),
+        ("resnet110", 1_727_962 + 2_752, 55),
+    ] {
+        let engine = engine(model, Method::Bp)?;
+        assert_eq!(engine.parameter_counts(), (params, 0), "{model}");
+        assert_eq!(engine.net().units().len(), units);
+    }
+    let engine = engine("resnet32", Method::Bp)?;
+    let mut x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+    for unit in 0..16 {
+        x = engine.net().forward_unit(unit, &x, false)?;
+        let expected = match unit {
+            0..=5 => (2, 16, 32, 32),
+            6..=10 => (2, 32, 16, 16),
+            _ => (2, 64, 8, 8),
+        };
+        assert_eq!(x.dims4()?, expected, "unit {unit}");
+    }
+    assert_eq!(engine.net().head(&x, false)?.dims2()?, (2, 10));
+    Ok(())
+}
+
+#[test]
+fn tensor_names_follow_pytorch() -> anyhow::Result<()> {
+    let engine = engine("resnet32", Method::AugLocal { depth: 1, pyramid: 0.0 })?;
+    let names: Vec<String> = engine.store().entries().into_iter().map(|e| e.name).collect();
+    for name in [
+        "conv1.weight",
+        "bn1.running_mean",
+        "bn1.num_batches_tracked",
+        "layer1.0.conv1.weight",
+        "layer1.4.bn2.bias",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var",
+        "layer3.4.conv2.weight",
+        "fc.weight",
+        "fc.bias",
+        "aux.0.blocks.0.conv1.weight",
+        "aux.0.blocks.0.downsample.1.running_var",
+        "aux.13.head.bn.weight",
+        "aux.13.head.fc.bias",
+    ] {
+        assert!(names.iter().any(|n| n == name), "missing {name}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("layer1.0.downsample")));
+    assert!(!names.iter().any(|n| n.starts_with("aux.14.")));
+    Ok(())
+}
+
+#[test]
+fn unknown_models_are_listed() {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+    let err = auglocal_models::build("resnet33", 10, &pb).err().unwrap().to_string();
+    assert_eq!(err, "unknown model `resnet33` (known models: resnet8, resnet20, resnet32, resnet56, resnet110)");
+}
