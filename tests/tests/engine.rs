@@ -11,12 +11,21 @@ fn engine(model: &str, method: Method) -> anyhow::Result<Engine> {
     let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
     let net = auglocal_models::build(model, 10, &pb)?;
     let plan = AuxPlan::new(model, &net.unit_channels(), method)?;
-    Ok(Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?)
+    Ok(Engine::new(
+        net,
+        plan,
+        &pb,
+        Sgd::new(SgdConfig::default())?,
+    )?)
 }
 
 fn batch(n: usize) -> anyhow::Result<(Tensor, Tensor)> {
     let images = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &Device::Cpu)?;
-    let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
+    let labels = Tensor::from_vec(
+        (0..n as u32).map(|i| i % 10).collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )?;
     Ok((images, labels))
 }
 
@@ -25,16 +34,32 @@ fn snapshot(store: &ParamStore) -> anyhow::Result<HashMap<String, Vec<f32>>> {
         .entries()
         .into_iter()
         .filter(|e| e.var.dtype() == DType::F32)
-        .map(|e| Ok((e.name.clone(), e.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+        .map(|e| {
+            Ok((
+                e.name.clone(),
+                e.var.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+            ))
+        })
         .collect()
 }
 
 #[test]
 fn local_losses_never_reach_earlier_units() -> anyhow::Result<()> {
-    let mut engine = engine("resnet20", Method::AugLocal { depth: 2, pyramid: 0.5 })?;
+    let mut engine = engine(
+        "resnet20",
+        Method::AugLocal {
+            depth: 2,
+            pyramid: 0.5,
+        },
+    )?;
     let ranges = engine.plan().module_units();
     assert_eq!(ranges.len(), 8);
-    let entries: Vec<_> = engine.store().entries().into_iter().filter(|e| e.role == Role::Param).collect();
+    let entries: Vec<_> = engine
+        .store()
+        .entries()
+        .into_iter()
+        .filter(|e| e.role == Role::Param)
+        .collect();
     let (images, labels) = batch(4)?;
     let mut checked = 0;
     engine.train_step_observed(&images, &labels, 0.1, &mut |m, grads| {
@@ -47,7 +72,11 @@ fn local_losses_never_reach_earlier_units() -> anyhow::Result<()> {
                 Owner::Aux(u) => !last && u == units.end - 1,
                 Owner::Head => last,
             };
-            assert_eq!(has_grad, mine, "module {m}: gradient presence of {} ({:?})", e.name, e.owner);
+            assert_eq!(
+                has_grad, mine,
+                "module {m}: gradient presence of {} ({:?})",
+                e.name, e.owner
+            );
             checked += 1;
         }
     })?;
@@ -65,7 +94,11 @@ fn backprop_reaches_every_backbone_parameter() -> anyhow::Result<()> {
     engine.train_step_observed(&images, &labels, 0.1, &mut |_, grads| {
         modules += 1;
         for e in entries.iter().filter(|e| e.role == Role::Param) {
-            assert!(grads.get(e.var.as_tensor()).is_some(), "no gradient for {}", e.name);
+            assert!(
+                grads.get(e.var.as_tensor()).is_some(),
+                "no gradient for {}",
+                e.name
+            );
         }
     })?;
     assert_eq!(modules, 1);
@@ -74,16 +107,28 @@ fn backprop_reaches_every_backbone_parameter() -> anyhow::Result<()> {
 
 #[test]
 fn a_step_updates_every_module_and_evaluation_changes_nothing() -> anyhow::Result<()> {
-    let mut engine = engine("resnet8", Method::AugLocal { depth: 1, pyramid: 0.0 })?;
+    let mut engine = engine(
+        "resnet8",
+        Method::AugLocal {
+            depth: 1,
+            pyramid: 0.0,
+        },
+    )?;
     let (images, labels) = batch(6)?;
     let before = snapshot(engine.store())?;
     let report = engine.train_step(&images, &labels, 0.1)?;
     assert_eq!(report.module_losses.len(), 3);
     assert_eq!(report.images, 6);
-    assert!(report.module_losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    assert!(report
+        .module_losses
+        .iter()
+        .all(|l| l.is_finite() && *l > 0.0));
     let after = snapshot(engine.store())?;
     for (name, values) in &before {
-        assert_ne!(values, &after[name], "{name} did not change in a training step");
+        assert_ne!(
+            values, &after[name],
+            "{name} did not change in a training step"
+        );
     }
     // Evaluation: backbone only, inference mode; nothing changes, auxiliary nets untouched.
     let totals = engine.eval_batch(&images, &labels)?;
@@ -123,8 +168,19 @@ fn resnet_parameter_counts_and_unit_shapes() -> anyhow::Result<()> {
 
 #[test]
 fn tensor_names_follow_pytorch() -> anyhow::Result<()> {
-    let engine = engine("resnet32", Method::AugLocal { depth: 1, pyramid: 0.0 })?;
-    let names: Vec<String> = engine.store().entries().into_iter().map(|e| e.name).collect();
+    let engine = engine(
+        "resnet32",
+        Method::AugLocal {
+            depth: 1,
+            pyramid: 0.0,
+        },
+    )?;
+    let names: Vec<String> = engine
+        .store()
+        .entries()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     for name in [
         "conv1.weight",
         "bn1.running_mean",
@@ -152,6 +208,12 @@ fn tensor_names_follow_pytorch() -> anyhow::Result<()> {
 fn unknown_models_are_listed() {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
-    let err = auglocal_models::build("resnet33", 10, &pb).err().unwrap().to_string();
-    assert_eq!(err, "unknown model `resnet33` (known models: resnet8, resnet20, resnet32, resnet56, resnet110)");
+    let err = auglocal_models::build("resnet33", 10, &pb)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "unknown model `resnet33` (known models: resnet8, resnet20, resnet32, resnet56, resnet110)"
+    );
 }

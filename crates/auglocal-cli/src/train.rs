@@ -98,7 +98,13 @@ fn resolve(args: &TrainArgs) -> Result<(PathBuf, TrainConfig, Option<PathBuf>)> 
                 RESUMABLE.iter().map(|k| format!("--{}", k.replace('_', "-"))).collect::<Vec<_>>().join(", ")
             );
         }
-        let config = config::apply_table(&state.config, &flags, "flags")?;
+        // A step limit belongs to one invocation: a run stopped by --max-steps resumes to
+        // the end unless a new limit is given.
+        let saved = TrainConfig {
+            max_steps: None,
+            ..state.config
+        };
+        let config = config::apply_table(&saved, &flags, "flags")?;
         config.validate()?;
         return Ok((dir.clone(), config, Some(ckpt)));
     }

@@ -1,5 +1,8 @@
 use candle_core::{DType, Result, Tensor, Var, D};
 
+use std::sync::{Arc, Mutex};
+
+use super::batch_norm_cpu::BatchNormTrain;
 use crate::params::{Init, ParamBuilder};
 
 const MOMENTUM: f64 = 0.1;
@@ -43,6 +46,9 @@ impl BatchNorm {
                     x.dims()
                 );
             }
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                return self.forward_train_fused(x, count);
+            }
             let mean = x.sum_keepdim(2)?.sum_keepdim(0)?.affine(1.0 / count, 0.0)?;
             let centred = x.broadcast_sub(&mean)?;
             let var = centred
@@ -66,6 +72,27 @@ impl BatchNorm {
         let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
         x.broadcast_mul(&per_channel(&scale)?)?
             .broadcast_add(&per_channel(&shift)?)
+    }
+
+    /// The CPU path: one fused op, statistics handed back for the running averages.
+    fn forward_train_fused(&self, x: &Tensor, count: f64) -> Result<Tensor> {
+        let stats = Arc::new(Mutex::new(None));
+        let op = BatchNormTrain {
+            eps: EPS,
+            stats: stats.clone(),
+        };
+        let y = x
+            .contiguous()?
+            .apply_op3(self.weight.as_tensor(), self.bias.as_tensor(), op)?;
+        let batch = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(batch) = batch else {
+            candle_core::bail!("batch norm: the fused op left no statistics");
+        };
+        let device = x.device();
+        let mean = Tensor::from_slice(&batch.mean, batch.mean.len(), device)?;
+        let var = Tensor::from_slice(&batch.var, batch.var.len(), device)?;
+        self.update_running(&mean, &var, count)?;
+        Ok(y)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: f64) -> Result<()> {

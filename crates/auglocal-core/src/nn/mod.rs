@@ -3,7 +3,9 @@
 //! running statistics, `train = false` is inference.
 
 mod batch_norm;
+mod batch_norm_cpu;
 mod conv;
+mod conv_cpu;
 mod linear;
 
 pub use batch_norm::{BatchNorm1d, BatchNorm2d};
@@ -14,6 +16,22 @@ use candle_core::{Result, Tensor};
 
 /// A boxed layer, as models hand out their blocks.
 pub type BoxedLayer = Box<dyn candle_nn::ModuleT + Send + Sync>;
+
+/// The f32 values of a contiguous CPU tensor handed to a custom op named `op`.
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: {what} must be f32");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: {what} must be contiguous"),
+    }
+}
 
 /// Global average pooling: (N, C, H, W) -> (N, C).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {

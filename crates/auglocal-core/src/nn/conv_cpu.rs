@@ -1,0 +1,444 @@
+//! 2-D convolution on the CPU as packed GEMM (the `gemm` crate) over im2col columns, with
+//! its two gradients, as Candle custom ops.
+//!
+//! Candle's own CPU convolution computes the input gradient with a direct-loop transposed
+//! convolution and the weight gradient as a convolution with an image-sized kernel; both are
+//! several times slower than the forward pass. Here all three are one GEMM per image:
+//!
+//! ```text
+//! forward       y[n]  = W · cols(x[n])                  (C_out x R) · (R x HW)
+//! input grad    dx[n] = col2im(Wᵀ · dy[n])               (R x C_out) · (C_out x HW)
+//! weight grad   dW    = Σ_n dy[n] · cols(x[n])ᵀ          (C_out x HW) · (HW x R)
+//! ```
+//!
+//! with R = C_in·k·k. Images run in parallel on rayon. The weight gradient sums images in
+//! fixed chunks, then the chunks in order, so results do not depend on the thread count.
+//! The input gradient is skipped when the input does not need one (a detached module
+//! input, the network's images), which local learning hits in every module.
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::contiguous_f32;
+
+/// Images per partial sum of the weight gradient: fixed, for thread-count-independent sums.
+const WEIGHT_GRAD_CHUNK: usize = 4;
+
+/// Shapes of one convolution (square kernel, same stride and padding on both axes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub h_out: usize,
+    pub w_out: usize,
+}
+
+impl Geometry {
+    pub fn new(x: &[usize], weight: &[usize], stride: usize, padding: usize) -> Result<Self> {
+        let (&[batch, c_in, h, w], &[c_out, c_in_w, k, k2]) = (x, weight) else {
+            bail!("conv2d expects input (N, C, H, W) and weight (O, C, k, k), got {x:?} and {weight:?}");
+        };
+        if c_in != c_in_w || k != k2 || stride == 0 {
+            bail!("conv2d: input {x:?} does not fit weight {weight:?} at stride {stride}");
+        }
+        if h + 2 * padding < k || w + 2 * padding < k {
+            bail!("conv2d: input {x:?} is smaller than the kernel {k}x{k} with padding {padding}");
+        }
+        Ok(Geometry {
+            batch,
+            c_in,
+            h,
+            w,
+            c_out,
+            k,
+            stride,
+            padding,
+            h_out: (h + 2 * padding - k) / stride + 1,
+            w_out: (w + 2 * padding - k) / stride + 1,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+    fn out_plane(&self) -> usize {
+        self.h_out * self.w_out
+    }
+    fn in_image(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    fn out_image(&self) -> usize {
+        self.c_out * self.out_plane()
+    }
+    /// A 1x1, stride-1, unpadded convolution reads its input as the column matrix itself.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.padding == 0
+    }
+    fn input_shape(&self) -> Shape {
+        Shape::from((self.batch, self.c_in, self.h, self.w))
+    }
+    fn output_shape(&self) -> Shape {
+        Shape::from((self.batch, self.c_out, self.h_out, self.w_out))
+    }
+    fn weight_shape(&self) -> Shape {
+        Shape::from((self.c_out, self.c_in, self.k, self.k))
+    }
+
+    /// Source index (iy or ix) of output position `o` under kernel offset `kk`, if inside.
+    #[inline]
+    fn source(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+        (o * self.stride + kk)
+            .checked_sub(self.padding)
+            .filter(|&i| i < size)
+    }
+
+    /// The output positions `lo..hi` whose source under kernel offset `kk` lies inside an
+    /// axis of `size` pixels (outside that range the source is padding).
+    #[inline]
+    fn valid_range(&self, kk: usize, size: usize, out: usize) -> (usize, usize) {
+        // o*stride + kk - padding >= 0  and  < size
+        let lo = self.padding.saturating_sub(kk).div_ceil(self.stride);
+        let hi = (size + self.padding)
+            .saturating_sub(kk)
+            .div_ceil(self.stride)
+            .min(out);
+        (lo.min(hi), hi)
+    }
+
+    /// Unfolds one image (C_in, H, W) into columns (R, H_out * W_out).
+    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        let plane = self.out_plane();
+        for c in 0..self.c_in {
+            let channel = &image[c * self.h * self.w..(c + 1) * self.h * self.w];
+            for ky in 0..self.k {
+                for kx in 0..self.k {
+                    let row = (c * self.k + ky) * self.k + kx;
+                    let dst = &mut cols[row * plane..(row + 1) * plane];
+                    let (x_lo, x_hi) = self.valid_range(kx, self.w, self.w_out);
+                    for oy in 0..self.h_out {
+                        let line = &mut dst[oy * self.w_out..(oy + 1) * self.w_out];
+                        let Some(iy) = self.source(oy, ky, self.h) else {
+                            line.fill(0.0);
+                            continue;
+                        };
+                        let src = &channel[iy * self.w..(iy + 1) * self.w];
+                        line[..x_lo].fill(0.0);
+                        line[x_hi..].fill(0.0);
+                        if x_lo == x_hi {
+                            continue;
+                        }
+                        let first = x_lo * self.stride + kx - self.padding;
+                        if self.stride == 1 {
+                            line[x_lo..x_hi].copy_from_slice(&src[first..first + x_hi - x_lo]);
+                        } else {
+                            for (v, s) in line[x_lo..x_hi]
+                                .iter_mut()
+                                .zip(src[first..].iter().step_by(self.stride))
+                            {
+                                *v = *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds columns (R, H_out * W_out) back into an image (C_in, H, W), adding overlaps.
+    fn col2im(&self, cols: &[f32], image: &mut [f32]) {
+        image.fill(0.0);
+        let plane = self.out_plane();
+        for c in 0..self.c_in {
+            let channel = &mut image[c * self.h * self.w..(c + 1) * self.h * self.w];
+            for ky in 0..self.k {
+                for kx in 0..self.k {
+                    let row = (c * self.k + ky) * self.k + kx;
+                    let src = &cols[row * plane..(row + 1) * plane];
+                    let (x_lo, x_hi) = self.valid_range(kx, self.w, self.w_out);
+                    for oy in 0..self.h_out {
+                        let Some(iy) = self.source(oy, ky, self.h).filter(|_| x_lo < x_hi) else {
+                            continue;
+                        };
+                        let dst = &mut channel[iy * self.w..(iy + 1) * self.w];
+                        let line = &src[oy * self.w_out + x_lo..oy * self.w_out + x_hi];
+                        let first = x_lo * self.stride + kx - self.padding;
+                        for (s, d) in line
+                            .iter()
+                            .zip(dst[first..].iter_mut().step_by(self.stride))
+                        {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major matrix view: `rows x cols` with row stride `rs` and column stride `cs`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: isize,
+    cs: isize,
+}
+
+impl<'a> Mat<'a> {
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major `rows x cols` matrix.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// `dst (m x n, row-major) = [dst +] lhs (m x k) · rhs (k x n)`, single-threaded (callers
+/// parallelise over images).
+fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    debug_assert!(dst.len() >= m * n);
+    // SAFETY: every index the kernel touches is inside the slices: lhs spans (m-1)*rs +
+    // (k-1)*cs, rhs (k-1)*rs + (n-1)*cs, dst (m-1)*n + (n-1), all checked by the callers'
+    // shapes (see the debug assertions of the ops).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs,
+            lhs.rs,
+            rhs.data.as_ptr(),
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Forward convolution; its backward runs [`InputGrad`] and [`WeightGrad`].
+pub(crate) struct Conv2dCpu {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl CustomOp2 for Conv2dCpu {
+    fn name(&self) -> &'static str {
+        "auglocal-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
+        let x = contiguous_f32("conv2d", xs, xl, "input")?;
+        let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
+        let mut out = vec![0f32; g.batch * g.out_image()];
+        let (rows, plane) = (g.rows(), g.out_plane());
+        out.par_chunks_mut(g.out_image()).enumerate().for_each_init(
+            || {
+                if g.is_pointwise() {
+                    Vec::new()
+                } else {
+                    vec![0f32; rows * plane]
+                }
+            },
+            |cols, (n, y)| {
+                let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
+                let cols: &[f32] = if g.is_pointwise() {
+                    image
+                } else {
+                    g.im2col(image, cols);
+                    cols
+                };
+                matmul(
+                    g.c_out,
+                    plane,
+                    rows,
+                    y,
+                    false,
+                    Mat::rows(weight, rows),
+                    Mat::rows(cols, plane),
+                );
+            },
+        );
+        Ok((CpuStorage::F32(out), g.output_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.dims(), weight.dims(), self.stride, self.padding)?;
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(weight, &InputGrad(g))?)
+        } else {
+            None
+        };
+        let dw = if weight.track_op() {
+            Some(dy.apply_op2_no_bwd(&x.contiguous()?, &WeightGrad(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// dx from (dy, W).
+struct InputGrad(Geometry);
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "auglocal-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        if dyl.shape() != &g.output_shape() || wl.shape() != &g.weight_shape() {
+            bail!(
+                "conv2d input gradient: unexpected shapes {:?} and {:?}",
+                dyl.dims(),
+                wl.dims()
+            );
+        }
+        let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
+        let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
+        let (rows, plane) = (g.rows(), g.out_plane());
+        let mut dx = vec![0f32; g.batch * g.in_image()];
+        dx.par_chunks_mut(g.in_image()).enumerate().for_each_init(
+            || vec![0f32; rows * plane],
+            |cols, (n, image)| {
+                let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
+                if g.is_pointwise() {
+                    matmul(
+                        rows,
+                        plane,
+                        g.c_out,
+                        image,
+                        false,
+                        Mat::transposed(weight, rows),
+                        Mat::rows(dyn_, plane),
+                    );
+                } else {
+                    matmul(
+                        rows,
+                        plane,
+                        g.c_out,
+                        cols,
+                        false,
+                        Mat::transposed(weight, rows),
+                        Mat::rows(dyn_, plane),
+                    );
+                    g.col2im(cols, image);
+                }
+            },
+        );
+        Ok((CpuStorage::F32(dx), g.input_shape()))
+    }
+}
+
+/// dW from (dy, x).
+struct WeightGrad(Geometry);
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "auglocal-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        if dyl.shape() != &g.output_shape() || xl.shape() != &g.input_shape() {
+            bail!(
+                "conv2d weight gradient: unexpected shapes {:?} and {:?}",
+                dyl.dims(),
+                xl.dims()
+            );
+        }
+        let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
+        let x = contiguous_f32("conv2d", xs, xl, "input")?;
+        let (rows, plane) = (g.rows(), g.out_plane());
+        let chunks: Vec<usize> = (0..g.batch).step_by(WEIGHT_GRAD_CHUNK).collect();
+        let partials: Vec<Vec<f32>> = chunks
+            .par_iter()
+            .map(|&first| {
+                let mut dw = vec![0f32; g.c_out * rows];
+                let mut cols = if g.is_pointwise() {
+                    Vec::new()
+                } else {
+                    vec![0f32; rows * plane]
+                };
+                for n in first..(first + WEIGHT_GRAD_CHUNK).min(g.batch) {
+                    let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
+                    let cols: &[f32] = if g.is_pointwise() {
+                        image
+                    } else {
+                        g.im2col(image, &mut cols);
+                        &cols
+                    };
+                    let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
+                    matmul(
+                        g.c_out,
+                        rows,
+                        plane,
+                        &mut dw,
+                        n > first,
+                        Mat::rows(dyn_, plane),
+                        Mat::transposed(cols, plane),
+                    );
+                }
+                dw
+            })
+            .collect();
+        let mut partials = partials.into_iter();
+        let mut dw = partials
+            .next()
+            .unwrap_or_else(|| vec![0f32; g.c_out * rows]);
+        for p in partials {
+            dw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        }
+        Ok((CpuStorage::F32(dw), g.weight_shape()))
+    }
+}

@@ -1,0 +1,84 @@
+//! Our CPU convolution (forward and both gradients) against Candle's own on random inputs,
+//! for every shape the CIFAR ResNets and their auxiliary networks use.
+
+use auglocal_core::nn::Conv2d;
+use auglocal_core::params::{ParamBuilder, ParamStore};
+use candle_core::{Device, Tensor, Var};
+use candle_nn::ModuleT;
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+fn check(
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    size: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> anyhow::Result<()> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 11);
+    let conv = Conv2d::new(c_in, c_out, k, stride, padding, &pb.pp("conv"))?;
+    let x = Var::from_tensor(&Tensor::randn(
+        0f32,
+        1.0,
+        (batch, c_in, size, size),
+        &Device::Cpu,
+    )?)?;
+    // A fixed random projection of the output makes every output element matter.
+    let ours = conv.forward_t(x.as_tensor(), true)?;
+    let reference = x.as_tensor().conv2d(conv.weight(), padding, stride, 1, 1)?;
+    assert_eq!(ours.dims(), reference.dims());
+    let tag = format!("{batch}x{c_in}x{size}x{size} -> {c_out}, k{k} s{stride} p{padding}");
+    assert!(max_abs_diff(&ours, &reference)? < 1e-4, "forward {tag}");
+
+    let probe = Tensor::randn(0f32, 1.0, ours.dims(), &Device::Cpu)?;
+    let g_ours = (ours * &probe)?.sum_all()?.backward()?;
+    let g_ref = (reference * &probe)?.sum_all()?.backward()?;
+    let w = conv.weight();
+    let dw = max_abs_diff(g_ours.get(w).unwrap(), g_ref.get(w).unwrap())?;
+    let scale = g_ref
+        .get(w)
+        .unwrap()
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
+    assert!(
+        dw <= 1e-4 * scale.max(1.0),
+        "weight gradient {tag}: {dw} (scale {scale})"
+    );
+    let dx = max_abs_diff(
+        g_ours.get(x.as_tensor()).unwrap(),
+        g_ref.get(x.as_tensor()).unwrap(),
+    )?;
+    assert!(dx < 1e-3, "input gradient {tag}: {dx}");
+    Ok(())
+}
+
+#[test]
+fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
+    check(3, 3, 16, 8, 3, 1, 1)?; // stem
+    check(3, 16, 16, 8, 3, 1, 1)?; // stage conv
+    check(2, 16, 32, 8, 3, 2, 1)?; // downsampling conv
+    check(2, 16, 32, 8, 1, 2, 0)?; // projection shortcut
+    check(2, 32, 64, 8, 1, 1, 0)?; // pointwise
+    check(5, 7, 6, 9, 3, 2, 1)?; // odd sizes, a batch that is not a multiple of the chunk
+    check(2, 3, 8, 15, 7, 2, 3)?; // ImageNet-style stem
+    Ok(())
+}
+
+#[test]
+fn detached_inputs_get_no_gradient() -> anyhow::Result<()> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+    let conv = Conv2d::new(4, 4, 3, 1, 1, &pb.pp("conv"))?;
+    let x = Tensor::randn(0f32, 1.0, (2, 4, 6, 6), &Device::Cpu)?;
+    let grads = conv.forward_t(&x, true)?.sum_all()?.backward()?;
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(conv.weight()).is_some());
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! The CLI end to end on small runs: resume continuity, eval, export, init-from, CIFAR files,
+//! inspect.
+
+mod common;
+
+use common::{auglocal, metrics, path_str, tensors, write_cifar10};
+
+const TINY: &[&str] = &[
+    "--model",
+    "resnet8",
+    "--train-size",
+    "96",
+    "--test-size",
+    "32",
+    "--batch-size",
+    "32",
+    "--eval-batch-size",
+    "32",
+];
+
+fn train(out: &std::path::Path, extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["train", "--out", path_str(out)];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    auglocal(&args)?;
+    Ok(())
+}
+
+/// Metrics without the timing fields, which differ between runs.
+fn comparable(run: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(metrics(run)?
+        .into_iter()
+        .map(|mut m| {
+            let o = m.as_object_mut().unwrap();
+            for k in ["seconds", "images_per_second", "peak_rss_bytes"] {
+                o.remove(k);
+            }
+            m
+        })
+        .collect())
+}
+
+#[test]
+fn interrupted_and_resumed_runs_equal_uninterrupted_ones() -> anyhow::Result<()> {
+    for method in ["auglocal", "bp"] {
+        let tmp = tempfile::tempdir()?;
+        let straight = tmp.path().join("straight");
+        let pieces = tmp.path().join("pieces");
+        let args = [
+            "--method",
+            method,
+            "--aux-depth",
+            "1",
+            "--epochs",
+            "2",
+            "--log-every",
+            "1",
+        ];
+        train(&straight, &args)?;
+        // 3 steps per epoch: stop mid-epoch 1, then mid-epoch 2, then finish.
+        let mut first = args.to_vec();
+        first.extend(["--max-steps", "2"]);
+        train(&pieces, &first)?;
+        assert!(!pieces.join("metrics.jsonl").exists() || metrics(&pieces)?.is_empty());
+        auglocal(&["train", "--resume", path_str(&pieces), "--max-steps", "4"])?;
+        assert_eq!(metrics(&pieces)?.len(), 1);
+        auglocal(&["train", "--resume", path_str(&pieces)])?;
+
+        let a = tensors(&straight.join("checkpoint/model.safetensors"))?;
+        let b = tensors(&pieces.join("checkpoint/model.safetensors"))?;
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x == y, "{method}: tensor {} differs after resume", x.0);
+        }
+        assert_eq!(
+            tensors(&straight.join("checkpoint/optimizer.safetensors"))?,
+            tensors(&pieces.join("checkpoint/optimizer.safetensors"))?,
+            "{method}: momentum buffers differ after resume"
+        );
+        assert_eq!(
+            comparable(&straight)?,
+            comparable(&pieces)?,
+            "{method}: metrics differ after resume"
+        );
+        let steps_a = std::fs::read_to_string(straight.join("steps.jsonl"))?;
+        let steps_b = std::fs::read_to_string(pieces.join("steps.jsonl"))?;
+        assert_eq!(
+            steps_a, steps_b,
+            "{method}: per-step losses differ after resume"
+        );
+        assert_eq!(steps_a.lines().count(), 6);
+        // A finished run says so instead of training again.
+        auglocal(&["train", "--resume", path_str(&pieces)])?;
+        assert_eq!(metrics(&pieces)?.len(), 2);
+    }
+    Ok(())
+}
+
+#[test]
+fn metrics_config_and_step_logs_have_every_field() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    train(
+        &run,
+        &[
+            "--method",
+            "auglocal",
+            "--aux-depth",
+            "1",
+            "--epochs",
+            "1",
+            "--log-every",
+            "2",
+            "--lr",
+            "0.03",
+        ],
+    )?;
+    let lines = metrics(&run)?;
+    assert_eq!(lines.len(), 1);
+    let m = &lines[0];
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "images_per_second",
+        "peak_rss_bytes",
+    ] {
+        assert!(m.get(key).is_some(), "metrics.jsonl lacks {key}: {m}");
+    }
+    assert_eq!(m["epoch"], 1);
+    assert_eq!(m["lr"], 0.03);
+    assert!(m["peak_rss_bytes"].as_u64().unwrap() > 10_000_000);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json"))?)?;
+    assert_eq!(config["model"], "resnet8");
+    assert_eq!(config["method"], "auglocal");
+    assert_eq!(config["aux_depth"], 1);
+    assert_eq!(config["schedule"], "cosine");
+    assert_eq!(config["momentum"], 0.9);
+    assert_eq!(config["nesterov"], true);
+    assert_eq!(config["weight_decay"], 1e-4);
+    let steps = std::fs::read_to_string(run.join("steps.jsonl"))?;
+    let first: serde_json::Value = serde_json::from_str(steps.lines().next().unwrap())?;
+    assert_eq!(first["step"], 2);
+    // resnet8 with d = 1: K = 4 - 1 = 3 modules.
+    assert_eq!(first["module_losses"].as_array().unwrap().len(), 3);
+    Ok(())
+}
+
+#[test]
+fn eval_and_export_agree_with_the_checkpoint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    train(
+        &run,
+        &["--method", "auglocal", "--aux-depth", "1", "--epochs", "1"],
+    )?;
+    let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
+    let line: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(line["images"], 32);
+    assert_eq!(line["dataset"], "synthetic");
+    let last = &metrics(&run)?[0];
+    assert!(
+        (line["accuracy"].as_f64().unwrap() - last["test_acc"].as_f64().unwrap()).abs() < 1e-12
+    );
+    assert!((line["loss"].as_f64().unwrap() - last["test_loss"].as_f64().unwrap()).abs() < 1e-5);
+
+    let file = tmp.path().join("resnet8.safetensors");
+    auglocal(&[
+        "export",
+        "--checkpoint",
+        path_str(&run),
+        "--out",
+        path_str(&file),
+    ])?;
+    let exported = tensors(&file)?;
+    let all = tensors(&run.join("checkpoint/model.safetensors"))?;
+    assert!(exported.iter().all(|t| !t.0.starts_with("aux.")));
+    assert_eq!(
+        exported.len(),
+        all.iter().filter(|t| !t.0.starts_with("aux.")).count()
+    );
+    for t in &exported {
+        let same = all.iter().find(|a| a.0 == t.0).unwrap();
+        assert_eq!(t, same, "{} differs from the checkpoint", t.0);
+    }
+    let tracked = exported
+        .iter()
+        .find(|t| t.0 == "layer2.0.downsample.1.num_batches_tracked")
+        .unwrap();
+    assert_eq!(tracked.1, "I64");
+    assert_eq!(tracked.2, Vec::<usize>::new());
+    assert_eq!(
+        i64::from_le_bytes(tracked.3[..8].try_into()?),
+        3,
+        "3 training steps"
+    );
+    let names: Vec<&str> = exported.iter().map(|t| t.0.as_str()).collect();
+    for name in [
+        "conv1.weight",
+        "bn1.running_var",
+        "layer3.0.conv2.weight",
+        "fc.weight",
+        "fc.bias",
+    ] {
+        assert!(names.contains(&name), "export lacks {name}");
+    }
+    let err = common::auglocal_err(&[
+        "export",
+        "--checkpoint",
+        path_str(&run),
+        "--out",
+        path_str(&tmp.path().join("w.bin")),
+    ]);
+    assert!(err.contains("must end in .safetensors"), "{err}");
+
+    // Start a new run from the exported backbone: its first evaluation before any step
+    // equals the source's (same weights, fresh auxiliary nets).
+    let start = tmp.path().join("from-export");
+    train(
+        &start,
+        &[
+            "--method",
+            "bp",
+            "--init-from",
+            path_str(&file),
+            "--max-steps",
+            "0",
+            "--epochs",
+            "1",
+        ],
+    )?;
+    let a = tensors(&start.join("checkpoint/model.safetensors"))?;
+    for t in &exported {
+        assert_eq!(
+            a.iter().find(|x| x.0 == t.0).unwrap(),
+            t,
+            "{} not taken from --init-from",
+            t.0
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = write_cifar10(&tmp.path().join("cifar-10-batches-bin"), 8)?;
+    let run = tmp.path().join("run");
+    auglocal(&[
+        "train",
+        "--out",
+        path_str(&run),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        path_str(tmp.path()),
+        "--model",
+        "resnet8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--lr",
+        "0.1",
+        "--schedule",
+        "constant",
+    ])?;
+    let m = &metrics(&run)?[0];
+    assert_eq!(m["steps"], 4, "40 training images in batches of 10");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json"))?)?;
+    assert_eq!(config["data_dir"], path_str(tmp.path()));
+    assert_eq!(config["epochs"], 1);
+    assert!(data.join("test_batch.bin").exists());
+    let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
+    let line: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(line["images"], 8);
+    Ok(())
+}
+
+#[test]
+fn config_file_then_flags() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, "model = \"resnet8\"\nmethod = \"bp\"\nlr = 0.2\nepochs = 3\ntrain_size = 64\ntest_size = 16\nbatch_size = 32\n")?;
+    let run = tmp.path().join("run");
+    auglocal(&[
+        "train",
+        "--out",
+        path_str(&run),
+        "--config",
+        path_str(&cfg),
+        "--epochs",
+        "1",
+        "--no-augment",
+        "--no-shuffle",
+    ])?;
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json"))?)?;
+    assert_eq!(config["lr"], 0.2);
+    assert_eq!(config["epochs"], 1);
+    assert_eq!(config["method"], "bp");
+    assert_eq!(config["augment"], false);
+    assert_eq!(config["shuffle"], false);
+    Ok(())
+}
+
+#[test]
+fn inspect_prints_the_plan() -> anyhow::Result<()> {
+    let json = auglocal(&[
+        "inspect",
+        "--model",
+        "resnet32",
+        "--method",
+        "auglocal",
+        "--aux-depth",
+        "2",
+        "--pyramid",
+        "0.5",
+        "--json",
+    ])?;
+    assert!(json.starts_with(
+        r#"{"model":"resnet32","units":16,"modules":14,"aux":[{"unit":0,"depth":2,"blocks":[{"copy_of":8,"in":16,"out":32,"stride":2},{"copy_of":15,"in":32,"out":64,"stride":2}],"head":"fc"}"#
+    ), "{json}");
+    let plan: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(plan["aux"].as_array().unwrap().len(), 13);
+    let table = auglocal(&["inspect", "--model", "resnet32", "--aux-depth", "1"])?;
+    assert!(
+        table.contains("resnet32: 16 units, 15 modules; parameters: backbone 466906"),
+        "{table}"
+    );
+    assert!(table.contains("bn_fc   [15:16->64,s2]"), "{table}");
+    assert!(table.contains("last module: units 14..=15"), "{table}");
+    let bp = auglocal(&["inspect", "--model", "resnet110", "--method", "bp"])?;
+    assert!(
+        bp.contains("55 units, 1 modules") && bp.contains("no auxiliary networks"),
+        "{bp}"
+    );
+    Ok(())
+}
