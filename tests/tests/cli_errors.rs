@@ -60,6 +60,18 @@ fn unknown_flag_values_list_the_valid_ones() {
     );
     let err = auglocal_err(&["train"]);
     assert!(err.contains("--out DIR is required"), "{err}");
+    let err = auglocal_err(&["train", "--out", "/tmp/never", "--device", "tpu"]);
+    assert!(
+        err.contains("unknown device `tpu` (valid: cpu, cuda, cuda:N)"),
+        "{err}"
+    );
+    if !candle_core::utils::cuda_is_available() {
+        let err = auglocal_err(&["train", "--out", "/tmp/never", "--device", "cuda"]);
+        assert!(
+            err.contains("this auglocal was built without CUDA; build it with `--features cuda`"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

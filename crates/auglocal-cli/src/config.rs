@@ -30,6 +30,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Worker threads (0: all cores).
     pub threads: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
     pub augment: bool,
     pub shuffle: bool,
     /// Train on the first N images only (None: all).
@@ -65,6 +68,7 @@ impl TrainConfig {
             schedule: "warmup-cosine".into(),
             seed: 0,
             threads: 0,
+            device: default_device(),
             augment: true,
             shuffle: true,
             train_size: None,
@@ -124,6 +128,7 @@ impl TrainConfig {
                 auglocal_data::DATASETS.join(", ")
             );
         }
+        parse_device(&self.device)?;
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
@@ -138,6 +143,31 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N` into a device, with an error that says how to get CUDA
+/// where this build has none.
+pub fn parse_device(name: &str) -> Result<candle_core::Device> {
+    let ordinal = match name {
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" => 0,
+        _ => match name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => bail!("unknown device `{name}` (valid: cpu, cuda, cuda:N)"),
+        },
+    };
+    if !candle_core::utils::cuda_is_available() {
+        bail!("--device {name}: this auglocal was built without CUDA; build it with `--features cuda` (see the README)");
+    }
+    candle_core::Device::new_cuda(ordinal)
+        .with_context(|| format!("--device {name}: no usable CUDA GPU with ordinal {ordinal}"))
 }
 
 /// Reads a TOML config file: a table of [`TrainConfig`] fields, any subset of them.

@@ -96,6 +96,9 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
     /// Train on the first N training images only.
     #[arg(long)]
     train_size: Option<usize>,
@@ -142,6 +145,9 @@ pub struct EvalArgs {
     batch_size: Option<usize>,
     #[arg(long)]
     threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]

@@ -154,7 +154,7 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(PathBuf, RunStat
 
 pub fn eval(args: EvalArgs, out: &mut dyn std::io::Write) -> Result<()> {
     set_threads(args.threads.unwrap_or(0))?;
-    let device = Device::Cpu;
+    let device = crate::config::parse_device(&args.device)?;
     let (dir, state, engine) = load_checkpoint(&args.checkpoint, &device)?;
     let dataset = args.dataset.unwrap_or_else(|| state.config.dataset.clone());
     let data_dir = args.data_dir.or_else(|| state.config.data_dir.clone());

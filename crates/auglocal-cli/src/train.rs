@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
 use auglocal_data::{Augment, Loader, LoaderConfig, Split};
-use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -59,6 +58,7 @@ fn flag_table(args: &TrainArgs) -> toml::Table {
     put("schedule", args.schedule.clone().map(toml::Value::String));
     put("seed", int(args.seed));
     put("threads", int(args.threads.map(|v| v as u64)));
+    put("device", args.device.clone().map(toml::Value::String));
     put("train_size", int(args.train_size.map(|v| v as u64)));
     put("test_size", int(args.test_size.map(|v| v as u64)));
     put("max_steps", int(args.max_steps));
@@ -155,7 +155,7 @@ fn open_append(path: &Path) -> Result<File> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let (out, config, resume_from) = resolve(&args)?;
     session::set_threads(config.threads)?;
-    let device = Device::Cpu;
+    let device = config::parse_device(&config.device)?;
 
     let train_set = session::open_split(
         &config.dataset,
