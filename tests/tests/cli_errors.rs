@@ -246,3 +246,31 @@ fn checkpoints_that_do_not_fit_are_refused() -> anyhow::Result<()> {
     assert!(err.contains("--model cannot change when resuming"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_diverging_run_stops_and_names_the_step_and_module() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    let err = auglocal_err(&[
+        "train",
+        "--out",
+        path_str(&run),
+        "--model",
+        "resnet8",
+        "--method",
+        "bp",
+        "--train-size",
+        "256",
+        "--test-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e30",
+    ]);
+    assert!(
+        err.contains("non-finite loss at step 3 in module 0: NaN; lower the learning rate"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -161,7 +161,7 @@ impl Engine {
             if !value.is_finite() {
                 return Err(Error::NonFinite {
                     what: "loss",
-                    step: self.step,
+                    step: self.step + 1,
                     module: m,
                     value,
                 });

@@ -35,7 +35,7 @@ pub enum Error {
     #[error("checkpoint {}: {problem}", path.display())]
     Checkpoint { path: PathBuf, problem: String },
 
-    /// A loss or gradient became NaN or infinite.
+    /// A loss or gradient became NaN or infinite (`step` counts from 1, `module` from 0).
     #[error("non-finite {what} at step {step} in module {module}: {value}; lower the learning rate or check the input data")]
     NonFinite {
         what: &'static str,
