@@ -1,6 +1,7 @@
 //! The `auglocal` command line as a library: [`run`] parses arguments and executes one
 //! command, so the binary is one line and tests can drive every command in-process.
 
+mod bench;
 mod config;
 mod inspect;
 mod session;
@@ -34,6 +35,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a checkpoint's backbone (PyTorch names) to a safetensors file.
     Export(ExportArgs),
+    /// Time training steps on random tensors: seconds per step, images/s, peak memory.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,6 +172,40 @@ pub struct InspectArgs {
 }
 
 #[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "resnet32")]
+    model: String,
+    #[arg(long, value_enum, default_value = "bp")]
+    method: MethodArg,
+    #[arg(long, default_value_t = 2)]
+    aux_depth: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pyramid: f64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct ExportArgs {
     /// Run directory (or its checkpoint/ folder).
     #[arg(long)]
@@ -186,6 +223,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Eval(args) => session::eval(args, out),
         Command::Inspect(args) => inspect::run(args, out),
         Command::Export(args) => session::export(args),
+        Command::Bench(args) => bench::run(args, out),
     }
 }
 

@@ -22,3 +22,10 @@ fn status_field(field: &str) -> Option<u64> {
         .ok()?;
     Some(kib * 1024)
 }
+
+/// Resets the peak resident set size to the current one (Linux: writes `5` to
+/// `/proc/self/clear_refs`), so a later [`peak_rss_bytes`] measures only what follows.
+/// Returns false where the platform does not allow it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

@@ -5,7 +5,7 @@
 //! Tensor names follow PyTorch's CIFAR ResNet: `conv1`, `bn1`, `layer{1,2,3}.{b}.conv1`,
 //! `...bn2`, `layer2.0.downsample.{0,1}`, `fc`.
 
-use auglocal_core::nn::{global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear};
+use auglocal_core::nn::{add_relu, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear};
 use auglocal_core::params::{Owner, ParamBuilder};
 use auglocal_core::{LocalNet, UnitSpec};
 use candle_core::{Result, Tensor};
@@ -54,8 +54,7 @@ impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self
             .bn1
-            .forward_t(&self.conv1.forward_t(x, train)?, train)?
-            .relu()?;
+            .forward_relu(&self.conv1.forward_t(x, train)?, train)?;
         let h = self
             .bn2
             .forward_t(&self.conv2.forward_t(&h, train)?, train)?;
@@ -63,7 +62,7 @@ impl ModuleT for BasicBlock {
             Some((conv, bn)) => bn.forward_t(&conv.forward_t(x, train)?, train)?,
             None => x.clone(),
         };
-        (h + shortcut)?.relu()
+        add_relu(&h, &shortcut)
     }
 }
 
@@ -76,8 +75,7 @@ struct Stem {
 impl ModuleT for Stem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn1
-            .forward_t(&self.conv1.forward_t(x, train)?, train)?
-            .relu()
+            .forward_relu(&self.conv1.forward_t(x, train)?, train)
     }
 }
 

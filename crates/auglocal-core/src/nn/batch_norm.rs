@@ -34,21 +34,39 @@ impl BatchNorm {
         })
     }
 
-    /// Normalises `x` viewed as (N, C, S): statistics over dims 0 and 2.
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Normalises `x` viewed as (N, C, S): statistics over dims 0 and 2; then a ReLU if
+    /// `relu` (fused into the same pass on the CPU).
+    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if train && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let (n, _, s) = x.dims3()?;
+            self.check_count(x, n * s)?;
+            return self.forward_train_fused(x, (n * s) as f64, relu);
+        }
+        let y = self.forward_generic(x, train)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn check_count(&self, x: &Tensor, count: usize) -> Result<()> {
+        if count < 2 {
+            candle_core::bail!(
+                "BatchNorm in training needs more than one value per channel, got input {:?}; use a batch size of at least 2",
+                x.dims()
+            );
+        }
+        Ok(())
+    }
+
+    /// Batch normalisation from Candle ops, for devices without a fused kernel.
+    fn forward_generic(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, s) = x.dims3()?;
         let per_channel = |t: &Tensor| t.reshape((1, c, 1));
         if train {
+            self.check_count(x, n * s)?;
             let count = (n * s) as f64;
-            if count < 2.0 {
-                candle_core::bail!(
-                    "BatchNorm in training needs more than one value per channel, got input {:?}; use a batch size of at least 2",
-                    x.dims()
-                );
-            }
-            if x.device().is_cpu() && x.dtype() == DType::F32 {
-                return self.forward_train_fused(x, count);
-            }
             let mean = x.sum_keepdim(2)?.sum_keepdim(0)?.affine(1.0 / count, 0.0)?;
             let centred = x.broadcast_sub(&mean)?;
             let var = centred
@@ -75,10 +93,11 @@ impl BatchNorm {
     }
 
     /// The CPU path: one fused op, statistics handed back for the running averages.
-    fn forward_train_fused(&self, x: &Tensor, count: f64) -> Result<Tensor> {
+    fn forward_train_fused(&self, x: &Tensor, count: f64, relu: bool) -> Result<Tensor> {
         let stats = Arc::new(Mutex::new(None));
         let op = BatchNormTrain {
             eps: EPS,
+            relu,
             stats: stats.clone(),
         };
         let y = x
@@ -119,11 +138,21 @@ impl BatchNorm2d {
     }
 }
 
+impl BatchNorm2d {
+    /// `relu(bn(x))`, fused on the CPU.
+    pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        self.0
+            .forward(&x.reshape((n, c, h * w))?, train, true)?
+            .reshape((n, c, h, w))
+    }
+}
+
 impl candle_nn::ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         self.0
-            .forward(&x.reshape((n, c, h * w))?, train)?
+            .forward(&x.reshape((n, c, h * w))?, train, false)?
             .reshape((n, c, h, w))
     }
 }
@@ -142,7 +171,7 @@ impl candle_nn::ModuleT for BatchNorm1d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c) = x.dims2()?;
         self.0
-            .forward(&x.reshape((n, c, 1))?, train)?
+            .forward(&x.reshape((n, c, 1))?, train, false)?
             .squeeze(D::Minus1)
     }
 }

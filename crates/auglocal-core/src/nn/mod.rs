@@ -6,6 +6,7 @@ mod batch_norm;
 mod batch_norm_cpu;
 mod conv;
 mod conv_cpu;
+mod elementwise_cpu;
 mod linear;
 
 pub use batch_norm::{BatchNorm1d, BatchNorm2d};
@@ -30,6 +31,16 @@ pub(crate) fn contiguous_f32<'a>(
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// `relu(a + b)`, the end of a residual block, fused into one pass on the CPU.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && a.dims() == b.dims() {
+        a.contiguous()?
+            .apply_op2(&b.contiguous()?, elementwise_cpu::AddRelu)
+    } else {
+        (a + b)?.relu()
     }
 }
 

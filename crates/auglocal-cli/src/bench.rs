@@ -1,0 +1,101 @@
+//! `auglocal bench`: seconds per training step, images per second and peak memory of one
+//! model and method on random tensors.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use auglocal_core::memory;
+use candle_core::Tensor;
+use serde_json::json;
+
+use crate::config::{self, TrainConfig};
+use crate::session;
+use crate::BenchArgs;
+
+pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    session::set_threads(args.threads.unwrap_or(0))?;
+    let device = config::parse_device(&args.device)?;
+    let settings = TrainConfig {
+        model: args.model.clone(),
+        method: args.method.as_str().into(),
+        aux_depth: args.aux_depth,
+        pyramid: args.pyramid,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        device: args.device.clone(),
+        ..TrainConfig::recipe("synthetic")
+    };
+    settings.validate()?;
+
+    // Everything from here on counts towards the peak: model, optimizer state, activations.
+    let peak_reset = memory::reset_peak_rss();
+    let baseline = memory::current_rss_bytes();
+    let mut engine = session::build_engine(&settings, args.classes, &device)?;
+    let images = Tensor::randn(
+        0f32,
+        1.0,
+        (args.batch_size, 3, args.image_size, args.image_size),
+        &device,
+    )?;
+    let labels: Vec<u32> = (0..args.batch_size)
+        .map(|i| (i % args.classes) as u32)
+        .collect();
+    let labels = Tensor::from_vec(labels, args.batch_size, &device)?;
+
+    let mut times = Vec::with_capacity(args.iters);
+    for i in 0..args.warmup + args.iters {
+        let start = Instant::now();
+        engine.train_step(&images, &labels, 0.01)?;
+        device.synchronize()?;
+        if i >= args.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let peak = match (peak_reset, memory::peak_rss_bytes(), baseline) {
+        (true, Some(peak), Some(base)) if device.is_cpu() => Some(peak.saturating_sub(base)),
+        _ => None,
+    };
+    let (backbone, aux) = engine.parameter_counts();
+    let line = json!({
+        "model": args.model,
+        "method": args.method.as_str(),
+        "aux_depth": args.aux_depth,
+        "pyramid": args.pyramid,
+        "modules": engine.plan().modules,
+        "batch_size": args.batch_size,
+        "threads": rayon::current_num_threads(),
+        "device": args.device,
+        "iters": args.iters,
+        "median_step_seconds": median,
+        "min_step_seconds": times[0],
+        "max_step_seconds": times[times.len() - 1],
+        "images_per_second": args.batch_size as f64 / median,
+        "peak_memory_bytes": peak,
+        "backbone_parameters": backbone,
+        "aux_parameters": aux,
+    });
+    if args.json {
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(
+            out,
+            "{} {} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s), peak memory {}",
+            args.model,
+            args.method.as_str(),
+            engine.plan().modules,
+            args.batch_size,
+            rayon::current_num_threads(),
+            median,
+            args.iters,
+            args.batch_size as f64 / median,
+            peak.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+        )?;
+    }
+    Ok(())
+}
