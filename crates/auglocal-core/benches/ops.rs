@@ -9,8 +9,11 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::ModuleT;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// (name, batch, channels in, channels out, size, kernel, stride, padding)
-const CONVS: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
+/// One benchmarked convolution: name, batch, channels in, channels out, image size,
+/// kernel, stride, padding.
+type ConvCase = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+
+const CONVS: &[ConvCase] = &[
     ("3x3 64->64 8x8", 128, 64, 64, 8, 3, 1, 1),
     ("3x3 16->16 32x32", 128, 16, 16, 32, 3, 1, 1),
     ("3x3 16->32 32x32 s2", 128, 16, 32, 32, 3, 2, 1),
