@@ -274,3 +274,33 @@ fn a_diverging_run_stops_and_names_the_step_and_module() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_last_good_checkpoint_survives_a_diverging_step() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    let err = auglocal_err(&[
+        "train",
+        "--out",
+        path_str(&run),
+        "--model",
+        "resnet8",
+        "--method",
+        "bp",
+        "--train-size",
+        "256",
+        "--test-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e30",
+        "--checkpoint-every",
+        "2",
+    ]);
+    assert!(err.contains("non-finite loss at step 3"), "{err}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json"))?)?;
+    assert_eq!(state["steps"], 2, "the checkpoint of step 2 is kept");
+    Ok(())
+}

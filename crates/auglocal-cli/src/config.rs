@@ -43,6 +43,9 @@ pub struct TrainConfig {
     pub max_steps: Option<u64>,
     /// Write a line to `steps.jsonl` every N steps (None: never).
     pub log_every: Option<u64>,
+    /// Also checkpoint every N steps, not only at the end of each epoch (None: per epoch).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
     /// Start from these weights (safetensors; backbone names, auxiliary nets optional).
     pub init_from: Option<PathBuf>,
 }
@@ -75,6 +78,7 @@ impl TrainConfig {
             test_size: None,
             max_steps: None,
             log_every: None,
+            checkpoint_every: None,
             init_from: None,
         };
         if dataset == "synthetic" {
@@ -140,6 +144,9 @@ impl TrainConfig {
         }
         if self.log_every == Some(0) {
             bail!("--log-every must be at least 1");
+        }
+        if self.checkpoint_every == Some(0) {
+            bail!("--checkpoint-every must be at least 1");
         }
         Ok(())
     }

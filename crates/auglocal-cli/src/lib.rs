@@ -114,6 +114,9 @@ pub struct TrainArgs {
     /// Append each module's loss to steps.jsonl every N steps.
     #[arg(long)]
     log_every: Option<u64>,
+    /// Also write a checkpoint every N steps (always at the end of each epoch).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
     /// Turn off training augmentation.
     #[arg(long)]
     no_augment: bool,

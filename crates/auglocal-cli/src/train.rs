@@ -17,6 +17,7 @@ use crate::TrainArgs;
 
 /// Settings that may change when a run is resumed; everything else is fixed by the run.
 const RESUMABLE: &[&str] = &[
+    "checkpoint_every",
     "epochs",
     "max_steps",
     "log_every",
@@ -63,6 +64,7 @@ fn flag_table(args: &TrainArgs) -> toml::Table {
     put("test_size", int(args.test_size.map(|v| v as u64)));
     put("max_steps", int(args.max_steps));
     put("log_every", int(args.log_every));
+    put("checkpoint_every", int(args.checkpoint_every));
     put("init_from", path(&args.init_from));
     if args.no_nesterov {
         put("nesterov", Some(toml::Value::Boolean(false)));
@@ -152,8 +154,53 @@ fn open_append(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {} for writing", path.display()))
 }
 
+/// Why a run stopped before its last epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    MaxSteps,
+    Interrupted,
+}
+
+fn interrupted(state: &RunState, out: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "interrupted after step {} (epoch {}, batch {}); the checkpoint is saved: continue with `auglocal train --resume {}`",
+        state.steps,
+        state.epochs_done + 1,
+        state.batches_done,
+        out.display()
+    )
+}
+
+/// SIGINT and SIGTERM ask the run to stop after the current step.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Once;
+
+    static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+    /// Installs the handler (once per process). A second signal while the first is being
+    /// honoured ends the process at once.
+    pub fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let _ = ctrlc::set_handler(|| {
+                if REQUESTED.swap(true, Ordering::SeqCst) {
+                    eprintln!("interrupted twice: exiting without a checkpoint of the current step");
+                    std::process::exit(130);
+                }
+                eprintln!("interrupt: finishing the current step, then writing a checkpoint (interrupt again to quit now)");
+            });
+        });
+    }
+
+    pub fn requested() -> bool {
+        REQUESTED.load(Ordering::SeqCst)
+    }
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let (out, config, resume_from) = resolve(&args)?;
+    interrupt::install();
     session::set_threads(config.threads)?;
     let device = config::parse_device(&config.device)?;
 
@@ -281,10 +328,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.set_position(state.batches_done as u64);
         let mut sums = state.partial;
         let started = Instant::now();
-        let mut stopped = false;
+        let mut stopped = None;
         for batch in loader.epoch(epoch, state.batches_done) {
             if config.max_steps.is_some_and(|max| engine.steps() >= max) {
-                stopped = true;
+                stopped = Some(Stop::MaxSteps);
                 break;
             }
             let batch = batch?;
@@ -316,13 +363,33 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 100.0 * sums.correct as f64 / sums.images as f64,
                 sums.images as f64 / seconds.max(1e-9)
             ));
+            let epoch_ends = state.batches_done == loader.len();
+            if interrupt::requested() {
+                stopped = Some(Stop::Interrupted);
+                break;
+            }
+            if !epoch_ends
+                && config
+                    .checkpoint_every
+                    .is_some_and(|n| state.steps % n == 0)
+            {
+                let partial = EpochSums { seconds, ..sums };
+                let snapshot = RunState {
+                    partial,
+                    ..state.clone()
+                };
+                checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &snapshot)?;
+            }
         }
         bar.finish_and_clear();
         sums.seconds += started.elapsed().as_secs_f64();
-        if stopped && state.batches_done < loader.len() {
+        if stopped.is_some() && state.batches_done < loader.len() {
             // Mid-epoch stop: keep the partial sums so the resumed epoch reports all of it.
             state.partial = sums;
             checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &state)?;
+            if stopped == Some(Stop::Interrupted) {
+                return Err(interrupted(&state, &out));
+            }
             let test = session::evaluate(&engine, &test_loader)?;
             println!(
                 "stopped after {} steps (--max-steps) in epoch {epoch}, batch {}/{}: test acc {:.2}%; continue with `auglocal train --resume {}`",
@@ -363,7 +430,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             sums.seconds,
             sums.images as f64 / sums.seconds.max(1e-9)
         );
-        if stopped {
+        if stopped == Some(Stop::Interrupted) {
+            return Err(interrupted(&state, &out));
+        }
+        if stopped.is_some() {
             println!(
                 "stopped after {} steps (--max-steps); continue with `auglocal train --resume {}`",
                 state.steps,

@@ -11,7 +11,16 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 /// One benchmarked convolution: name, batch, channels in, channels out, image size,
 /// kernel, stride, padding.
-type ConvCase = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+type ConvCase = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
 const CONVS: &[ConvCase] = &[
     ("3x3 64->64 8x8", 128, 64, 64, 8, 3, 1, 1),
