@@ -66,7 +66,7 @@ fn sigint_checkpoints_and_resume_continues() -> anyhow::Result<()> {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json"))?)?;
     let done = state["steps"].as_u64().unwrap();
-    assert!(done >= 3 && done < 96, "checkpoint at step {done}");
+    assert!((3..96).contains(&done), "checkpoint at step {done}");
     assert_eq!(state["batches_done"].as_u64().unwrap(), done);
 
     let resumed = Command::new(env!("CARGO_BIN_EXE_auglocal"))
