@@ -68,6 +68,8 @@ fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
     check(2, 32, 64, 8, 1, 1, 0)?; // pointwise
     check(5, 7, 6, 9, 3, 2, 1)?; // odd sizes, a batch that is not a multiple of the chunk
     check(2, 3, 8, 15, 7, 2, 3)?; // ImageNet-style stem
+    check(2, 5, 7, 9, 3, 1, 0)?; // stride 1 without padding
+    check(2, 4, 6, 10, 5, 1, 2)?; // 5x5, stride 1
     Ok(())
 }
 

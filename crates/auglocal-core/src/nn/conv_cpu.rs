@@ -111,6 +111,76 @@ impl Geometry {
         (lo.min(hi), hi)
     }
 
+    /// The convolution of a batch `x` (N, C_in, H, W) with `weight` (C_out, C_in, k, k).
+    fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        let g = self;
+        let mut out = vec![0f32; g.batch * g.out_image()];
+        let (rows, plane) = (g.rows(), g.out_plane());
+        out.par_chunks_mut(g.out_image()).enumerate().for_each_init(
+            || {
+                if g.is_pointwise() {
+                    Vec::new()
+                } else {
+                    vec![0f32; rows * plane]
+                }
+            },
+            |cols, (n, y)| {
+                let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
+                let cols: &[f32] = if g.is_pointwise() {
+                    image
+                } else {
+                    g.im2col(image, cols);
+                    cols
+                };
+                matmul(
+                    g.c_out,
+                    plane,
+                    rows,
+                    y,
+                    false,
+                    Mat::rows(weight, rows),
+                    Mat::rows(cols, plane),
+                );
+            },
+        );
+        out
+    }
+
+    /// For a stride-1, non-pointwise convolution: the geometry of the convolution that
+    /// computes its input gradient from the output gradient.
+    fn transposed_geometry(&self) -> Option<Geometry> {
+        if self.stride != 1 || self.is_pointwise() || self.padding >= self.k {
+            return None;
+        }
+        let padding = self.k - 1 - self.padding;
+        let g = Geometry::new(
+            &[self.batch, self.c_out, self.h_out, self.w_out],
+            &[self.c_in, self.c_out, self.k, self.k],
+            1,
+            padding,
+        )
+        .ok()?;
+        (g.h_out == self.h && g.w_out == self.w).then_some(g)
+    }
+
+    /// `W'[ci, co, a, b] = W[co, ci, k-1-a, k-1-b]`.
+    fn flipped_weight(&self, weight: &[f32]) -> Vec<f32> {
+        let (k, kk) = (self.k, self.k * self.k);
+        let mut out = vec![0f32; weight.len()];
+        for co in 0..self.c_out {
+            for ci in 0..self.c_in {
+                let src = &weight[(co * self.c_in + ci) * kk..][..kk];
+                let dst = &mut out[(ci * self.c_out + co) * kk..][..kk];
+                for a in 0..k {
+                    for b in 0..k {
+                        dst[a * k + b] = src[(k - 1 - a) * k + (k - 1 - b)];
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Unfolds one image (C_in, H, W) into columns (R, H_out * W_out).
     fn im2col(&self, image: &[f32], cols: &mut [f32]) {
         let plane = self.out_plane();
@@ -260,35 +330,7 @@ impl CustomOp2 for Conv2dCpu {
         let g = Geometry::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
-        let mut out = vec![0f32; g.batch * g.out_image()];
-        let (rows, plane) = (g.rows(), g.out_plane());
-        out.par_chunks_mut(g.out_image()).enumerate().for_each_init(
-            || {
-                if g.is_pointwise() {
-                    Vec::new()
-                } else {
-                    vec![0f32; rows * plane]
-                }
-            },
-            |cols, (n, y)| {
-                let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
-                let cols: &[f32] = if g.is_pointwise() {
-                    image
-                } else {
-                    g.im2col(image, cols);
-                    cols
-                };
-                matmul(
-                    g.c_out,
-                    plane,
-                    rows,
-                    y,
-                    false,
-                    Mat::rows(weight, rows),
-                    Mat::rows(cols, plane),
-                );
-            },
-        );
+        let out = g.forward(x, weight);
         Ok((CpuStorage::F32(out), g.output_shape()))
     }
 
@@ -340,6 +382,12 @@ impl CustomOp2 for InputGrad {
         }
         let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
+        if let Some(full) = g.transposed_geometry() {
+            // Stride 1: dx is a convolution of dy with the spatially flipped, channel-swapped
+            // kernel. Its GEMM reduces over C_out·k·k instead of C_out, and needs no col2im.
+            let flipped = g.flipped_weight(weight);
+            return Ok((CpuStorage::F32(full.forward(dy, &flipped)), g.input_shape()));
+        }
         let (rows, plane) = (g.rows(), g.out_plane());
         let mut dx = vec![0f32; g.batch * g.in_image()];
         dx.par_chunks_mut(g.in_image()).enumerate().for_each_init(
