@@ -89,6 +89,20 @@ fn interrupted_and_resumed_runs_equal_uninterrupted_ones() -> anyhow::Result<()>
             "{method}: per-step losses differ after resume"
         );
         assert_eq!(steps_a.lines().count(), 6);
+        // Log lines written after the last checkpoint (a crash between the two) are dropped
+        // on resume, not duplicated.
+        let staged = tmp.path().join("staged");
+        train(&staged, &first)?;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(staged.join("steps.jsonl"))?;
+        std::io::Write::write_all(&mut log, b"{\"step\":3,\"stale\":true}\n")?;
+        auglocal(&["train", "--resume", path_str(&staged)])?;
+        assert_eq!(
+            std::fs::read_to_string(staged.join("steps.jsonl"))?,
+            steps_a,
+            "{method}: stale log line kept"
+        );
         // A finished run says so instead of training again.
         auglocal(&["train", "--resume", path_str(&pieces)])?;
         assert_eq!(metrics(&pieces)?.len(), 2);

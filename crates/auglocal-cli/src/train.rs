@@ -146,6 +146,30 @@ fn append_line(file: &mut File, value: &serde_json::Value, path: &Path) -> Resul
     writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Keeps only the JSON lines of `path` whose `key` is at most `last` (no-op if absent).
+fn trim_log(path: &Path, key: &str, last: u64) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v[key].as_u64())
+                .is_some_and(|v| v <= last)
+        })
+        .collect();
+    if kept.len() != text.lines().count() {
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        checkpoint::write_atomic(path, body.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn open_append(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
@@ -300,8 +324,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
 
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = open_append(&metrics_path)?;
     let steps_path = out.join("steps.jsonl");
+    if resume_from.is_some() {
+        // Lines written after the checkpoint (a crash between a log line and the next
+        // checkpoint) would be written again by the resumed run.
+        trim_log(&metrics_path, "epoch", state.epochs_done as u64)?;
+        trim_log(&steps_path, "step", state.steps)?;
+    }
+    let mut metrics = open_append(&metrics_path)?;
     let mut steps_log = match config.log_every {
         Some(_) => Some(open_append(&steps_path)?),
         None => None,
