@@ -4,8 +4,8 @@ gives the same inference logits as auglocal.
     cargo run --release -p auglocal-tests --example export_check -- /tmp/export resnet20
     python3 bench/check_export.py /tmp/export resnet20
 
-The model below is written from the spec (He et al. 2016, option-B projection shortcuts;
-PyTorch's usual CIFAR names), not taken from any other code base.
+The model is written from the spec (He et al. 2016, option-B projection shortcuts; PyTorch's
+usual CIFAR names), not taken from any other code base; its block is pytorch_bench.py's.
 """
 import sys
 
@@ -14,23 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+from pytorch_bench import BasicBlock  # same folder
 
 
 class CifarResNet(nn.Module):

@@ -17,6 +17,19 @@ fn check_same(op: &str, l1: &Layout, l2: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// `f(a[i], b[i])` for every i, in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(out, (a, b))| {
+            for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+                *o = f(*a, *b);
+            }
+        });
+    out
+}
+
 /// `relu(a + b)`.
 pub(crate) struct AddRelu;
 
@@ -35,14 +48,7 @@ impl CustomOp2 for AddRelu {
         check_same(self.name(), l1, l2)?;
         let a = contiguous_f32(self.name(), s1, l1, "first input")?;
         let b = contiguous_f32(self.name(), s2, l2, "second input")?;
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(y, (a, b))| {
-                for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
-                    *y = (a + b).max(0.0);
-                }
-            });
+        let y = zip_map(a, b, |a, b| (a + b).max(0.0));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -83,14 +89,7 @@ impl CustomOp2 for ReluGrad {
         check_same(self.name(), l1, l2)?;
         let dy = contiguous_f32(self.name(), s1, l1, "output gradient")?;
         let y = contiguous_f32(self.name(), s2, l2, "output")?;
-        let mut g = vec![0f32; dy.len()];
-        g.par_chunks_mut(CHUNK)
-            .zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(g, (dy, y))| {
-                for ((g, dy), y) in g.iter_mut().zip(dy).zip(y) {
-                    *g = if *y > 0.0 { *dy } else { 0.0 };
-                }
-            });
+        let g = zip_map(dy, y, |dy, y| if y > 0.0 { dy } else { 0.0 });
         Ok((CpuStorage::F32(g), l1.shape().clone()))
     }
 }
