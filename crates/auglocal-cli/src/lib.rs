@@ -62,7 +62,7 @@ pub struct TrainArgs {
     /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Backbone: resnet20, resnet32, resnet56, resnet110.
+    /// Backbone: resnet8, resnet20, resnet32, resnet56, resnet110.
     #[arg(long)]
     model: Option<String>,
     /// Training method.
@@ -74,8 +74,10 @@ pub struct TrainArgs {
     /// Pyramid coefficient in [0, 1] (0: same depth everywhere).
     #[arg(long)]
     pyramid: Option<f64>,
+    /// Epochs to train (synthetic default 4; CIFAR 400).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Training batch size (synthetic default 64; CIFAR 1024).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Batch size for evaluation.
@@ -84,16 +86,19 @@ pub struct TrainArgs {
     /// Initial learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// SGD momentum (default 0.9).
     #[arg(long)]
     momentum: Option<f64>,
     /// Plain momentum instead of Nesterov.
     #[arg(long)]
     no_nesterov: bool,
+    /// Weight decay on every parameter, never on BatchNorm statistics (default 1e-4).
     #[arg(long)]
     weight_decay: Option<f64>,
     /// warmup-cosine, cosine, constant or step:E1,E2,...
     #[arg(long)]
     schedule: Option<String>,
+    /// Seed of initialisation, shuffling and augmentation (default 0).
     #[arg(long)]
     seed: Option<u64>,
     /// Worker threads (default: all cores).
