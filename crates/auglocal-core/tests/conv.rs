@@ -19,9 +19,23 @@ fn check(
     stride: usize,
     padding: usize,
 ) -> anyhow::Result<()> {
+    check_grouped(batch, c_in, c_out, size, k, stride, padding, 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_grouped(
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    size: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> anyhow::Result<()> {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &Device::Cpu, 11);
-    let conv = Conv2d::new(c_in, c_out, k, stride, padding, &pb.pp("conv"))?;
+    let conv = Conv2d::grouped(c_in, c_out, k, stride, padding, groups, &pb.pp("conv"))?;
     let x = Var::from_tensor(&Tensor::randn(
         0f32,
         1.0,
@@ -30,9 +44,12 @@ fn check(
     )?)?;
     // A fixed random projection of the output makes every output element matter.
     let ours = conv.forward_t(x.as_tensor(), true)?;
-    let reference = x.as_tensor().conv2d(conv.weight(), padding, stride, 1, 1)?;
+    let reference = x
+        .as_tensor()
+        .conv2d(conv.weight(), padding, stride, 1, groups)?;
     assert_eq!(ours.dims(), reference.dims());
-    let tag = format!("{batch}x{c_in}x{size}x{size} -> {c_out}, k{k} s{stride} p{padding}");
+    let tag =
+        format!("{batch}x{c_in}x{size}x{size} -> {c_out}, k{k} s{stride} p{padding} g{groups}");
     assert!(max_abs_diff(&ours, &reference)? < 1e-4, "forward {tag}");
 
     let probe = Tensor::randn(0f32, 1.0, ours.dims(), &Device::Cpu)?;
@@ -71,6 +88,25 @@ fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
     check(2, 5, 7, 9, 3, 1, 0)?; // stride 1 without padding
     check(2, 4, 6, 10, 5, 1, 2)?; // 5x5, stride 1
     Ok(())
+}
+
+#[test]
+fn grouped_and_depthwise_match_candle() -> anyhow::Result<()> {
+    check_grouped(3, 8, 8, 8, 3, 1, 1, 8)?; // depthwise, stride 1
+    check_grouped(2, 16, 16, 9, 3, 2, 1, 16)?; // depthwise, stride 2
+    check_grouped(2, 8, 12, 6, 3, 1, 1, 4)?; // grouped
+    check_grouped(2, 6, 4, 5, 1, 1, 0, 2)?; // grouped pointwise
+    Ok(())
+}
+
+#[test]
+fn bad_groups_are_rejected() {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+    let err = Conv2d::grouped(6, 4, 3, 1, 1, 4, &pb)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "invalid convolution groups: 4 for 6 -> 4 channels (valid: a number >= 1 that divides both channel counts)");
 }
 
 #[test]

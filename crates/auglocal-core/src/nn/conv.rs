@@ -4,7 +4,8 @@ use super::conv_cpu::Conv2dCpu;
 
 use crate::params::{Init, ParamBuilder};
 
-/// 2-D convolution without bias (every conv of the CIFAR ResNets and auxiliary nets).
+/// 2-D convolution without bias (every conv of the CIFAR ResNets and auxiliary nets), with
+/// optional channel groups (depthwise when `groups` equals the channel count).
 ///
 /// Initialised as the reference does: normal(0, sqrt(2 / (k * k * out_channels))).
 #[derive(Debug, Clone)]
@@ -12,6 +13,7 @@ pub struct Conv2d {
     weight: Var,
     stride: usize,
     padding: usize,
+    groups: usize,
 }
 
 impl Conv2d {
@@ -23,16 +25,40 @@ impl Conv2d {
         padding: usize,
         pb: &ParamBuilder,
     ) -> crate::Result<Self> {
+        Self::grouped(in_channels, out_channels, kernel, stride, padding, 1, pb)
+    }
+
+    /// A convolution whose channels are split into `groups` independent convolutions.
+    pub fn grouped(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+        pb: &ParamBuilder,
+    ) -> crate::Result<Self> {
+        if groups == 0
+            || !in_channels.is_multiple_of(groups)
+            || !out_channels.is_multiple_of(groups)
+        {
+            return Err(crate::Error::InvalidSetting {
+                setting: "convolution groups",
+                value: format!("{groups} for {in_channels} -> {out_channels} channels"),
+                valid: "a number >= 1 that divides both channel counts".into(),
+            });
+        }
         let std = (2.0 / (kernel * kernel * out_channels) as f64).sqrt();
         let weight = pb.param(
             "weight",
-            &[out_channels, in_channels, kernel, kernel],
+            &[out_channels, in_channels / groups, kernel, kernel],
             Init::Normal { std },
         )?;
         Ok(Conv2d {
             weight,
             stride,
             padding,
+            groups,
         })
     }
 
@@ -48,10 +74,11 @@ impl candle_nn::ModuleT for Conv2d {
             let op = Conv2dCpu {
                 stride: self.stride,
                 padding: self.padding,
+                groups: self.groups,
             };
             x.contiguous()?.apply_op2(w, op)
         } else {
-            x.conv2d(w, self.padding, self.stride, 1, 1)
+            x.conv2d(w, self.padding, self.stride, 1, self.groups)
         }
     }
 }

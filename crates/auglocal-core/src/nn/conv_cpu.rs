@@ -32,6 +32,9 @@ pub(crate) struct Geometry {
     pub h: usize,
     pub w: usize,
     pub c_out: usize,
+    /// Channel groups: input and output channels split into this many independent
+    /// convolutions (1: an ordinary convolution; C_in: depthwise).
+    pub groups: usize,
     pub k: usize,
     pub stride: usize,
     pub padding: usize,
@@ -40,12 +43,18 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    pub fn new(x: &[usize], weight: &[usize], stride: usize, padding: usize) -> Result<Self> {
+    pub fn new(
+        x: &[usize],
+        weight: &[usize],
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> Result<Self> {
         let (&[batch, c_in, h, w], &[c_out, c_in_w, k, k2]) = (x, weight) else {
-            bail!("conv2d expects input (N, C, H, W) and weight (O, C, k, k), got {x:?} and {weight:?}");
+            bail!("conv2d expects input (N, C, H, W) and weight (O, C / groups, k, k), got {x:?} and {weight:?}");
         };
-        if c_in != c_in_w || k != k2 || stride == 0 {
-            bail!("conv2d: input {x:?} does not fit weight {weight:?} at stride {stride}");
+        if groups == 0 || c_in != c_in_w * groups || c_out % groups != 0 || k != k2 || stride == 0 {
+            bail!("conv2d: input {x:?} does not fit weight {weight:?} at stride {stride} with {groups} groups");
         }
         if h + 2 * padding < k || w + 2 * padding < k {
             bail!("conv2d: input {x:?} is smaller than the kernel {k}x{k} with padding {padding}");
@@ -56,6 +65,7 @@ impl Geometry {
             h,
             w,
             c_out,
+            groups,
             k,
             stride,
             padding,
@@ -64,8 +74,30 @@ impl Geometry {
         })
     }
 
+    /// Input channels of one group.
+    fn group_in(&self) -> usize {
+        self.c_in / self.groups
+    }
+    /// Output channels of one group.
+    fn group_out(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of one group's column matrix: its input channels times the kernel area.
     fn rows(&self) -> usize {
-        self.c_in * self.k * self.k
+        self.group_in() * self.k * self.k
+    }
+    /// Input, output and weight values of group `grp` within one image / the weight.
+    fn in_range(&self, grp: usize) -> std::ops::Range<usize> {
+        let len = self.group_in() * self.h * self.w;
+        grp * len..(grp + 1) * len
+    }
+    fn out_range(&self, grp: usize) -> std::ops::Range<usize> {
+        let len = self.group_out() * self.out_plane();
+        grp * len..(grp + 1) * len
+    }
+    fn weight_range(&self, grp: usize) -> std::ops::Range<usize> {
+        let len = self.group_out() * self.rows();
+        grp * len..(grp + 1) * len
     }
     fn out_plane(&self) -> usize {
         self.h_out * self.w_out
@@ -87,7 +119,7 @@ impl Geometry {
         Shape::from((self.batch, self.c_out, self.h_out, self.w_out))
     }
     fn weight_shape(&self) -> Shape {
-        Shape::from((self.c_out, self.c_in, self.k, self.k))
+        Shape::from((self.c_out, self.group_in(), self.k, self.k))
     }
 
     /// Source index (iy or ix) of output position `o` under kernel offset `kk`, if inside.
@@ -126,21 +158,24 @@ impl Geometry {
             },
             |cols, (n, y)| {
                 let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
-                let cols: &[f32] = if g.is_pointwise() {
-                    image
-                } else {
-                    g.im2col(image, cols);
-                    cols
-                };
-                matmul(
-                    g.c_out,
-                    plane,
-                    rows,
-                    y,
-                    false,
-                    Mat::rows(weight, rows),
-                    Mat::rows(cols, plane),
-                );
+                for grp in 0..g.groups {
+                    let part = &image[g.in_range(grp)];
+                    let cols: &[f32] = if g.is_pointwise() {
+                        part
+                    } else {
+                        g.im2col(part, cols);
+                        cols
+                    };
+                    matmul(
+                        g.group_out(),
+                        plane,
+                        rows,
+                        &mut y[g.out_range(grp)],
+                        false,
+                        Mat::rows(&weight[g.weight_range(grp)], rows),
+                        Mat::rows(cols, plane),
+                    );
+                }
             },
         );
         out
@@ -149,7 +184,7 @@ impl Geometry {
     /// For a stride-1, non-pointwise convolution: the geometry of the convolution that
     /// computes its input gradient from the output gradient.
     fn transposed_geometry(&self) -> Option<Geometry> {
-        if self.stride != 1 || self.is_pointwise() || self.padding >= self.k {
+        if self.stride != 1 || self.is_pointwise() || self.padding >= self.k || self.groups != 1 {
             return None;
         }
         let padding = self.k - 1 - self.padding;
@@ -158,6 +193,7 @@ impl Geometry {
             &[self.c_in, self.c_out, self.k, self.k],
             1,
             padding,
+            1,
         )
         .ok()?;
         (g.h_out == self.h && g.w_out == self.w).then_some(g)
@@ -181,10 +217,10 @@ impl Geometry {
         out
     }
 
-    /// Unfolds one image (C_in, H, W) into columns (R, H_out * W_out).
+    /// Unfolds one group of an image (C_in / groups, H, W) into columns (R, H_out * W_out).
     fn im2col(&self, image: &[f32], cols: &mut [f32]) {
         let plane = self.out_plane();
-        for c in 0..self.c_in {
+        for c in 0..self.group_in() {
             let channel = &image[c * self.h * self.w..(c + 1) * self.h * self.w];
             for ky in 0..self.k {
                 for kx in 0..self.k {
@@ -220,11 +256,11 @@ impl Geometry {
         }
     }
 
-    /// Folds columns (R, H_out * W_out) back into an image (C_in, H, W), adding overlaps.
+    /// Folds columns (R, H_out * W_out) back into one group of an image, adding overlaps.
     fn col2im(&self, cols: &[f32], image: &mut [f32]) {
         image.fill(0.0);
         let plane = self.out_plane();
-        for c in 0..self.c_in {
+        for c in 0..self.group_in() {
             let channel = &mut image[c * self.h * self.w..(c + 1) * self.h * self.w];
             for ky in 0..self.k {
                 for kx in 0..self.k {
@@ -313,6 +349,7 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: 
 pub(crate) struct Conv2dCpu {
     pub stride: usize,
     pub padding: usize,
+    pub groups: usize,
 }
 
 impl CustomOp2 for Conv2dCpu {
@@ -327,7 +364,7 @@ impl CustomOp2 for Conv2dCpu {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
+        let g = Geometry::new(xl.dims(), wl.dims(), self.stride, self.padding, self.groups)?;
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
         let out = g.forward(x, weight);
@@ -341,7 +378,13 @@ impl CustomOp2 for Conv2dCpu {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(x.dims(), weight.dims(), self.stride, self.padding)?;
+        let g = Geometry::new(
+            x.dims(),
+            weight.dims(),
+            self.stride,
+            self.padding,
+            self.groups,
+        )?;
         let dy = dy.contiguous()?;
         let dx = if x.track_op() {
             Some(dy.apply_op2_no_bwd(weight, &InputGrad(g))?)
@@ -394,27 +437,16 @@ impl CustomOp2 for InputGrad {
             || vec![0f32; rows * plane],
             |cols, (n, image)| {
                 let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
-                if g.is_pointwise() {
-                    matmul(
-                        rows,
-                        plane,
-                        g.c_out,
-                        image,
-                        false,
-                        Mat::transposed(weight, rows),
-                        Mat::rows(dyn_, plane),
-                    );
-                } else {
-                    matmul(
-                        rows,
-                        plane,
-                        g.c_out,
-                        cols,
-                        false,
-                        Mat::transposed(weight, rows),
-                        Mat::rows(dyn_, plane),
-                    );
-                    g.col2im(cols, image);
+                for grp in 0..g.groups {
+                    let part = &mut image[g.in_range(grp)];
+                    let w = Mat::transposed(&weight[g.weight_range(grp)], rows);
+                    let d = Mat::rows(&dyn_[g.out_range(grp)], plane);
+                    if g.is_pointwise() {
+                        matmul(rows, plane, g.group_out(), part, false, w, d);
+                    } else {
+                        matmul(rows, plane, g.group_out(), cols, false, w, d);
+                        g.col2im(cols, part);
+                    }
                 }
             },
         );
@@ -460,22 +492,25 @@ impl CustomOp2 for WeightGrad {
                 };
                 for n in first..(first + WEIGHT_GRAD_CHUNK).min(g.batch) {
                     let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
-                    let cols: &[f32] = if g.is_pointwise() {
-                        image
-                    } else {
-                        g.im2col(image, &mut cols);
-                        &cols
-                    };
                     let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
-                    matmul(
-                        g.c_out,
-                        rows,
-                        plane,
-                        &mut dw,
-                        n > first,
-                        Mat::rows(dyn_, plane),
-                        Mat::transposed(cols, plane),
-                    );
+                    for grp in 0..g.groups {
+                        let part = &image[g.in_range(grp)];
+                        let cols: &[f32] = if g.is_pointwise() {
+                            part
+                        } else {
+                            g.im2col(part, &mut cols);
+                            &cols
+                        };
+                        matmul(
+                            g.group_out(),
+                            rows,
+                            plane,
+                            &mut dw[g.weight_range(grp)],
+                            n > first,
+                            Mat::rows(&dyn_[g.out_range(grp)], plane),
+                            Mat::transposed(cols, plane),
+                        );
+                    }
                 }
                 dw
             })
