@@ -263,7 +263,7 @@ fn eval_and_export_agree_with_the_checkpoint() -> anyhow::Result<()> {
 #[test]
 fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let data = write_cifar10(&tmp.path().join("cifar-10-batches-bin"), 8)?;
+    write_cifar10(&tmp.path().join("cifar-10-batches-bin"), 8)?;
     let run = tmp.path().join("run");
     auglocal(&[
         "train",
@@ -290,7 +290,6 @@ fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json"))?)?;
     assert_eq!(config["data_dir"], path_str(tmp.path()));
     assert_eq!(config["epochs"], 1);
-    assert!(data.join("test_batch.bin").exists());
     let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
     let line: serde_json::Value = serde_json::from_str(out.trim())?;
     assert_eq!(line["images"], 8);

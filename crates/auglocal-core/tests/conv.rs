@@ -10,20 +10,8 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
-fn check(
-    batch: usize,
-    c_in: usize,
-    c_out: usize,
-    size: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-) -> anyhow::Result<()> {
-    check_grouped(batch, c_in, c_out, size, k, stride, padding, 1)
-}
-
 #[allow(clippy::too_many_arguments)]
-fn check_grouped(
+fn check(
     batch: usize,
     c_in: usize,
     c_out: usize,
@@ -78,24 +66,24 @@ fn check_grouped(
 
 #[test]
 fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
-    check(3, 3, 16, 8, 3, 1, 1)?; // stem
-    check(3, 16, 16, 8, 3, 1, 1)?; // stage conv
-    check(2, 16, 32, 8, 3, 2, 1)?; // downsampling conv
-    check(2, 16, 32, 8, 1, 2, 0)?; // projection shortcut
-    check(2, 32, 64, 8, 1, 1, 0)?; // pointwise
-    check(5, 7, 6, 9, 3, 2, 1)?; // odd sizes, a batch that is not a multiple of the chunk
-    check(2, 3, 8, 15, 7, 2, 3)?; // ImageNet-style stem
-    check(2, 5, 7, 9, 3, 1, 0)?; // stride 1 without padding
-    check(2, 4, 6, 10, 5, 1, 2)?; // 5x5, stride 1
+    check(3, 3, 16, 8, 3, 1, 1, 1)?; // stem
+    check(3, 16, 16, 8, 3, 1, 1, 1)?; // stage conv
+    check(2, 16, 32, 8, 3, 2, 1, 1)?; // downsampling conv
+    check(2, 16, 32, 8, 1, 2, 0, 1)?; // projection shortcut
+    check(2, 32, 64, 8, 1, 1, 0, 1)?; // pointwise
+    check(5, 7, 6, 9, 3, 2, 1, 1)?; // odd sizes, a batch that is not a multiple of the chunk
+    check(2, 3, 8, 15, 7, 2, 3, 1)?; // ImageNet-style stem
+    check(2, 5, 7, 9, 3, 1, 0, 1)?; // stride 1 without padding
+    check(2, 4, 6, 10, 5, 1, 2, 1)?; // 5x5, stride 1
     Ok(())
 }
 
 #[test]
 fn grouped_and_depthwise_match_candle() -> anyhow::Result<()> {
-    check_grouped(3, 8, 8, 8, 3, 1, 1, 8)?; // depthwise, stride 1
-    check_grouped(2, 16, 16, 9, 3, 2, 1, 16)?; // depthwise, stride 2
-    check_grouped(2, 8, 12, 6, 3, 1, 1, 4)?; // grouped
-    check_grouped(2, 6, 4, 5, 1, 1, 0, 2)?; // grouped pointwise
+    check(3, 8, 8, 8, 3, 1, 1, 8)?; // depthwise, stride 1
+    check(2, 16, 16, 9, 3, 2, 1, 16)?; // depthwise, stride 2
+    check(2, 8, 12, 6, 3, 1, 1, 4)?; // grouped
+    check(2, 6, 4, 5, 1, 1, 0, 2)?; // grouped pointwise
     Ok(())
 }
 

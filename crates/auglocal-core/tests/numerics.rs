@@ -6,6 +6,14 @@ use auglocal_core::{Schedule, Sgd, SgdConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
 
+/// The values of tensor `name` of `store`, flattened.
+fn values(store: &ParamStore, name: &str) -> anyhow::Result<Vec<f32>> {
+    let entry = store
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("no tensor {name}"))?;
+    Ok(entry.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
 fn close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(b) {
@@ -114,18 +122,8 @@ fn batch_norm_train_and_eval_match_hand_computation() -> anyhow::Result<()> {
         1e-5,
     );
     // Running statistics: momentum 0.1, unbiased variance 1.25 * 4/3.
-    let rm = store
-        .get("bn.running_mean")
-        .unwrap()
-        .var
-        .as_tensor()
-        .to_vec1::<f32>()?;
-    let rv = store
-        .get("bn.running_var")
-        .unwrap()
-        .var
-        .as_tensor()
-        .to_vec1::<f32>()?;
+    let rm = values(&store, "bn.running_mean")?;
+    let rv = values(&store, "bn.running_var")?;
     close(&rm, &[0.25], 1e-6);
     close(&rv, &[0.9 + 0.1 * 1.25 * 4.0 / 3.0], 1e-6);
     let tracked = store
@@ -144,12 +142,7 @@ fn batch_norm_train_and_eval_match_hand_computation() -> anyhow::Result<()> {
         .map(|v| (v - 0.25) / s * 2.0 + 0.5)
         .collect();
     close(&y, &expected, 1e-5);
-    let rm_after = store
-        .get("bn.running_mean")
-        .unwrap()
-        .var
-        .as_tensor()
-        .to_vec1::<f32>()?;
+    let rm_after = values(&store, "bn.running_mean")?;
     assert_eq!(rm_after, rm);
     Ok(())
 }
@@ -251,49 +244,21 @@ fn initialisation_follows_the_reference() -> anyhow::Result<()> {
     Conv2d::new(64, 64, 3, 1, 1, &pb.pp("conv"))?;
     Linear::new(64, 10, true, &pb.pp("fc"))?;
     BatchNorm2d::new(64, &pb.pp("bn"))?;
-    let w = store
-        .get("conv.weight")
-        .unwrap()
-        .var
-        .as_tensor()
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let w = values(&store, "conv.weight")?;
     let mean = w.iter().sum::<f32>() / w.len() as f32;
     let std = (w.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
     let want = (2.0f32 / (9.0 * 64.0)).sqrt();
     assert!((std - want).abs() < 0.03 * want, "conv std {std} vs {want}");
     assert!(mean.abs() < 0.05 * want);
     for name in ["fc.weight", "fc.bias"] {
-        let v = store
-            .get(name)
-            .unwrap()
-            .var
-            .as_tensor()
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let v = values(&store, name)?;
         assert!(
             v.iter().all(|x| x.abs() <= 0.125),
             "{name} outside 1/sqrt(64)"
         );
     }
-    assert_eq!(
-        store
-            .get("bn.weight")
-            .unwrap()
-            .var
-            .as_tensor()
-            .to_vec1::<f32>()?,
-        vec![1.0; 64]
-    );
-    assert_eq!(
-        store
-            .get("bn.bias")
-            .unwrap()
-            .var
-            .as_tensor()
-            .to_vec1::<f32>()?,
-        vec![0.0; 64]
-    );
+    assert_eq!(values(&store, "bn.weight")?, vec![1.0; 64]);
+    assert_eq!(values(&store, "bn.bias")?, vec![0.0; 64]);
     assert_eq!(
         store.get("bn.num_batches_tracked").unwrap().var.dtype(),
         DType::I64
@@ -309,13 +274,7 @@ fn initialisation_follows_the_reference() -> anyhow::Result<()> {
         1,
         &ParamBuilder::new(&again, &Device::Cpu, 7).pp("conv"),
     )?;
-    let w2 = again
-        .get("conv.weight")
-        .unwrap()
-        .var
-        .as_tensor()
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let w2 = values(&again, "conv.weight")?;
     assert_eq!(w, w2);
     Ok(())
 }
