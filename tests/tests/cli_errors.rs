@@ -247,14 +247,12 @@ fn checkpoints_that_do_not_fit_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_diverging_run_names_the_step_and_keeps_the_last_good_checkpoint() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let run = tmp.path().join("run");
-    let err = auglocal_err(&[
+/// `train` of a ResNet-8 with BP at a learning rate that diverges at once, plus `extra` flags.
+fn diverging_run(run: &std::path::Path, extra: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec![
         "train",
         "--out",
-        path_str(&run),
+        path_str(run),
         "--model",
         "resnet8",
         "--method",
@@ -265,17 +263,46 @@ fn a_diverging_run_names_the_step_and_keeps_the_last_good_checkpoint() -> anyhow
         "32",
         "--batch-size",
         "32",
+        "--epochs",
+        "1",
         "--lr",
         "1e30",
-        "--checkpoint-every",
-        "2",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    auglocal(&args)
+}
+
+#[test]
+fn a_diverging_run_names_the_step_and_keeps_the_last_good_checkpoint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    let err = format!(
+        "{:#}",
+        diverging_run(&run, &["--checkpoint-every", "1"]).unwrap_err()
+    );
+    // Step 1's huge update makes step 2's gradients NaN: caught before they reach the
+    // weights, with the tensor named.
     assert!(
-        err.contains("non-finite loss at step 3 in module 0: NaN; lower the learning rate"),
+        err.contains("non-finite gradient of `conv1.weight` at step 2 in module 0: NaN; lower the learning rate"),
         "{err}"
     );
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json"))?)?;
-    assert_eq!(state["steps"], 2, "the checkpoint of step 2 is kept");
+    assert_eq!(state["steps"], 1, "the checkpoint of step 1 is kept");
+    Ok(())
+}
+
+#[test]
+fn on_nan_skip_skips_the_bad_batches_and_counts_them() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    diverging_run(&run, &["--on-nan", "skip"])?;
+    let lines = common::metrics(&run)?;
+    assert_eq!(lines.len(), 1);
+    // Step 1 is finite (as in the stopping run above); the weights it leaves give NaN
+    // gradients on every later batch, so the other 7 of the epoch's 8 are skipped.
+    assert_eq!(lines[0]["steps"], 8);
+    assert_eq!(lines[0]["skipped_steps"], 7);
+    assert!(lines[0]["train_loss"].as_f64().unwrap().is_finite());
     Ok(())
 }

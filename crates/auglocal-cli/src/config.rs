@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use auglocal_core::{Method, Schedule};
+use auglocal_core::{Method, OnNonFinite, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// Every setting of `auglocal train`. Written to `config.json` of each run.
@@ -46,6 +46,13 @@ pub struct TrainConfig {
     /// Also checkpoint every N steps, not only at the end of each epoch (None: per epoch).
     #[serde(default)]
     pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept in the run directory, the newest included (older ones as
+    /// `checkpoint.old-<seq>/`).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// On a NaN or infinite loss or gradient: `stop` the run, or `skip` the batch.
+    #[serde(default = "default_on_nan")]
+    pub on_nan: String,
     /// Start from these weights (safetensors; backbone names, auxiliary nets optional).
     pub init_from: Option<PathBuf>,
 }
@@ -79,6 +86,8 @@ impl TrainConfig {
             max_steps: None,
             log_every: None,
             checkpoint_every: None,
+            keep: default_keep(),
+            on_nan: default_on_nan(),
             init_from: None,
         };
         if dataset == "synthetic" {
@@ -110,6 +119,15 @@ impl TrainConfig {
         }
     }
 
+    /// What a training step does on a NaN or infinite loss or gradient.
+    pub fn on_non_finite(&self) -> Result<OnNonFinite> {
+        match self.on_nan.as_str() {
+            "stop" => Ok(OnNonFinite::Stop),
+            "skip" => Ok(OnNonFinite::Skip),
+            other => bail!("unknown --on-nan `{other}` (valid: stop, skip)"),
+        }
+    }
+
     pub fn schedule(&self) -> Result<Schedule> {
         Ok(Schedule::parse(&self.schedule)?)
     }
@@ -118,6 +136,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.method()?;
         self.schedule()?;
+        self.on_non_finite()?;
         if !auglocal_models::MODELS.contains(&self.model.as_str()) {
             bail!(
                 "unknown model `{}` (valid: {})",
@@ -148,12 +167,23 @@ impl TrainConfig {
         if self.checkpoint_every == Some(0) {
             bail!("--checkpoint-every must be at least 1");
         }
+        if self.keep == 0 {
+            bail!("--keep must be at least 1 (the newest checkpoint is always kept)");
+        }
         Ok(())
     }
 }
 
 fn default_device() -> String {
     "cpu".into()
+}
+
+fn default_keep() -> usize {
+    1
+}
+
+fn default_on_nan() -> String {
+    "stop".into()
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N` into a device, with an error that says how to get CUDA

@@ -122,6 +122,12 @@ pub struct TrainArgs {
     /// Also write a checkpoint every N steps (always at the end of each epoch).
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Checkpoints to keep in the run directory, the newest included (default 1).
+    #[arg(long)]
+    keep: Option<usize>,
+    /// On a NaN or infinite loss or gradient: stop (default) or skip the batch.
+    #[arg(long, value_parser = ["stop", "skip"])]
+    on_nan: Option<String>,
     /// Turn off training augmentation.
     #[arg(long)]
     no_augment: bool,

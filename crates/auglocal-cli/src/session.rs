@@ -24,6 +24,9 @@ pub struct EpochSums {
     pub correct: usize,
     pub images: usize,
     pub seconds: f64,
+    /// Batches skipped for a non-finite loss or gradient (`--on-nan skip`).
+    #[serde(default)]
+    pub skipped: usize,
 }
 
 /// Where a run stands; saved as the checkpoint's `state.json`.

@@ -18,6 +18,8 @@ use crate::TrainArgs;
 /// Settings that may change when a run is resumed; everything else is fixed by the run.
 const RESUMABLE: &[&str] = &[
     "checkpoint_every",
+    "keep",
+    "on_nan",
     "epochs",
     "max_steps",
     "log_every",
@@ -65,6 +67,8 @@ fn flag_table(args: &TrainArgs) -> toml::Table {
     put("max_steps", int(args.max_steps));
     put("log_every", int(args.log_every));
     put("checkpoint_every", int(args.checkpoint_every));
+    put("keep", int(args.keep.map(|v| v as u64)));
+    put("on_nan", args.on_nan.clone().map(toml::Value::String));
     put("init_from", path(&args.init_from));
     if args.no_nesterov {
         put("nesterov", Some(toml::Value::Boolean(false)));
@@ -113,11 +117,21 @@ fn resolve(args: &TrainArgs) -> Result<(PathBuf, TrainConfig, Option<PathBuf>)> 
     let Some(out) = args.out.clone() else {
         bail!("--out DIR is required: the directory that receives metrics, config and checkpoints");
     };
-    if out.join("metrics.jsonl").exists() || checkpoint::resolve(&out).is_ok() {
+    if checkpoint::resolve(&out).is_ok() {
         bail!(
             "--out {} already holds a training run; continue it with --resume {} or choose another directory",
             out.display(),
             out.display()
+        );
+    }
+    // A run killed before its first checkpoint leaves an empty metrics.jsonl: nothing to
+    // lose, so it may start again. Epoch metrics without any checkpoint are kept.
+    let metrics = out.join("metrics.jsonl");
+    if fs::metadata(&metrics).is_ok_and(|m| m.len() > 0) {
+        bail!(
+            "--out {} holds {} but no checkpoint to resume from; move it away or choose another directory",
+            out.display(),
+            metrics.display()
         );
     }
     let file = match &args.config {
@@ -285,6 +299,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         &serde_json::to_vec_pretty(&config)?,
     )?;
 
+    let ckpt_dir = out.join(checkpoint::CHECKPOINT_DIR);
     let (normalize, augment) = auglocal_data::recipe(&config.dataset)?;
     let loader = Loader::new(
         train_set.clone(),
@@ -308,6 +323,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         &device,
     )?;
     let schedule = config.schedule()?;
+    engine.set_on_non_finite(config.on_non_finite()?);
+    let save = |engine: &auglocal_core::Engine, state: &RunState| {
+        checkpoint::save_keeping(
+            &ckpt_dir,
+            engine.store(),
+            engine.optimizer(),
+            state,
+            config.keep,
+        )
+    };
     let (backbone_params, aux_params) = engine.parameter_counts();
     println!(
         "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
@@ -325,18 +350,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     let metrics_path = out.join("metrics.jsonl");
     let steps_path = out.join("steps.jsonl");
-    if resume_from.is_some() {
-        // Lines written after the checkpoint (a crash between a log line and the next
-        // checkpoint) would be written again by the resumed run.
-        trim_log(&metrics_path, "epoch", state.epochs_done as u64)?;
-        trim_log(&steps_path, "step", state.steps)?;
-    }
+    // Lines written after the checkpoint (a crash between a log line and the next
+    // checkpoint, or before the first one) would be written again by this run.
+    trim_log(&metrics_path, "epoch", state.epochs_done as u64)?;
+    trim_log(&steps_path, "step", state.steps)?;
     let mut metrics = open_append(&metrics_path)?;
     let mut steps_log = match config.log_every {
         Some(_) => Some(open_append(&steps_path)?),
         None => None,
     };
-    let ckpt_dir = out.join(checkpoint::CHECKPOINT_DIR);
 
     if state.epochs_done >= config.epochs {
         println!(
@@ -366,11 +388,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
             let batch = batch?;
             let report = engine.train_step(&batch.images, &batch.labels, lr)?;
-            sums.loss_sum += report.loss as f64 * report.images as f64;
-            sums.correct += report.correct;
-            sums.images += report.images;
             state.batches_done += 1;
             state.steps = engine.steps();
+            if let Some(skip) = &report.skipped {
+                bar.suspend(|| {
+                    eprintln!(
+                        "warning: non-finite {} ({}) at step {} in module {}: batch skipped (--on-nan skip)",
+                        skip.what, skip.value, state.steps, skip.module
+                    )
+                });
+                sums.skipped += 1;
+            } else {
+                sums.loss_sum += report.loss as f64 * report.images as f64;
+                sums.correct += report.correct;
+                sums.images += report.images;
+            }
             let seconds = sums.seconds + started.elapsed().as_secs_f64();
             if let (Some(every), Some(log)) = (config.log_every, steps_log.as_mut()) {
                 if state.steps % every == 0 {
@@ -389,8 +421,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             bar.set_position(state.batches_done as u64);
             bar.set_message(format!(
                 "loss {:.3} acc {:.1}% {:.0} img/s",
-                sums.loss_sum / sums.images as f64,
-                100.0 * sums.correct as f64 / sums.images as f64,
+                sums.loss_sum / sums.images.max(1) as f64,
+                100.0 * sums.correct as f64 / sums.images.max(1) as f64,
                 sums.images as f64 / seconds.max(1e-9)
             ));
             let epoch_ends = state.batches_done == loader.len();
@@ -408,7 +440,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     partial,
                     ..state.clone()
                 };
-                checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &snapshot)?;
+                save(&engine, &snapshot)?;
             }
         }
         bar.finish_and_clear();
@@ -416,7 +448,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if stopped.is_some() && state.batches_done < loader.len() {
             // Mid-epoch stop: keep the partial sums so the resumed epoch reports all of it.
             state.partial = sums;
-            checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &state)?;
+            save(&engine, &state)?;
             if stopped == Some(Stop::Interrupted) {
                 return Err(interrupted(&state, &out));
             }
@@ -445,12 +477,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "images_per_second": sums.images as f64 / sums.seconds.max(1e-9),
             "peak_rss_bytes": auglocal_core::memory::peak_rss_bytes(),
             "steps": state.steps,
+            "skipped_steps": sums.skipped,
         });
         append_line(&mut metrics, &line, &metrics_path)?;
         state.epochs_done = epoch;
         state.batches_done = 0;
         state.partial = EpochSums::default();
-        checkpoint::save(&ckpt_dir, engine.store(), engine.optimizer(), &state)?;
+        save(&engine, &state)?;
         println!(
             "epoch {epoch}/{}: lr {lr:.4} train loss {train_loss:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
             config.epochs,

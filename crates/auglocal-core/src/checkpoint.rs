@@ -61,8 +61,27 @@ fn serialize_tensors<'a>(
 }
 
 /// Writes weights, optimizer state and `state` into checkpoint directory `dir`, replacing
-/// any previous checkpoint there only once the new one is complete.
+/// any previous checkpoint there only once the new one is complete. Older checkpoints are
+/// deleted; [`save_keeping`] keeps some of them.
 pub fn save(dir: &Path, store: &ParamStore, optimizer: &Sgd, state: &impl Serialize) -> Result<()> {
+    save_keeping(dir, store, optimizer, state, 1)
+}
+
+/// [`save`], keeping the `keep` most recent checkpoints (the new one included): the older
+/// ones stay beside `dir` as `<dir>.old-<seq>` (seq grows with each save).
+///
+/// Crash safety: the new checkpoint is written completely into a staging directory (each
+/// file fsynced) before anything is renamed; the current one is then renamed aside and the
+/// staging directory renamed into place. A kill at any moment leaves at least one complete
+/// checkpoint that [`resolve`] finds, and older ones are deleted only after the new one is
+/// in place, so the only good checkpoint is never deleted.
+pub fn save_keeping(
+    dir: &Path,
+    store: &ParamStore,
+    optimizer: &Sgd,
+    state: &impl Serialize,
+    keep: usize,
+) -> Result<()> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -72,12 +91,56 @@ pub fn save(dir: &Path, store: &ParamStore, optimizer: &Sgd, state: &impl Serial
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let staging = parent.join(format!(".{name}.tmp"));
-    let previous = parent.join(format!("{name}.prev"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| Error::io("removing stale", &staging, e))?;
+    let staged = write_staging(&staging, dir, store, optimizer, state);
+    if let Err(e) = staged {
+        // A full disk must not leave a half-written staging directory taking space.
+        let _ = fs::remove_dir_all(&staging);
+        let kept = if is_complete(dir) {
+            format!("the previous checkpoint in {} is intact", dir.display())
+        } else {
+            "no earlier checkpoint existed".to_string()
+        };
+        return Err(Error::checkpoint(
+            dir,
+            format!("cannot write the new checkpoint ({e}); {kept}; free disk space (or fix the directory's permissions), then continue with --resume"),
+        ));
     }
-    fs::create_dir_all(&staging).map_err(|e| Error::io("creating", &staging, e))?;
 
+    let older = older_checkpoints(dir);
+    if dir.exists() {
+        let seq = older.last().map_or(1, |(seq, _)| seq + 1);
+        let aside = parent.join(format!("{name}.old-{seq:06}"));
+        fs::rename(dir, &aside).map_err(|e| Error::io("moving aside", dir, e))?;
+    }
+    fs::rename(&staging, dir).map_err(|e| Error::io("renaming into place", dir, e))?;
+    sync_dir(parent);
+    // Only now that the new checkpoint is in place may old ones go.
+    let older = older_checkpoints(dir);
+    let excess = older.len().saturating_sub(keep.saturating_sub(1));
+    for (_, path) in older.into_iter().take(excess) {
+        fs::remove_dir_all(&path).map_err(|e| Error::io("removing old checkpoint", &path, e))?;
+    }
+    // The `.prev` of earlier versions of this crate, superseded by the new checkpoint.
+    let legacy = parent.join(format!("{name}.prev"));
+    if legacy.exists() {
+        fs::remove_dir_all(&legacy).map_err(|e| Error::io("removing", &legacy, e))?;
+    }
+    sync_dir(parent);
+    Ok(())
+}
+
+/// Writes a complete checkpoint into `staging` (weights, momentum, state; each fsynced).
+fn write_staging(
+    staging: &Path,
+    dir: &Path,
+    store: &ParamStore,
+    optimizer: &Sgd,
+    state: &impl Serialize,
+) -> Result<()> {
+    if staging.exists() {
+        fs::remove_dir_all(staging).map_err(|e| Error::io("removing stale", staging, e))?;
+    }
+    fs::create_dir_all(staging).map_err(|e| Error::io("creating", staging, e))?;
     let entries = store.entries();
     let weights = serialize_tensors(
         entries.iter().map(|e| (e.name.clone(), e.var.as_tensor())),
@@ -88,27 +151,49 @@ pub fn save(dir: &Path, store: &ParamStore, optimizer: &Sgd, state: &impl Serial
     write_atomic(&staging.join(OPTIMIZER_FILE), &momentum)?;
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| Error::checkpoint(dir, format!("cannot serialise run state: {e}")))?;
-    write_atomic(&staging.join(STATE_FILE), &json)?;
-
-    // Swap: the old checkpoint stays on disk (as `.prev`) until the new one is in place.
-    if dir.exists() {
-        if previous.exists() {
-            fs::remove_dir_all(&previous).map_err(|e| Error::io("removing", &previous, e))?;
-        }
-        fs::rename(dir, &previous).map_err(|e| Error::io("moving aside", dir, e))?;
-    }
-    fs::rename(&staging, dir).map_err(|e| Error::io("renaming into place", dir, e))?;
-    if previous.exists() {
-        fs::remove_dir_all(&previous).map_err(|e| Error::io("removing", &previous, e))?;
-    }
-    if let Ok(d) = fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_atomic(&staging.join(STATE_FILE), &json)
 }
 
-/// Finds the checkpoint directory for `path`: a checkpoint directory itself, or a run
-/// directory holding `checkpoint/` (or the `checkpoint.prev/` an interrupted save left).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The retained older checkpoints of checkpoint directory `dir` (`<dir>.old-<seq>`), oldest
+/// first.
+pub fn older_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!(
+        "{}.old-",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let seq = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn is_complete(dir: &Path) -> bool {
+    dir.join(WEIGHTS_FILE).is_file() && dir.join(STATE_FILE).is_file()
+}
+
+/// Finds the newest complete checkpoint for `path`: a checkpoint directory itself, or a run
+/// directory holding `checkpoint/`, or, when a save was killed between its two renames, the
+/// newest `checkpoint.old-<seq>/` (or an older version's `checkpoint.prev/`).
 pub fn resolve(path: &Path) -> Result<PathBuf> {
     if !path.exists() {
         return Err(Error::checkpoint(
@@ -116,14 +201,13 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
             "no such directory; pass the --out directory of a training run (or its checkpoint/ folder)",
         ));
     }
-    let candidates = [
-        path.to_path_buf(),
-        path.join(CHECKPOINT_DIR),
-        path.join(format!("{CHECKPOINT_DIR}.prev")),
-    ];
+    let latest = path.join(CHECKPOINT_DIR);
+    let mut candidates = vec![path.to_path_buf(), latest.clone()];
+    candidates.extend(older_checkpoints(&latest).into_iter().rev().map(|(_, p)| p));
+    candidates.push(path.join(format!("{CHECKPOINT_DIR}.prev")));
     candidates
         .into_iter()
-        .find(|c| c.join(WEIGHTS_FILE).is_file() && c.join(STATE_FILE).is_file())
+        .find(|c| is_complete(c))
         .ok_or_else(|| {
             Error::checkpoint(
                 path,

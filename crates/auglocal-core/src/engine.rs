@@ -10,7 +10,8 @@
 use std::ops::Range;
 
 use candle_core::backprop::GradStore;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::local::{AugLocalAux, LocalLoss};
@@ -28,6 +29,29 @@ struct Module {
     params: Vec<Entry>,
 }
 
+/// What a training step does when a module's loss or one of its gradients is NaN or
+/// infinite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonFinite {
+    /// Fail the step with [`Error::NonFinite`] naming the step, module and tensor.
+    #[default]
+    Stop,
+    /// Leave the offending module and every module after it un-updated for this batch and
+    /// go on with the next one. Modules before it keep their update: each module's update
+    /// depends only on its own loss, so they are unaffected.
+    Skip,
+}
+
+/// Where a skipped step found a non-finite value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFiniteValue {
+    pub module: usize,
+    /// `loss`, or `gradient of <tensor name>`.
+    pub what: String,
+    pub value: f32,
+}
+
 /// What one training step measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
@@ -39,6 +63,9 @@ pub struct StepReport {
     pub images: usize,
     /// Loss of every module in order; the last is `loss`.
     pub module_losses: Vec<f32>,
+    /// Set when [`OnNonFinite::Skip`] skipped (part of) this step; `loss`, `correct` and
+    /// `module_losses` then cover only the modules before it.
+    pub skipped: Option<NonFiniteValue>,
 }
 
 /// Sums over an evaluation pass.
@@ -71,6 +98,7 @@ pub struct Engine {
     modules: Vec<Module>,
     optimizer: Sgd,
     step: u64,
+    on_non_finite: OnNonFinite,
 }
 
 impl Engine {
@@ -124,6 +152,7 @@ impl Engine {
             modules,
             optimizer,
             step: 0,
+            on_non_finite: OnNonFinite::Stop,
         })
     }
 
@@ -158,19 +187,44 @@ impl Engine {
                 }
             };
             let value = loss.to_scalar::<f32>()?;
-            if !value.is_finite() {
-                return Err(Error::NonFinite {
-                    what: "loss",
-                    step: self.step + 1,
-                    module: m,
-                    value,
+            let fault = if !value.is_finite() {
+                Some(("loss".to_string(), value))
+            } else {
+                let grads = loss.backward()?;
+                match first_non_finite_gradient(&module.params, &grads)? {
+                    Some((name, v)) => Some((format!("gradient of `{name}`"), v)),
+                    None => {
+                        module_losses.push(value);
+                        observe(m, &grads);
+                        self.optimizer.step(&module.params, &grads, lr)?;
+                        None
+                    }
+                }
+            };
+            if let Some((what, value)) = fault {
+                if self.on_non_finite == OnNonFinite::Stop {
+                    return Err(Error::NonFinite {
+                        what,
+                        step: self.step + 1,
+                        module: m,
+                        value,
+                    });
+                }
+                // The batch is consumed: the data position (and resume) moves past it.
+                self.step += 1;
+                return Ok(StepReport {
+                    loss: module_losses.last().copied().unwrap_or(f32::NAN),
+                    correct,
+                    images: images.dim(0)?,
+                    module_losses,
+                    skipped: Some(NonFiniteValue {
+                        module: m,
+                        what,
+                        value,
+                    }),
                 });
             }
-            module_losses.push(value);
-            let grads = loss.backward()?;
-            observe(m, &grads);
-            self.optimizer.step(&module.params, &grads, lr)?;
-            // Dropping `grads` and detaching here frees this module's graph.
+            // The gradients are dropped; detaching here frees this module's graph.
             x = h.detach();
         }
         self.step += 1;
@@ -179,7 +233,13 @@ impl Engine {
             correct,
             images: images.dim(0)?,
             module_losses,
+            skipped: None,
         })
+    }
+
+    /// What a step does on a NaN or infinite loss or gradient (default: stop).
+    pub fn set_on_non_finite(&mut self, policy: OnNonFinite) {
+        self.on_non_finite = policy;
     }
 
     /// Backbone-only inference on one batch: summed loss and correct predictions.
@@ -235,5 +295,53 @@ impl Engine {
             ParamStore::count_params(&backbone),
             ParamStore::count_params(&aux),
         )
+    }
+}
+
+/// The first parameter of `params` whose gradient holds a NaN or infinity, with the
+/// gradient's sum. One reduction per tensor and a single read back, so the check costs a
+/// pass over the parameters, not over the activations.
+fn first_non_finite_gradient(params: &[Entry], grads: &GradStore) -> Result<Option<(String, f32)>> {
+    let mut names = Vec::with_capacity(params.len());
+    let mut sums = Vec::with_capacity(params.len());
+    for entry in params {
+        if let Some(g) = grads.get(entry.var.as_tensor()) {
+            names.push(&entry.name);
+            sums.push(g.sum_all()?.to_dtype(DType::F32)?);
+        }
+    }
+    if sums.is_empty() {
+        return Ok(None);
+    }
+    let sums = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+    Ok(names
+        .into_iter()
+        .zip(sums)
+        .find(|(_, v)| !v.is_finite())
+        .map(|(name, v)| (name.clone(), v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Init;
+    use candle_core::Device;
+
+    #[test]
+    fn a_non_finite_gradient_behind_a_finite_loss_is_named() -> Result<()> {
+        let store = ParamStore::new();
+        let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+        let a = pb.param("a.weight", &[2], Init::Const(1.0))?;
+        let b = pb.param("b.weight", &[2], Init::Const(1.0))?;
+        b.set(&Tensor::new(&[0f32, 4.0], &Device::Cpu)?)?;
+        // sqrt is finite at 0 but its derivative 1 / (2 sqrt(x)) is not.
+        let loss = (a.as_tensor().sum_all()? + b.as_tensor().sqrt()?.sum_all()?)?;
+        assert_eq!(loss.to_scalar::<f32>()?, 4.0);
+        let grads = loss.backward()?;
+        let found = first_non_finite_gradient(&store.entries(), &grads)?;
+        assert_eq!(found, Some(("b.weight".to_string(), f32::INFINITY)));
+        let finite = first_non_finite_gradient(&store.entries()[..1], &grads)?;
+        assert_eq!(finite, None);
+        Ok(())
     }
 }

@@ -35,10 +35,11 @@ pub enum Error {
     #[error("checkpoint {}: {problem}", path.display())]
     Checkpoint { path: PathBuf, problem: String },
 
-    /// A loss or gradient became NaN or infinite (`step` counts from 1, `module` from 0).
-    #[error("non-finite {what} at step {step} in module {module}: {value}; lower the learning rate or check the input data")]
+    /// A loss or gradient became NaN or infinite (`step` counts from 1, `module` from 0;
+    /// `what` is `loss` or `gradient of <tensor>`).
+    #[error("non-finite {what} at step {step} in module {module}: {value}; lower the learning rate or check the input data (or pass --on-nan skip to skip such batches)")]
     NonFinite {
-        what: &'static str,
+        what: String,
         step: u64,
         module: usize,
         value: f32,
