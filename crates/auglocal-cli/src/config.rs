@@ -4,7 +4,19 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use auglocal_core::{Method, Schedule};
+use auglocal_core::plan::HeadKind;
+use auglocal_core::{AuxPlan, Method, Schedule};
+
+/// Every method name `--method` accepts.
+pub const METHODS: &[&str] = &[
+    "bp",
+    "auglocal",
+    "dgl",
+    "infopro",
+    "infopro-contrast",
+    "predsim",
+    "greedy",
+];
 use serde::{Deserialize, Serialize};
 
 /// Every setting of `auglocal train`. Written to `config.json` of each run.
@@ -14,8 +26,11 @@ pub struct TrainConfig {
     pub dataset: String,
     pub data_dir: Option<PathBuf>,
     pub model: String,
-    /// `bp` or `auglocal`.
+    /// `bp`, `auglocal`, `dgl`, `infopro`, `infopro-contrast`, `predsim` or `greedy`.
     pub method: String,
+    /// K for the baselines (None: one module per unit); AugLocal's K is units - aux_depth.
+    #[serde(default)]
+    pub modules: Option<usize>,
     pub aux_depth: usize,
     pub pyramid: f64,
     pub epochs: usize,
@@ -59,6 +74,7 @@ impl TrainConfig {
             data_dir: None,
             model: "resnet32".into(),
             method: "auglocal".into(),
+            modules: None,
             aux_depth: 2,
             pyramid: 0.5,
             epochs: 400,
@@ -100,14 +116,29 @@ impl TrainConfig {
 
     /// The plan method these settings describe.
     pub fn method(&self) -> Result<Method> {
-        match self.method.as_str() {
-            "bp" => Ok(Method::Bp),
-            "auglocal" => Ok(Method::AugLocal {
+        let baseline = |head| Method::Baseline {
+            head,
+            modules: self.modules,
+        };
+        let method = match self.method.as_str() {
+            "bp" => Method::Bp,
+            "auglocal" => Method::AugLocal {
                 depth: self.aux_depth,
                 pyramid: self.pyramid,
-            }),
-            other => bail!("unknown method `{other}` (valid: bp, auglocal)"),
+            },
+            "dgl" => baseline(HeadKind::Dgl),
+            "infopro" => baseline(HeadKind::InfoPro),
+            "infopro-contrast" => baseline(HeadKind::InfoProContrast),
+            "predsim" => baseline(HeadKind::PredSim),
+            "greedy" => baseline(HeadKind::Linear),
+            other => bail!("unknown method `{other}` (valid: {})", METHODS.join(", ")),
+        };
+        if let (Some(k), Method::Bp | Method::AugLocal { .. }) = (self.modules, method) {
+            bail!(
+                "--modules {k} applies to the baselines only: bp is one module, and AugLocal has K = units - --aux-depth modules"
+            );
         }
+        Ok(method)
     }
 
     pub fn schedule(&self) -> Result<Schedule> {
@@ -125,6 +156,9 @@ impl TrainConfig {
                 auglocal_models::MODELS.join(", ")
             );
         }
+        // The plan's own checks (depth, K) before any data is read.
+        let channels = auglocal_models::unit_channels(&self.model)?;
+        AuxPlan::new(&self.model, &channels, self.method()?)?;
         if !auglocal_data::DATASETS.contains(&self.dataset.as_str()) {
             bail!(
                 "unknown dataset `{}` (valid: {})",
