@@ -22,6 +22,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     let settings = TrainConfig {
         model: args.model.clone(),
         method: args.method.as_str().into(),
+        modules: args.modules,
         aux_depth: args.aux_depth,
         pyramid: args.pyramid,
         batch_size: args.batch_size,
@@ -34,7 +35,8 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     // Everything from here on counts towards the peak: model, optimizer state, activations.
     let peak_reset = memory::reset_peak_rss();
     let baseline = memory::current_rss_bytes();
-    let mut engine = session::build_engine(&settings, args.classes, &device)?;
+    let mut engine =
+        session::build_engine_sized(&settings, args.classes, args.image_size, &device)?;
     let images = Tensor::randn(
         0f32,
         1.0,

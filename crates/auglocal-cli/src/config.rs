@@ -4,8 +4,20 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use auglocal_core::{Method, OnNonFinite, Schedule};
+use auglocal_core::plan::HeadKind;
+use auglocal_core::{AuxPlan, Method, OnNonFinite, Schedule};
 use serde::{Deserialize, Serialize};
+
+/// Every method name `--method` accepts.
+pub const METHODS: &[&str] = &[
+    "bp",
+    "auglocal",
+    "dgl",
+    "infopro",
+    "infopro-contrast",
+    "predsim",
+    "greedy",
+];
 
 /// Every setting of `auglocal train`. Written to `config.json` of each run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +26,11 @@ pub struct TrainConfig {
     pub dataset: String,
     pub data_dir: Option<PathBuf>,
     pub model: String,
-    /// `bp` or `auglocal`.
+    /// `bp`, `auglocal`, `dgl`, `infopro`, `infopro-contrast`, `predsim` or `greedy`.
     pub method: String,
+    /// K for the baselines (None: one module per unit); AugLocal's K is units - aux_depth.
+    #[serde(default)]
+    pub modules: Option<usize>,
     pub aux_depth: usize,
     pub pyramid: f64,
     pub epochs: usize,
@@ -66,6 +81,7 @@ impl TrainConfig {
             data_dir: None,
             model: "resnet32".into(),
             method: "auglocal".into(),
+            modules: None,
             aux_depth: 2,
             pyramid: 0.5,
             epochs: 400,
@@ -109,14 +125,29 @@ impl TrainConfig {
 
     /// The plan method these settings describe.
     pub fn method(&self) -> Result<Method> {
-        match self.method.as_str() {
-            "bp" => Ok(Method::Bp),
-            "auglocal" => Ok(Method::AugLocal {
+        let baseline = |head| Method::Baseline {
+            head,
+            modules: self.modules,
+        };
+        let method = match self.method.as_str() {
+            "bp" => Method::Bp,
+            "auglocal" => Method::AugLocal {
                 depth: self.aux_depth,
                 pyramid: self.pyramid,
-            }),
-            other => bail!("unknown method `{other}` (valid: bp, auglocal)"),
+            },
+            "dgl" => baseline(HeadKind::Dgl),
+            "infopro" => baseline(HeadKind::InfoPro),
+            "infopro-contrast" => baseline(HeadKind::InfoProContrast),
+            "predsim" => baseline(HeadKind::PredSim),
+            "greedy" => baseline(HeadKind::Linear),
+            other => bail!("unknown method `{other}` (valid: {})", METHODS.join(", ")),
+        };
+        if let (Some(k), Method::Bp | Method::AugLocal { .. }) = (self.modules, method) {
+            bail!(
+                "--modules {k} applies to the baselines only: bp is one module, and AugLocal has K = units - --aux-depth modules"
+            );
         }
+        Ok(method)
     }
 
     /// What a training step does on a NaN or infinite loss or gradient.
@@ -144,6 +175,9 @@ impl TrainConfig {
                 auglocal_models::MODELS.join(", ")
             );
         }
+        // The plan's own checks (depth, K) before any data is read.
+        let channels = auglocal_models::unit_channels(&self.model)?;
+        AuxPlan::new(&self.model, &channels, self.method()?)?;
         if !auglocal_data::DATASETS.contains(&self.dataset.as_str()) {
             bail!(
                 "unknown dataset `{}` (valid: {})",

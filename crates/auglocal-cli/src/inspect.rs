@@ -10,6 +10,7 @@ use crate::InspectArgs;
 pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
     let method = crate::config::TrainConfig {
         method: args.method.as_str().into(),
+        modules: args.modules,
         aux_depth: args.aux_depth,
         pyramid: args.pyramid,
         ..crate::config::TrainConfig::recipe("synthetic")
@@ -51,10 +52,7 @@ pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
                 )
             })
             .collect();
-        let head = match a.head {
-            auglocal_core::plan::HeadKind::Fc => "fc",
-            auglocal_core::plan::HeadKind::BnFc => "bn_fc",
-        };
+        let head = a.head.name();
         writeln!(
             out,
             "{:>5} {:>6} {:>5}  {:<6}  {}",

@@ -2,7 +2,9 @@
 //! command, so the binary is one line and tests can drive every command in-process.
 
 mod bench;
+mod compare;
 mod config;
+mod heap;
 mod inspect;
 mod session;
 mod train;
@@ -37,12 +39,26 @@ pub enum Command {
     Export(ExportArgs),
     /// Time training steps on random tensors: seconds per step, images/s, peak memory.
     Bench(BenchArgs),
+    /// Train several methods on the same data and seed; writes compare.md and compare.csv.
+    Compare(CompareArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
+    /// End-to-end backpropagation.
     Bp,
+    /// AugLocal (--aux-depth, --pyramid).
     Auglocal,
+    /// DGL's pooled conv + MLP heads.
+    Dgl,
+    /// InfoPro, softmax form (reconstruction + cross-entropy).
+    Infopro,
+    /// InfoPro, contrastive form (reconstruction + supervised contrastive).
+    InfoproContrast,
+    /// PredSim (0.99 similarity matching + 0.01 prediction).
+    Predsim,
+    /// Greedy supervised learning (a linear classifier per module).
+    Greedy,
 }
 
 impl MethodArg {
@@ -50,6 +66,11 @@ impl MethodArg {
         match self {
             MethodArg::Bp => "bp",
             MethodArg::Auglocal => "auglocal",
+            MethodArg::Dgl => "dgl",
+            MethodArg::Infopro => "infopro",
+            MethodArg::InfoproContrast => "infopro-contrast",
+            MethodArg::Predsim => "predsim",
+            MethodArg::Greedy => "greedy",
         }
     }
 }
@@ -68,6 +89,9 @@ pub struct TrainArgs {
     /// Training method.
     #[arg(long, value_enum)]
     method: Option<MethodArg>,
+    /// Number of modules K of the baselines (default: one per unit).
+    #[arg(long)]
+    modules: Option<usize>,
     /// AugLocal auxiliary depth d (K = units - d modules).
     #[arg(long)]
     aux_depth: Option<usize>,
@@ -173,6 +197,9 @@ pub struct InspectArgs {
     model: String,
     #[arg(long, value_enum, default_value = "auglocal")]
     method: MethodArg,
+    /// Number of modules K of the baselines (default: one per unit).
+    #[arg(long)]
+    modules: Option<usize>,
     #[arg(long, default_value_t = 2)]
     aux_depth: usize,
     #[arg(long, default_value_t = 0.0)]
@@ -191,6 +218,9 @@ pub struct BenchArgs {
     model: String,
     #[arg(long, value_enum, default_value = "bp")]
     method: MethodArg,
+    /// Number of modules K of the baselines (default: one per unit).
+    #[arg(long)]
+    modules: Option<usize>,
     #[arg(long, default_value_t = 2)]
     aux_depth: usize,
     #[arg(long, default_value_t = 0.5)]
@@ -220,6 +250,61 @@ pub struct BenchArgs {
 }
 
 #[derive(Args)]
+pub struct CompareArgs {
+    /// Methods to train, comma-separated (bp, auglocal, dgl, infopro, infopro-contrast,
+    /// predsim, greedy).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bp,auglocal,dgl,infopro,predsim,greedy"
+    )]
+    methods: Vec<MethodArg>,
+    /// Dataset: synthetic (the default), cifar10, cifar100.
+    #[arg(long, default_value = "synthetic")]
+    dataset: String,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Backbone (default: the dataset's recipe).
+    #[arg(long)]
+    model: Option<String>,
+    /// K of the baselines (default: one module per unit).
+    #[arg(long)]
+    modules: Option<usize>,
+    /// AugLocal's auxiliary depth.
+    #[arg(long)]
+    aux_depth: Option<usize>,
+    /// AugLocal's pyramid coefficient.
+    #[arg(long)]
+    pyramid: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// warmup-cosine, cosine, constant or step:E1,E2,...
+    #[arg(long)]
+    schedule: Option<String>,
+    #[arg(long)]
+    train_size: Option<usize>,
+    #[arg(long)]
+    test_size: Option<usize>,
+    /// Seed of initialisation, shuffling and augmentation, the same for every method.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Directory to create for compare.md, compare.csv and each method's metrics.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 pub struct ExportArgs {
     /// Run directory (or its checkpoint/ folder).
     #[arg(long)]
@@ -238,6 +323,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args, out),
         Command::Export(args) => session::export(args),
         Command::Bench(args) => bench::run(args, out),
+        Command::Compare(args) => compare::run(args, out),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
+use auglocal_core::local::{BuiltinLosses, InputSpec};
 use auglocal_core::{AuxPlan, Engine, EvalTotals, ParamBuilder, ParamStore, Sgd, SgdConfig};
 use auglocal_data::{Augment, ImageSet, Loader, LoaderConfig, Split};
 use candle_core::Device;
@@ -64,9 +65,31 @@ pub fn set_threads(threads: usize) -> Result<()> {
     result
 }
 
+/// Side of the images of every dataset this build reads (synthetic, CIFAR).
+pub const IMAGE_SIZE: usize = 32;
+
 /// Builds the model, its auxiliary networks and the optimizer that `config` describes,
 /// freshly initialised from `config.seed`.
 pub fn build_engine(config: &TrainConfig, classes: usize, device: &Device) -> Result<Engine> {
+    build_engine_sized(config, classes, IMAGE_SIZE, device)
+}
+
+/// [`build_engine`] for square inputs of side `image_size`: the local losses size their
+/// pooling from it, and InfoPro's reconstruction undoes the dataset's normalisation.
+pub fn build_engine_sized(
+    config: &TrainConfig,
+    classes: usize,
+    image_size: usize,
+    device: &Device,
+) -> Result<Engine> {
+    let (normalize, _) = auglocal_data::recipe(&config.dataset)?;
+    let losses = BuiltinLosses {
+        input: InputSpec {
+            image_size,
+            mean: normalize.mean,
+            std: normalize.std,
+        },
+    };
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, device, config.seed);
     let net = auglocal_models::build(&config.model, classes, &pb)?;
@@ -76,7 +99,7 @@ pub fn build_engine(config: &TrainConfig, classes: usize, device: &Device) -> Re
         nesterov: config.nesterov,
         weight_decay: config.weight_decay,
     })?;
-    Ok(Engine::new(net, plan, &pb, sgd)?)
+    Ok(Engine::with_losses(net, plan, &pb, sgd, &losses)?)
 }
 
 /// A dataset split, cut to its first `limit` images when asked.

@@ -47,6 +47,7 @@ fn flag_table(args: &TrainArgs) -> toml::Table {
         "method",
         args.method.map(|m| toml::Value::String(m.as_str().into())),
     );
+    put("modules", int(args.modules.map(|v| v as u64)));
     put("aux_depth", int(args.aux_depth.map(|v| v as u64)));
     put("pyramid", args.pyramid.map(toml::Value::Float));
     put("epochs", int(args.epochs.map(|v| v as u64)));

@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::local::{AugLocalAux, LocalLoss};
+use crate::local::{BuiltinLosses, LocalLoss, LocalLossBuilder, LossSite};
 use crate::net::LocalNet;
 use crate::nn::{correct_predictions, cross_entropy};
 use crate::optim::Sgd;
@@ -104,11 +104,25 @@ pub struct Engine {
 impl Engine {
     /// Builds the auxiliary networks of `plan` for `net` (tensors under `aux.<unit>.`, from
     /// `pb`, which must be the builder `net` was created with) and groups parameters by module.
+    /// The local losses are the built-in ones of the plan's heads, for 32x32 inputs
+    /// normalised with the CIFAR statistics; [`Engine::with_losses`] chooses otherwise.
     pub fn new(
         net: Box<dyn LocalNet>,
         plan: AuxPlan,
         pb: &ParamBuilder,
         optimizer: Sgd,
+    ) -> Result<Self> {
+        Self::with_losses(net, plan, pb, optimizer, &BuiltinLosses::default())
+    }
+
+    /// [`Engine::new`] with the local loss of every module but the last built by `losses`
+    /// (a user's own loss, or [`BuiltinLosses`] for another input size or normalisation).
+    pub fn with_losses(
+        net: Box<dyn LocalNet>,
+        plan: AuxPlan,
+        pb: &ParamBuilder,
+        optimizer: Sgd,
+        losses: &dyn LocalLossBuilder,
     ) -> Result<Self> {
         if plan.units != net.units().len() {
             return Err(Error::InvalidSetting {
@@ -127,7 +141,13 @@ impl Engine {
                 Some(aux) if m < last => {
                     let apb = pb.pp("aux").pp(aux.unit).owned_by(Owner::Aux(aux.unit));
                     owners.push(Owner::Aux(aux.unit));
-                    Some(Box::new(AugLocalAux::new(net.as_ref(), aux, &apb)?))
+                    let site = LossSite {
+                        net: net.as_ref(),
+                        aux,
+                        module: m,
+                        modules: plan.modules,
+                    };
+                    Some(losses.build(&site, &apb)?)
                 }
                 _ => {
                     owners.push(Owner::Head);

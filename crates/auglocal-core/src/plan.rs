@@ -29,14 +29,42 @@ impl AuxBlock {
     }
 }
 
-/// The classifier that closes an auxiliary network.
+/// The head that closes an auxiliary network, and so the local loss that trains it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeadKind {
-    /// Global average pool, then Linear.
+    /// AugLocal: global average pool, then Linear.
     Fc,
-    /// Global average pool, BatchNorm1d, then Linear (auxiliary depth <= 1).
+    /// AugLocal: global average pool, BatchNorm1d, then Linear (auxiliary depth <= 1).
     BnFc,
+    /// DGL: pooled 1x1-conv stack, then a 3-layer MLP classifier.
+    Dgl,
+    /// InfoPro, softmax form: reconstruction of the image plus a conv-MLP classifier.
+    #[serde(rename = "infopro")]
+    InfoPro,
+    /// InfoPro, contrastive form: reconstruction plus a supervised contrastive loss.
+    #[serde(rename = "infopro_contrast")]
+    InfoProContrast,
+    /// PredSim: similarity-matching loss plus a pooled linear classifier.
+    #[serde(rename = "predsim")]
+    PredSim,
+    /// Greedy supervised learning: global average pool, then Linear.
+    Linear,
+}
+
+impl HeadKind {
+    /// The name the plan's JSON and `auglocal inspect` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Fc => "fc",
+            HeadKind::BnFc => "bn_fc",
+            HeadKind::Dgl => "dgl",
+            HeadKind::InfoPro => "infopro",
+            HeadKind::InfoProContrast => "infopro_contrast",
+            HeadKind::PredSim => "predsim",
+            HeadKind::Linear => "linear",
+        }
+    }
 }
 
 /// The auxiliary network attached after one unit.
@@ -64,6 +92,13 @@ pub enum Method {
     /// AugLocal: auxiliary depth `depth`, pyramid coefficient `pyramid` (0 = uniform depth).
     #[serde(rename = "auglocal")]
     AugLocal { depth: usize, pyramid: f64 },
+    /// A baseline whose every auxiliary network is the fixed head `head` (one of
+    /// [`HeadKind::Dgl`], [`HeadKind::InfoPro`], [`HeadKind::InfoProContrast`],
+    /// [`HeadKind::PredSim`], [`HeadKind::Linear`]), on `modules` modules (None: one per unit).
+    Baseline {
+        head: HeadKind,
+        modules: Option<usize>,
+    },
 }
 
 /// The layout of a local-learning run. Serialises to the JSON of `auglocal inspect --json`.
@@ -86,7 +121,55 @@ impl AuxPlan {
             Method::AugLocal { depth, pyramid } => {
                 Self::auglocal(model, unit_channels, depth, pyramid)
             }
+            Method::Baseline { head, modules } => {
+                Self::baseline(model, unit_channels.len(), head, modules)
+            }
         }
+    }
+
+    /// A baseline (DGL, InfoPro, PredSim, greedy SL) on K = `modules` modules, every unit
+    /// by default, as the paper compares them.
+    ///
+    /// The module boundaries are those of the reference's split tables
+    /// (`network_config[arch][K]` of the AugLocal code): auxiliary heads on units
+    /// `0..=K-2`; the remaining units and the output layer form the last module.
+    pub fn baseline(
+        model: &str,
+        units: usize,
+        head: HeadKind,
+        modules: Option<usize>,
+    ) -> Result<Self> {
+        if matches!(head, HeadKind::Fc | HeadKind::BnFc) {
+            return Err(Error::InvalidSetting {
+                setting: "baseline head",
+                value: head.name().into(),
+                valid: "dgl, infopro, infopro_contrast, predsim or linear (fc and bn_fc are AugLocal's, built from its plan)".into(),
+            });
+        }
+        let k = modules.unwrap_or(units);
+        if k < 2 || k > units {
+            return Err(Error::InvalidSetting {
+                setting: "number of modules",
+                value: k.to_string(),
+                valid: format!(
+                    "2..={units} for {model} ({units} units; 1 module is end-to-end backprop: use --method bp)"
+                ),
+            });
+        }
+        let aux = (0..k - 1)
+            .map(|unit| UnitAux {
+                unit,
+                depth: 0,
+                blocks: Vec::new(),
+                head,
+            })
+            .collect();
+        Ok(AuxPlan {
+            model: model.to_string(),
+            units,
+            modules: k,
+            aux,
+        })
     }
 
     /// End-to-end backprop: one module holding every unit, no auxiliary network.

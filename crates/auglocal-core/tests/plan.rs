@@ -155,3 +155,53 @@ fn invalid_settings_name_the_valid_range() {
     assert!(message(AuxPlan::auglocal("resnet32", &dims, 2, f64::NAN))
         .contains("pyramid coefficient: NaN"));
 }
+
+#[test]
+fn baselines_put_a_head_after_every_unit_but_the_last() {
+    let method = auglocal_core::Method::Baseline {
+        head: HeadKind::Dgl,
+        modules: None,
+    };
+    let plan = AuxPlan::new("resnet32", &resnet_dims(5), method).unwrap();
+    assert_eq!((plan.units, plan.modules, plan.aux.len()), (16, 16, 15));
+    for (i, a) in plan.aux.iter().enumerate() {
+        assert_eq!((a.unit, a.depth, a.head), (i, 0, HeadKind::Dgl));
+        assert!(a.blocks.is_empty());
+    }
+    assert_eq!(plan.module_units()[0], 0..1);
+    assert_eq!(plan.module_units().last().unwrap().clone(), 15..16);
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(json.starts_with(
+        r#"{"model":"resnet32","units":16,"modules":16,"aux":[{"unit":0,"depth":0,"blocks":[],"head":"dgl"},"#
+    ));
+}
+
+#[test]
+fn smaller_k_follows_the_reference_split_tables() {
+    // network_config['resnet32'][4] = [[0,0,0],[1,0,1],[1,1,2]]: units 0, 1, 2; the rest
+    // of the network is the last module.
+    let plan = AuxPlan::baseline("resnet32", 16, HeadKind::InfoPro, Some(4)).unwrap();
+    let units: Vec<usize> = plan.aux.iter().map(|a| a.unit).collect();
+    assert_eq!(units, vec![0, 1, 2]);
+    assert_eq!(plan.module_units(), vec![0..1, 1..2, 2..3, 3..16]);
+    // network_config['resnet110'][47] ends at [3, 8, 45].
+    let plan = AuxPlan::baseline("resnet110", 55, HeadKind::PredSim, Some(47)).unwrap();
+    assert_eq!(plan.aux.last().unwrap().unit, 45);
+    assert_eq!(plan.module_units().last().unwrap().clone(), 46..55);
+}
+
+#[test]
+fn baseline_settings_out_of_range_are_named() {
+    assert_eq!(
+        message(AuxPlan::baseline("resnet32", 16, HeadKind::Dgl, Some(1))),
+        "invalid number of modules: 1 (valid: 2..=16 for resnet32 (16 units; 1 module is end-to-end backprop: use --method bp))"
+    );
+    assert!(
+        message(AuxPlan::baseline("resnet32", 16, HeadKind::Dgl, Some(17)))
+            .starts_with("invalid number of modules: 17 (valid: 2..=16")
+    );
+    assert!(
+        message(AuxPlan::baseline("resnet32", 16, HeadKind::Fc, None))
+            .starts_with("invalid baseline head: fc (valid: dgl, infopro")
+    );
+}

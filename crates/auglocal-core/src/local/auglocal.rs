@@ -40,6 +40,13 @@ impl AugLocalAux {
         let bn = match aux.head {
             HeadKind::BnFc => Some(BatchNorm1d::new(width, &head.pp("bn"))?),
             HeadKind::Fc => None,
+            other => {
+                return Err(crate::Error::InvalidSetting {
+                    setting: "AugLocal head",
+                    value: other.name().into(),
+                    valid: "fc or bn_fc".into(),
+                })
+            }
         };
         let fc = Linear::new(width, net.classes(), true, &head.pp("fc"))?;
         Ok(AugLocalAux { blocks, bn, fc })

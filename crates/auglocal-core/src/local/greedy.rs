@@ -1,0 +1,39 @@
+use candle_core::Tensor;
+use candle_nn::ModuleT;
+
+use super::{LocalLoss, LossSite};
+use crate::nn::{cross_entropy, global_avg_pool, Linear};
+use crate::params::ParamBuilder;
+
+/// Greedy supervised learning (InfoPro's `0c1f`): global average pooling and one linear
+/// classifier on the unit's output, cross-entropy. The weakest baseline: the unit alone
+/// has to make its features linearly separable.
+///
+/// Tensor names under the builder's prefix: `head.fc.{weight,bias}`.
+pub struct GreedyAux {
+    fc: Linear,
+}
+
+impl GreedyAux {
+    pub fn new(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Self> {
+        let fc = Linear::new(
+            site.channels(),
+            site.net.classes(),
+            true,
+            &pb.pp("head").pp("fc"),
+        )?;
+        Ok(GreedyAux { fc })
+    }
+}
+
+impl LocalLoss for GreedyAux {
+    fn loss(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        _images: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let logits = self.fc.forward_t(&global_avg_pool(features)?, true)?;
+        cross_entropy(&logits, labels)
+    }
+}

@@ -1,0 +1,160 @@
+//! The baselines' plans and losses in the engine on a real backbone, and a user's own loss.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use auglocal_core::local::{LocalLoss, LossSite};
+use auglocal_core::nn::cross_entropy;
+use auglocal_core::params::{Owner, Role};
+use auglocal_core::plan::HeadKind;
+use auglocal_core::{AuxPlan, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use candle_core::{Device, Tensor};
+
+const HEADS: [HeadKind; 5] = [
+    HeadKind::Dgl,
+    HeadKind::InfoPro,
+    HeadKind::InfoProContrast,
+    HeadKind::PredSim,
+    HeadKind::Linear,
+];
+
+fn batch(n: usize) -> anyhow::Result<(Tensor, Tensor)> {
+    let images = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &Device::Cpu)?;
+    // Two samples of each class, so the contrastive loss has positives.
+    let labels: Vec<u32> = (0..n as u32).map(|i| i / 2 % 10).collect();
+    Ok((images, Tensor::from_vec(labels, n, &Device::Cpu)?))
+}
+
+#[test]
+fn every_baseline_trains_only_its_own_module() -> anyhow::Result<()> {
+    for head in HEADS {
+        let store = ParamStore::new();
+        let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
+        let net = auglocal_models::build("resnet8", 10, &pb)?;
+        let method = Method::Baseline {
+            head,
+            modules: None,
+        };
+        let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
+        let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+        // resnet8: stem + 3 blocks, one module per unit.
+        let ranges = engine.plan().module_units();
+        assert_eq!(ranges, vec![0..1, 1..2, 2..3, 3..4], "{head:?}");
+        let params: Vec<_> = store
+            .entries()
+            .into_iter()
+            .filter(|e| e.role == Role::Param)
+            .collect();
+        let (images, labels) = batch(8)?;
+        let mut modules = 0;
+        let report = engine.train_step_observed(&images, &labels, 0.05, &mut |m, grads| {
+            modules += 1;
+            let last = m == ranges.len() - 1;
+            for e in &params {
+                let mine = match e.owner {
+                    Owner::Unit(u) => ranges[m].contains(&u),
+                    Owner::Aux(u) => !last && u == m,
+                    Owner::Head => last,
+                };
+                assert_eq!(
+                    grads.get(e.var.as_tensor()).is_some(),
+                    mine,
+                    "{head:?} module {m}: gradient of {}",
+                    e.name
+                );
+            }
+        })?;
+        assert_eq!(modules, 4);
+        assert!(
+            report.module_losses.iter().all(|l| l.is_finite()),
+            "{head:?}: {:?}",
+            report.module_losses
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn every_local_loss_falls_on_a_fixed_batch() -> anyhow::Result<()> {
+    // Ten small steps on the same 8 images: each baseline's first local loss must fall
+    // (greedy SL's, the slowest, by about 10%), which shows its gradients train the stem
+    // and its head.
+    let (images, labels) = batch(8)?;
+    for head in HEADS {
+        let store = ParamStore::new();
+        let pb = ParamBuilder::new(&store, &Device::Cpu, 1);
+        let net = auglocal_models::build("resnet8", 10, &pb)?;
+        let method = Method::Baseline {
+            head,
+            modules: None,
+        };
+        let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
+        let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+        let mut first = Vec::new();
+        for _ in 0..10 {
+            first.push(engine.train_step(&images, &labels, 0.01)?.module_losses[0]);
+        }
+        assert!(
+            first[9] < 0.93 * first[0],
+            "{head:?}: module 0's loss did not fall: {first:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Cross-entropy of a fixed random projection of the pooled features: no parameters of its
+/// own, so only the module's units learn from it.
+struct Probe {
+    projection: Tensor,
+    calls: Arc<AtomicUsize>,
+}
+
+impl LocalLoss for Probe {
+    fn loss(&self, features: &Tensor, labels: &Tensor, _: &Tensor) -> candle_core::Result<Tensor> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        cross_entropy(&features.mean((2, 3))?.matmul(&self.projection)?, labels)
+    }
+}
+
+#[test]
+fn a_users_own_loss_plugs_into_the_engine() -> anyhow::Result<()> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+    let net = auglocal_models::build("resnet8", 10, &pb)?;
+    let method = Method::Baseline {
+        head: HeadKind::Linear,
+        modules: Some(3),
+    };
+    let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let sites = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c, s) = (calls.clone(), sites.clone());
+    let build = move |site: &LossSite<'_>,
+                      pb: &ParamBuilder|
+          -> auglocal_core::Result<Box<dyn LocalLoss>> {
+        s.lock()
+            .unwrap()
+            .push((site.aux.unit, site.module, site.modules, site.channels()));
+        // One named buffer, to see where the builder's tensors go.
+        pb.buffer_const("marker", &[1], candle_core::DType::F32, 1.0)?;
+        let projection = Tensor::randn(0f32, 1.0, (site.channels(), 10), pb.device())?;
+        Ok(Box::new(Probe {
+            projection,
+            calls: c.clone(),
+        }))
+    };
+    let mut engine = Engine::with_losses(net, plan, &pb, Sgd::new(SgdConfig::default())?, &build)?;
+    // K = 3 on resnet8: local losses after units 0 and 1; units 2, 3 and the output layer
+    // form the last module.
+    assert_eq!(*sites.lock().unwrap(), vec![(0, 0, 3, 16), (1, 1, 3, 16)]);
+    assert_eq!(engine.plan().module_units(), vec![0..1, 1..2, 2..4]);
+    let marker = store
+        .get("aux.1.marker")
+        .expect("the builder's tensors live under aux.<unit>");
+    assert_eq!(marker.owner, Owner::Aux(1));
+    let (images, labels) = batch(4)?;
+    let report = engine.train_step(&images, &labels, 0.05)?;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(report.module_losses.len(), 3);
+    Ok(())
+}
