@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod inspect;
+mod models;
 mod session;
 mod train;
 
@@ -37,6 +38,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Time training steps on random tensors: seconds per step, images/s, peak memory.
     Bench(BenchArgs),
+    /// List every model: input size, units, parameters.
+    Models(ModelsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,7 +65,8 @@ pub struct TrainArgs {
     /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Backbone: resnet8, resnet20, resnet32, resnet56, resnet110.
+    /// Backbone (`auglocal models` lists them): resnet8, resnet20, resnet32, resnet56,
+    /// resnet110, vgg19, mobilenetv2; ImageNet: resnet18, resnet34, resnet50, resnet101, vgg13.
     #[arg(long)]
     model: Option<String>,
     /// Training method.
@@ -171,9 +175,9 @@ pub struct InspectArgs {
     aux_depth: usize,
     #[arg(long, default_value_t = 0.0)]
     pyramid: f64,
-    /// Classes of the output layer (for parameter counts).
-    #[arg(long, default_value_t = 10)]
-    classes: usize,
+    /// Classes of the output layer, for parameter counts (default: the model's, 10 or 1000).
+    #[arg(long)]
+    classes: Option<usize>,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -202,13 +206,22 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
-    #[arg(long, default_value_t = 10)]
-    classes: usize,
-    #[arg(long, default_value_t = 32)]
-    image_size: usize,
+    /// Classes of the output layer (default: the model's, 10 or 1000).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Side of the random square images (default: the model's, 32 or 224).
+    #[arg(long)]
+    image_size: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    /// Print one JSON array.
     #[arg(long)]
     json: bool,
 }
@@ -232,6 +245,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args, out),
         Command::Export(args) => session::export(args),
         Command::Bench(args) => bench::run(args, out),
+        Command::Models(args) => models::run(args, out),
     }
 }
 

@@ -151,10 +151,28 @@ pub struct MobileNetV2 {
 
 impl MobileNetV2 {
     pub fn new(classes: usize, pb: &ParamBuilder) -> auglocal_core::Result<Self> {
+        Self::with_width(classes, 1, pb)
+    }
+
+    /// The same network with every layer `1 / divisor` as wide (for quick tests; `divisor`
+    /// 1 is the real MobileNetV2).
+    pub fn with_width(
+        classes: usize,
+        divisor: usize,
+        pb: &ParamBuilder,
+    ) -> auglocal_core::Result<Self> {
+        if divisor == 0 || !16usize.is_multiple_of(divisor) {
+            return Err(auglocal_core::Error::InvalidSetting {
+                setting: "MobileNetV2 width divisor",
+                value: divisor.to_string(),
+                valid: "1, 2, 4, 8 or 16".into(),
+            });
+        }
+        let (stem, last) = (STEM / divisor, LAST / divisor);
         let unit_pb = |u: usize| pb.owned_by(Owner::Unit(u));
         let mut layers: Vec<BoxedLayer> = vec![Box::new(ConvBnRelu::new(
             3,
-            STEM,
+            stem,
             3,
             1,
             &unit_pb(0),
@@ -162,11 +180,12 @@ impl MobileNetV2 {
         )?)];
         let mut expansions = vec![None];
         let mut units = vec![UnitSpec {
-            channels: STEM,
+            channels: stem,
             reduction: 1,
         }];
-        let (mut in_channels, mut reduction) = (STEM, 1);
-        for (expansion, out, count, first_stride) in STAGES {
+        let (mut in_channels, mut reduction) = (stem, 1);
+        for (expansion, width, count, first_stride) in STAGES {
+            let out = width / divisor;
             for b in 0..count {
                 let stride = if b == 0 { first_stride } else { 1 };
                 reduction *= stride;
@@ -188,7 +207,7 @@ impl MobileNetV2 {
         }
         layers.push(Box::new(ConvBnRelu::new(
             in_channels,
-            LAST,
+            last,
             1,
             1,
             &unit_pb(units.len()),
@@ -196,10 +215,10 @@ impl MobileNetV2 {
         )?));
         expansions.push(None);
         units.push(UnitSpec {
-            channels: LAST,
+            channels: last,
             reduction,
         });
-        let linear = Linear::new(LAST, classes, true, &pb.owned_by(Owner::Head).pp("linear"))?;
+        let linear = Linear::new(last, classes, true, &pb.owned_by(Owner::Head).pp("linear"))?;
         Ok(MobileNetV2 {
             classes,
             layers,
