@@ -25,9 +25,8 @@ fn main() -> anyhow::Result<()> {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &device, 1);
     let net = auglocal_models::build(&model, 10, &pb)?;
-    let plan = AuxPlan::new(
-        &model,
-        &net.unit_channels(),
+    let plan = AuxPlan::for_net(
+        net.as_ref(),
         Method::AugLocal {
             depth: 2,
             pyramid: 0.5,

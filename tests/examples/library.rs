@@ -12,9 +12,8 @@ fn main() -> anyhow::Result<()> {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &device, 0); // seeded initialisation
     let net = auglocal_models::build("resnet32", 10, &pb)?;
-    let plan = AuxPlan::new(
-        "resnet32",
-        &net.unit_channels(),
+    let plan = AuxPlan::for_net(
+        net.as_ref(),
         Method::AugLocal {
             depth: 2,
             pyramid: 0.5,

@@ -214,6 +214,6 @@ fn unknown_models_are_listed() {
         .to_string();
     assert_eq!(
         err,
-        "unknown model `resnet33` (known models: resnet8, resnet20, resnet32, resnet56, resnet110)"
+        "unknown model `resnet33` (known models: resnet8, resnet20, resnet32, resnet56, resnet110, vgg19, mobilenetv2, resnet18, resnet34, resnet50, resnet101, vgg13)"
     );
 }

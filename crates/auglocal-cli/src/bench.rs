@@ -31,21 +31,24 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
         ..TrainConfig::recipe("synthetic")
     };
     settings.validate()?;
+    let model = auglocal_models::info(&args.model)?;
+    let image_size = args.image_size.unwrap_or(model.input_size);
+    let classes = args.classes.unwrap_or(model.default_classes);
+    if classes == 0 || image_size == 0 {
+        bail!("--classes and --image-size must be at least 1");
+    }
 
     // Everything from here on counts towards the peak: model, optimizer state, activations.
     let peak_reset = memory::reset_peak_rss();
     let baseline = memory::current_rss_bytes();
-    let mut engine =
-        session::build_engine_sized(&settings, args.classes, args.image_size, &device)?;
+    let mut engine = session::build_engine_sized(&settings, classes, image_size, &device)?;
     let images = Tensor::randn(
         0f32,
         1.0,
-        (args.batch_size, 3, args.image_size, args.image_size),
+        (args.batch_size, 3, image_size, image_size),
         &device,
     )?;
-    let labels: Vec<u32> = (0..args.batch_size)
-        .map(|i| (i % args.classes) as u32)
-        .collect();
+    let labels: Vec<u32> = (0..args.batch_size).map(|i| (i % classes) as u32).collect();
     let labels = Tensor::from_vec(labels, args.batch_size, &device)?;
 
     let mut times = Vec::with_capacity(args.iters);
@@ -71,6 +74,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
         "pyramid": args.pyramid,
         "modules": engine.plan().modules,
         "batch_size": args.batch_size,
+        "image_size": image_size,
         "threads": rayon::current_num_threads(),
         "device": args.device,
         "iters": args.iters,

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use auglocal_core::{AuxPlan, Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_core::{AuxPlan, Engine, ParamBuilder, Sgd, SgdConfig};
 
 use crate::InspectArgs;
 
@@ -16,15 +16,20 @@ pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
         ..crate::config::TrainConfig::recipe("synthetic")
     }
     .method()?;
-    let channels = auglocal_models::unit_channels(&args.model)?;
-    let plan = AuxPlan::new(&args.model, &channels, method)?;
+    let classes = match args.classes {
+        Some(c) => c,
+        None => auglocal_models::info(&args.model)?.default_classes,
+    };
+    // Zero-filled parameters: the structure is all that is printed, and even VGG-13 builds
+    // this way in milliseconds.
+    let (net, store) = auglocal_models::build_zeroed(&args.model, classes)?;
+    let channels = net.unit_channels();
+    let plan = AuxPlan::for_net(net.as_ref(), method)?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&plan)?)?;
         return Ok(());
     }
-    let store = ParamStore::new();
-    let pb = ParamBuilder::new(&store, &candle_core::Device::Cpu, 0);
-    let net = auglocal_models::build(&args.model, args.classes, &pb)?;
+    let pb = ParamBuilder::zeros(&store, &candle_core::Device::Cpu);
     let engine = Engine::new(net, plan.clone(), &pb, Sgd::new(SgdConfig::default())?)?;
     let (backbone, aux) = engine.parameter_counts();
     writeln!(

@@ -6,6 +6,7 @@ mod compare;
 mod config;
 mod heap;
 mod inspect;
+mod models;
 mod session;
 mod train;
 
@@ -29,7 +30,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Train a model with BP or AugLocal; writes metrics, config and checkpoints to --out.
+    /// Train a model with BP, AugLocal or a baseline local loss; writes metrics, config and checkpoints to --out.
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint's backbone on a test set; prints one JSON line.
     Eval(EvalArgs),
@@ -41,6 +42,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Train several methods on the same data and seed; writes compare.md and compare.csv.
     Compare(CompareArgs),
+    /// List every model: input size, units, parameters.
+    Models(ModelsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,7 +86,8 @@ pub struct TrainArgs {
     /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Backbone: resnet8, resnet20, resnet32, resnet56, resnet110.
+    /// Backbone (`auglocal models` lists them): resnet8, resnet20, resnet32, resnet56,
+    /// resnet110, vgg19, mobilenetv2; ImageNet: resnet18, resnet34, resnet50, resnet101, vgg13.
     #[arg(long)]
     model: Option<String>,
     /// Training method.
@@ -204,9 +208,9 @@ pub struct InspectArgs {
     aux_depth: usize,
     #[arg(long, default_value_t = 0.0)]
     pyramid: f64,
-    /// Classes of the output layer (for parameter counts).
-    #[arg(long, default_value_t = 10)]
-    classes: usize,
+    /// Classes of the output layer, for parameter counts (default: the model's, 10 or 1000).
+    #[arg(long)]
+    classes: Option<usize>,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -238,10 +242,12 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
-    #[arg(long, default_value_t = 10)]
-    classes: usize,
-    #[arg(long, default_value_t = 32)]
-    image_size: usize,
+    /// Classes of the output layer (default: the model's, 10 or 1000).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Side of the random square images (default: the model's, 32 or 224).
+    #[arg(long)]
+    image_size: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print one JSON line.
@@ -305,6 +311,13 @@ pub struct CompareArgs {
 }
 
 #[derive(Args)]
+pub struct ModelsArgs {
+    /// Print one JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct ExportArgs {
     /// Run directory (or its checkpoint/ folder).
     #[arg(long)]
@@ -324,6 +337,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Export(args) => session::export(args),
         Command::Bench(args) => bench::run(args, out),
         Command::Compare(args) => compare::run(args, out),
+        Command::Models(args) => models::run(args, out),
     }
 }
 

@@ -93,7 +93,7 @@ pub fn build_engine_sized(
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, device, config.seed);
     let net = auglocal_models::build(&config.model, classes, &pb)?;
-    let plan = AuxPlan::new(&config.model, &net.unit_channels(), config.method()?)?;
+    let plan = AuxPlan::for_net(net.as_ref(), config.method()?)?;
     let sgd = Sgd::new(SgdConfig {
         momentum: config.momentum,
         nesterov: config.nesterov,

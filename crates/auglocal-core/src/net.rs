@@ -4,6 +4,7 @@ use candle_core::Tensor;
 
 use crate::nn::BoxedLayer;
 use crate::params::ParamBuilder;
+use crate::plan::{Downsampling, HeadKind};
 
 /// What the plan needs to know about one unit (local layer) of a backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,17 @@ pub trait LocalNet: Send + Sync {
         stride: usize,
         pb: &ParamBuilder,
     ) -> crate::Result<BoxedLayer>;
+
+    /// Where auxiliary copies halve the resolution ([`AuxPlan::for_net`](crate::AuxPlan)).
+    fn aux_downsampling(&self) -> Downsampling {
+        Downsampling::Counter
+    }
+
+    /// The head closing an auxiliary network of depth `depth`: by default the CIFAR
+    /// recipe's (global average pool, BatchNorm1d at depth <= 1, Linear).
+    fn aux_head(&self, depth: usize) -> HeadKind {
+        HeadKind::for_depth(depth)
+    }
 
     /// Unit channels, the `net_dim` the plan is computed from.
     fn unit_channels(&self) -> Vec<usize> {

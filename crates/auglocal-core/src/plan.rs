@@ -9,6 +9,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::net::LocalNet;
 
 /// One block of an auxiliary network: a fresh copy of backbone unit `copy_of`, mapping
 /// `in_channels` to `out_channels` at `stride`.
@@ -50,6 +51,9 @@ pub enum HeadKind {
     PredSim,
     /// Greedy supervised learning: global average pool, then Linear.
     Linear,
+    /// The reference's ImageNet VGG head: flatten, adaptive average pool to 512 features,
+    /// two Linear(512, 512)-BatchNorm1d-ReLU, then Linear.
+    Mlp,
 }
 
 impl HeadKind {
@@ -63,8 +67,32 @@ impl HeadKind {
             HeadKind::InfoProContrast => "infopro_contrast",
             HeadKind::PredSim => "predsim",
             HeadKind::Linear => "linear",
+            HeadKind::Mlp => "mlp",
         }
     }
+
+    /// The head of the CIFAR recipe for an auxiliary network of depth `depth`.
+    pub fn for_depth(depth: usize) -> Self {
+        if depth <= 1 {
+            HeadKind::BnFc
+        } else {
+            HeadKind::Fc
+        }
+    }
+}
+
+/// Where the blocks of an auxiliary network halve the resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Downsampling {
+    /// The reference's counter: moving from the current unit to a copied unit of coarser
+    /// resolution owes log2 of their ratio in halvings, paid at most one per block (stride
+    /// 2), the rest carried to the next block. ResNets and MobileNetV2.
+    #[default]
+    Counter,
+    /// VGG's rule: a block halves the resolution (a 2x2 max-pool before its convolution)
+    /// exactly when it changes the channel count.
+    ChannelChange,
 }
 
 /// The auxiliary network attached after one unit.
@@ -172,6 +200,31 @@ impl AuxPlan {
         })
     }
 
+    /// The plan of `method` for a built backbone. The units are chosen as [`AuxPlan::new`]
+    /// chooses them; strides follow the backbone's own resolutions
+    /// ([`UnitSpec::reduction`](crate::UnitSpec)) under its [`LocalNet::aux_downsampling`]
+    /// rule, and heads its [`LocalNet::aux_head`]. `new` counts channel ratios as the
+    /// reference's `net_dim` does; the two agree wherever channels double exactly when the
+    /// resolution halves (the CIFAR ResNets), and only the resolutions stay right where
+    /// they do not (MobileNetV2's 16, 24, 32, 64, 96, 160, 320, 1280; a Bottleneck ResNet's
+    /// 64-channel stem before 256-channel blocks).
+    pub fn for_net(net: &dyn LocalNet, method: Method) -> Result<Self> {
+        let channels = net.unit_channels();
+        let mut plan = Self::new(net.name(), &channels, method)?;
+        // The baselines' heads take the unit's output as it is: no blocks to place.
+        if !matches!(method, Method::AugLocal { .. }) {
+            return Ok(plan);
+        }
+        let reductions: Vec<usize> = net.units().iter().map(|u| u.reduction).collect();
+        let rule = net.aux_downsampling();
+        for aux in &mut plan.aux {
+            let selected: Vec<usize> = aux.blocks.iter().map(|b| b.copy_of).collect();
+            aux.blocks = aux_blocks(&channels, &reductions, rule, aux.unit, &selected);
+            aux.head = net.aux_head(aux.depth);
+        }
+        Ok(plan)
+    }
+
     /// End-to-end backprop: one module holding every unit, no auxiliary network.
     pub fn backprop(model: &str, units: usize) -> Self {
         AuxPlan {
@@ -227,11 +280,18 @@ impl AuxPlan {
             .enumerate()
             .map(|(unit, &d)| {
                 let d = d.min(n - 1 - unit);
-                let blocks = aux_blocks(unit_channels, unit, &uniform_selection(n, unit, d));
+                let selected = uniform_selection(n, unit, d);
+                let blocks = aux_blocks(
+                    unit_channels,
+                    unit_channels,
+                    Downsampling::Counter,
+                    unit,
+                    &selected,
+                );
                 UnitAux {
                     unit,
                     depth: d,
-                    head: if d <= 1 { HeadKind::BnFc } else { HeadKind::Fc },
+                    head: HeadKind::for_depth(d),
                     blocks,
                 }
             })
@@ -295,25 +355,40 @@ pub fn uniform_selection(n: usize, unit: usize, depth: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Turns selected unit indices into blocks: channels follow the copied units, and every
-/// doubling of channels owes one stride-2 downsampling, paid at most once per block (a jump
-/// over two stages therefore downsamples only once in that block).
-fn aux_blocks(unit_channels: &[usize], unit: usize, selected: &[usize]) -> Vec<AuxBlock> {
+/// Turns selected unit indices into blocks. Channels follow the copied units; strides
+/// follow `rule`, where [`Downsampling::Counter`] counts the ratios of `scales` (each unit's
+/// channel count for the reference's rule, or its resolution reduction): every doubling
+/// owes one stride-2 block, paid at most once per block (a jump over two stages therefore
+/// downsamples only once in that block).
+fn aux_blocks(
+    unit_channels: &[usize],
+    scales: &[usize],
+    rule: Downsampling,
+    unit: usize,
+    selected: &[usize],
+) -> Vec<AuxBlock> {
     let mut channels = unit_channels[unit];
+    let mut scale = scales[unit];
     let mut pending_downsamples = 0u32;
     selected
         .iter()
         .map(|&k| {
             let out = unit_channels[k];
-            let ratio = out / channels;
-            if ratio >= 1 {
-                pending_downsamples += ratio.ilog2();
-            }
-            let stride = if pending_downsamples >= 1 {
-                pending_downsamples -= 1;
-                2
-            } else {
-                1
+            let stride = match rule {
+                Downsampling::Counter => {
+                    let ratio = scales[k] / scale;
+                    if ratio >= 1 {
+                        pending_downsamples += ratio.ilog2();
+                    }
+                    if pending_downsamples >= 1 {
+                        pending_downsamples -= 1;
+                        2
+                    } else {
+                        1
+                    }
+                }
+                Downsampling::ChannelChange if out != channels => 2,
+                Downsampling::ChannelChange => 1,
             };
             let block = AuxBlock {
                 copy_of: k,
@@ -322,6 +397,7 @@ fn aux_blocks(unit_channels: &[usize], unit: usize, selected: &[usize]) -> Vec<A
                 stride,
             };
             channels = out;
+            scale = scales[k];
             block
         })
         .collect()

@@ -88,6 +88,96 @@ fn grouped_and_depthwise_match_candle() -> anyhow::Result<()> {
 }
 
 #[test]
+fn direct_depthwise_matches_candle_on_mobilenet_shapes() -> anyhow::Result<()> {
+    check(2, 96, 96, 8, 3, 1, 1, 96)?; // an expanded 16 -> 96 block at stride 1
+    check(2, 144, 144, 9, 3, 2, 1, 144)?; // stride 2 on an odd side
+    check(5, 6, 6, 7, 3, 1, 0, 6)?; // no padding, a batch of 5
+    check(1, 4, 4, 6, 5, 2, 2, 4)?; // 5x5, stride 2
+    check(2, 3, 3, 2, 3, 1, 1, 3)?; // a 2x2 image: every tap touches padding
+    Ok(())
+}
+
+/// The gradient of `sum(conv(x) * probe)` by central differences, for every element of
+/// `var`. The convolution is linear in input and weight, so differences are exact up to
+/// rounding.
+fn finite_differences(
+    var: &Var,
+    loss: &dyn Fn() -> anyhow::Result<f32>,
+) -> anyhow::Result<Vec<f32>> {
+    let base = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    let h = 0.05f32;
+    let mut out = Vec::with_capacity(base.len());
+    for i in 0..base.len() {
+        let at = |delta: f32| -> anyhow::Result<f32> {
+            let mut v = base.clone();
+            v[i] += delta;
+            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu)?)?;
+            loss()
+        };
+        let (plus, minus) = (at(h)?, at(-h)?);
+        out.push((plus - minus) / (2.0 * h));
+    }
+    var.set(&Tensor::from_vec(base, var.dims(), &Device::Cpu)?)?;
+    Ok(out)
+}
+
+#[test]
+fn depthwise_gradients_match_finite_differences() -> anyhow::Result<()> {
+    for (stride, padding) in [(1, 1), (2, 1), (2, 0)] {
+        let store = ParamStore::new();
+        let pb = ParamBuilder::new(&store, &Device::Cpu, 5);
+        let conv = Conv2d::grouped(3, 3, 3, stride, padding, 3, &pb.pp("dw"))?;
+        let weight = store.get("dw.weight").unwrap().var;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 5, 5), &Device::Cpu)?)?;
+        let out = conv.forward_t(x.as_tensor(), true)?;
+        let probe = Tensor::randn(0f32, 1.0, out.dims(), &Device::Cpu)?;
+        let loss = || -> anyhow::Result<f32> {
+            Ok((conv.forward_t(x.as_tensor(), true)? * &probe)?
+                .sum_all()?
+                .to_scalar::<f32>()?)
+        };
+        let grads = (out * &probe)?.sum_all()?.backward()?;
+        for (what, var) in [("input", &x), ("weight", &weight)] {
+            let analytic = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let numeric = finite_differences(var, &loss)?;
+            for (i, (a, n)) in analytic.iter().zip(&numeric).enumerate() {
+                assert!(
+                    (a - n).abs() < 2e-3 * a.abs().max(1.0),
+                    "{what} gradient element {i} at stride {stride} padding {padding}: {a} vs {n}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn bias_is_added_per_channel() -> anyhow::Result<()> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+    let conv = Conv2d::new(1, 2, 1, 1, 0, &pb.pp("c"))?.with_bias(&pb.pp("c"))?;
+    store
+        .get("c.weight")
+        .unwrap()
+        .var
+        .set(&Tensor::new(&[2f32, -1.0], &Device::Cpu)?.reshape((2, 1, 1, 1))?)?;
+    store
+        .get("c.bias")
+        .unwrap()
+        .var
+        .set(&Tensor::new(&[0.5f32, 3.0], &Device::Cpu)?)?;
+    let x = Tensor::new(&[1f32, -2.0], &Device::Cpu)?.reshape((1, 1, 1, 2))?;
+    let y = conv.forward_t(&x, false)?.flatten_all()?.to_vec1::<f32>()?;
+    // Channel 0: 2x + 0.5; channel 1: -x + 3.
+    assert_eq!(y, vec![2.5, -3.5, 2.0, 5.0]);
+    Ok(())
+}
+
+#[test]
 fn bad_groups_are_rejected() {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &Device::Cpu, 0);

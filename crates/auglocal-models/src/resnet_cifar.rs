@@ -14,6 +14,24 @@ use candle_nn::ModuleT;
 /// Stage widths of the CIFAR ResNets.
 const WIDTHS: [usize; 3] = [16, 32, 64];
 
+/// The projection shortcut (`downsample.0`: 1x1 conv at `stride`, `downsample.1`: BN) of a
+/// residual block that changes channels or resolution; `None` when the identity fits.
+pub(crate) fn projection(
+    in_channels: usize,
+    out_channels: usize,
+    stride: usize,
+    pb: &ParamBuilder,
+) -> auglocal_core::Result<Option<(Conv2d, BatchNorm2d)>> {
+    if stride == 1 && in_channels == out_channels {
+        return Ok(None);
+    }
+    let d = pb.pp("downsample");
+    Ok(Some((
+        Conv2d::new(in_channels, out_channels, 1, stride, 0, &d.pp(0))?,
+        BatchNorm2d::new(out_channels, &d.pp(1))?,
+    )))
+}
+
 /// conv3x3-BN-ReLU, conv3x3-BN, plus the (projected) input, then ReLU.
 pub struct BasicBlock {
     conv1: Conv2d,
@@ -31,15 +49,7 @@ impl BasicBlock {
         stride: usize,
         pb: &ParamBuilder,
     ) -> auglocal_core::Result<Self> {
-        let downsample = if stride != 1 || in_channels != out_channels {
-            let d = pb.pp("downsample");
-            Some((
-                Conv2d::new(in_channels, out_channels, 1, stride, 0, &d.pp(0))?,
-                BatchNorm2d::new(out_channels, &d.pp(1))?,
-            ))
-        } else {
-            None
-        };
+        let downsample = projection(in_channels, out_channels, stride, pb)?;
         Ok(BasicBlock {
             conv1: Conv2d::new(in_channels, out_channels, 3, stride, 1, &pb.pp("conv1"))?,
             bn1: BatchNorm2d::new(out_channels, &pb.pp("bn1"))?,

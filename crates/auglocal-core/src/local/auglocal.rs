@@ -3,19 +3,35 @@ use candle_nn::ModuleT;
 
 use super::LocalLoss;
 use crate::net::LocalNet;
-use crate::nn::{cross_entropy, global_avg_pool, BatchNorm1d, BoxedLayer, Linear};
+use crate::nn::{
+    adaptive_avg_pool1d, cross_entropy, global_avg_pool, BatchNorm1d, BoxedLayer, Linear,
+};
 use crate::params::ParamBuilder;
 use crate::plan::{HeadKind, UnitAux};
 
+/// Width of the reference's ImageNet VGG auxiliary head ([`HeadKind::Mlp`]).
+const MLP_WIDTH: usize = 512;
+
+/// The classifier after the auxiliary blocks.
+enum Head {
+    /// Global average pool, optional BatchNorm1d, Linear.
+    Pooled { bn: Option<BatchNorm1d>, fc: Linear },
+    /// Flatten, adaptive average pool to 512, two Linear-BatchNorm1d-ReLU, Linear.
+    Mlp {
+        hidden: Vec<(Linear, BatchNorm1d)>,
+        fc: Linear,
+    },
+}
+
 /// AugLocal's auxiliary network: fresh copies of uniformly sampled downstream units, then
-/// global average pooling, an optional BatchNorm1d (depth <= 1) and a linear classifier,
-/// trained with cross-entropy.
+/// a head ([`HeadKind`]: global average pooling, an optional BatchNorm1d (depth <= 1) and a
+/// linear classifier, or VGG's MLP), trained with cross-entropy.
 ///
-/// Tensor names under the builder's prefix: `blocks.<m>.…` and `head.{bn,fc}.…`.
+/// Tensor names under the builder's prefix: `blocks.<m>.…` and `head.{bn,fc}.…` (the MLP:
+/// `head.{fc1,bn1,fc2,bn2,fc}.…`).
 pub struct AugLocalAux {
     blocks: Vec<BoxedLayer>,
-    bn: Option<BatchNorm1d>,
-    fc: Linear,
+    head: Head,
 }
 
 impl AugLocalAux {
@@ -36,20 +52,35 @@ impl AugLocalAux {
             })
             .collect::<crate::Result<Vec<_>>>()?;
         let width = aux.head_channels(net.units()[aux.unit].channels);
-        let head = pb.pp("head");
-        let bn = match aux.head {
-            HeadKind::BnFc => Some(BatchNorm1d::new(width, &head.pp("bn"))?),
-            HeadKind::Fc => None,
+        let hp = pb.pp("head");
+        let head = match aux.head {
+            HeadKind::Fc | HeadKind::BnFc => Head::Pooled {
+                bn: match aux.head {
+                    HeadKind::BnFc => Some(BatchNorm1d::new(width, &hp.pp("bn"))?),
+                    _ => None,
+                },
+                fc: Linear::new(width, net.classes(), true, &hp.pp("fc"))?,
+            },
+            HeadKind::Mlp => Head::Mlp {
+                hidden: (1..=2)
+                    .map(|i| {
+                        Ok((
+                            Linear::new(MLP_WIDTH, MLP_WIDTH, true, &hp.pp(format!("fc{i}")))?,
+                            BatchNorm1d::new(MLP_WIDTH, &hp.pp(format!("bn{i}")))?,
+                        ))
+                    })
+                    .collect::<crate::Result<Vec<_>>>()?,
+                fc: Linear::new(MLP_WIDTH, net.classes(), true, &hp.pp("fc"))?,
+            },
             other => {
                 return Err(crate::Error::InvalidSetting {
                     setting: "AugLocal head",
                     value: other.name().into(),
-                    valid: "fc or bn_fc".into(),
+                    valid: "fc, bn_fc or mlp".into(),
                 })
             }
         };
-        let fc = Linear::new(width, net.classes(), true, &head.pp("fc"))?;
-        Ok(AugLocalAux { blocks, bn, fc })
+        Ok(AugLocalAux { blocks, head })
     }
 
     /// The auxiliary logits for a unit's output.
@@ -58,11 +89,22 @@ impl AugLocalAux {
         for block in &self.blocks {
             h = block.forward_t(&h, true)?;
         }
-        let mut h = global_avg_pool(&h)?;
-        if let Some(bn) = &self.bn {
-            h = bn.forward_t(&h, true)?;
+        match &self.head {
+            Head::Pooled { bn, fc } => {
+                let mut h = global_avg_pool(&h)?;
+                if let Some(bn) = bn {
+                    h = bn.forward_t(&h, true)?;
+                }
+                fc.forward_t(&h, true)
+            }
+            Head::Mlp { hidden, fc } => {
+                let mut h = adaptive_avg_pool1d(&h.flatten_from(1)?, MLP_WIDTH)?;
+                for (linear, bn) in hidden {
+                    h = bn.forward_t(&linear.forward_t(&h, true)?, true)?.relu()?;
+                }
+                fc.forward_t(&h, true)
+            }
         }
-        self.fc.forward_t(&h, true)
     }
 }
 

@@ -106,7 +106,9 @@ pub struct BuiltinLosses {
 impl LocalLossBuilder for BuiltinLosses {
     fn build(&self, site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
         Ok(match site.aux.head {
-            HeadKind::Fc | HeadKind::BnFc => Box::new(AugLocalAux::new(site.net, site.aux, pb)?),
+            HeadKind::Fc | HeadKind::BnFc | HeadKind::Mlp => {
+                Box::new(AugLocalAux::new(site.net, site.aux, pb)?)
+            }
             HeadKind::Dgl => Box::new(DglAux::new(site, self.input.image_size, pb)?),
             HeadKind::InfoPro | HeadKind::InfoProContrast => Box::new(InfoProAux::new(
                 site,

@@ -4,13 +4,14 @@ use super::conv_cpu::Conv2dCpu;
 
 use crate::params::{Init, ParamBuilder};
 
-/// 2-D convolution without bias (every conv of the CIFAR ResNets and auxiliary nets), with
-/// optional channel groups (depthwise when `groups` equals the channel count).
+/// 2-D convolution, without bias unless [`Conv2d::with_bias`] adds one (VGG's convolutions
+/// have one), with optional channel groups (depthwise when `groups` equals the channel count).
 ///
-/// Initialised as the reference does: normal(0, sqrt(2 / (k * k * out_channels))).
+/// Initialised as the reference does: normal(0, sqrt(2 / (k * k * out_channels))), bias 0.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Var,
+    bias: Option<Var>,
     stride: usize,
     padding: usize,
     groups: usize,
@@ -56,10 +57,19 @@ impl Conv2d {
         )?;
         Ok(Conv2d {
             weight,
+            bias: None,
             stride,
             padding,
             groups,
         })
+    }
+
+    /// The same convolution plus a per-channel bias (`bias`, starting at 0) from `pb`, which
+    /// should be the builder the weight came from so the two share a prefix.
+    pub fn with_bias(mut self, pb: &ParamBuilder) -> crate::Result<Self> {
+        let channels = self.weight.dim(0)?;
+        self.bias = Some(pb.param("bias", &[channels], Init::Const(0.0))?);
+        Ok(self)
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -70,15 +80,19 @@ impl Conv2d {
 impl candle_nn::ModuleT for Conv2d {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let w = self.weight.as_tensor();
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let y = if x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = Conv2dCpu {
                 stride: self.stride,
                 padding: self.padding,
                 groups: self.groups,
             };
-            x.contiguous()?.apply_op2(w, op)
+            x.contiguous()?.apply_op2(w, op)?
         } else {
-            x.conv2d(w, self.padding, self.stride, 1, self.groups)
+            x.conv2d(w, self.padding, self.stride, 1, self.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?),
+            None => Ok(y),
         }
     }
 }

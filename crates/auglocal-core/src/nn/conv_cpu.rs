@@ -20,6 +20,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::contiguous_f32;
+use super::depthwise_cpu;
 
 /// Images per partial sum of the weight gradient: fixed, for thread-count-independent sums.
 const WEIGHT_GRAD_CHUNK: usize = 4;
@@ -122,9 +123,14 @@ impl Geometry {
         Shape::from((self.c_out, self.group_in(), self.k, self.k))
     }
 
+    /// One k x k filter per channel: the direct kernels of [`depthwise_cpu`] run it.
+    fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.c_out == self.c_in
+    }
+
     /// Source index (iy or ix) of output position `o` under kernel offset `kk`, if inside.
     #[inline]
-    fn source(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+    pub(crate) fn source(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
         (o * self.stride + kk)
             .checked_sub(self.padding)
             .filter(|&i| i < size)
@@ -133,7 +139,7 @@ impl Geometry {
     /// The output positions `lo..hi` whose source under kernel offset `kk` lies inside an
     /// axis of `size` pixels (outside that range the source is padding).
     #[inline]
-    fn valid_range(&self, kk: usize, size: usize, out: usize) -> (usize, usize) {
+    pub(crate) fn valid_range(&self, kk: usize, size: usize, out: usize) -> (usize, usize) {
         // o*stride + kk - padding >= 0  and  < size
         let lo = self.padding.saturating_sub(kk).div_ceil(self.stride);
         let hi = (size + self.padding)
@@ -367,7 +373,11 @@ impl CustomOp2 for Conv2dCpu {
         let g = Geometry::new(xl.dims(), wl.dims(), self.stride, self.padding, self.groups)?;
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
-        let out = g.forward(x, weight);
+        let out = if g.is_depthwise() {
+            depthwise_cpu::forward(&g, x, weight)
+        } else {
+            g.forward(x, weight)
+        };
         Ok((CpuStorage::F32(out), g.output_shape()))
     }
 
@@ -425,6 +435,10 @@ impl CustomOp2 for InputGrad {
         }
         let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
+        if g.is_depthwise() {
+            let dx = depthwise_cpu::input_grad(&g, dy, weight);
+            return Ok((CpuStorage::F32(dx), g.input_shape()));
+        }
         if let Some(full) = g.transposed_geometry() {
             // Stride 1: dx is a convolution of dy with the spatially flipped, channel-swapped
             // kernel. Its GEMM reduces over C_out·k·k instead of C_out, and needs no col2im.
@@ -479,6 +493,10 @@ impl CustomOp2 for WeightGrad {
         }
         let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
+        if g.is_depthwise() {
+            let dw = depthwise_cpu::weight_grad(&g, dy, x);
+            return Ok((CpuStorage::F32(dw), g.weight_shape()));
+        }
         let (rows, plane) = (g.rows(), g.out_plane());
         let chunks: Vec<usize> = (0..g.batch).step_by(WEIGHT_GRAD_CHUNK).collect();
         let partials: Vec<Vec<f32>> = chunks

@@ -6,12 +6,15 @@ mod batch_norm;
 mod batch_norm_cpu;
 mod conv;
 mod conv_cpu;
+mod depthwise_cpu;
 mod elementwise_cpu;
 mod linear;
+mod pool;
 
 pub use batch_norm::{BatchNorm1d, BatchNorm2d};
 pub use conv::Conv2d;
 pub use linear::Linear;
+pub use pool::{adaptive_avg_pool1d, adaptive_avg_pool2d, MaxPool2d};
 
 use candle_core::{Result, Tensor};
 
