@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use auglocal_core::{AuxPlan, Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_core::{flops, AuxPlan, Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
 
 use crate::InspectArgs;
 
@@ -31,14 +31,28 @@ pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
         "{}: {} units, {} modules; parameters: backbone {backbone}, auxiliary {aux}",
         plan.model, plan.units, plan.modules
     )?;
+    let size = args.image_size;
+    let macs = flops::step_flops(&engine, [3, size, size])?;
+    let step = macs.step();
+    writeln!(
+        out,
+        "multiply-adds per image at {size}x{size}: inference {}; training step {} = forward {} (auxiliary {}) + backward {} (input gradients {}, weight gradients {})",
+        flops::human(macs.inference()),
+        flops::human(step.total()),
+        flops::human(step.forward),
+        flops::human(macs.auxiliary().forward),
+        flops::human(step.backward()),
+        flops::human(step.input_grad),
+        flops::human(step.weight_grad),
+    )?;
     if plan.aux.is_empty() {
         writeln!(out, "end-to-end backprop: no auxiliary networks")?;
         return Ok(());
     }
     writeln!(
         out,
-        "{:>5} {:>6} {:>5}  {:<6}  blocks [copy_of:in->out,stride]",
-        "unit", "depth", "ch", "head"
+        "{:>5} {:>6} {:>5} {:>10}  {:<6}  blocks [copy_of:in->out,stride]",
+        "unit", "depth", "ch", "aux fwd", "head"
     )?;
     for a in &plan.aux {
         let blocks: Vec<String> = a
@@ -55,12 +69,19 @@ pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
             auglocal_core::plan::HeadKind::Fc => "fc",
             auglocal_core::plan::HeadKind::BnFc => "bn_fc",
         };
+        // The module that ends at this unit is trained by this auxiliary network.
+        let aux_macs = macs
+            .modules
+            .iter()
+            .find(|m| m.last_unit == a.unit)
+            .map_or(0, |m| m.loss.forward);
         writeln!(
             out,
-            "{:>5} {:>6} {:>5}  {:<6}  {}",
+            "{:>5} {:>6} {:>5} {:>10}  {:<6}  {}",
             a.unit,
             a.depth,
             channels[a.unit],
+            flops::human(aux_macs),
             head,
             blocks.join(" ")
         )?;

@@ -70,15 +70,18 @@ impl Conv2d {
 impl candle_nn::ModuleT for Conv2d {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let w = self.weight.as_tensor();
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let y = if x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = Conv2dCpu {
                 stride: self.stride,
                 padding: self.padding,
                 groups: self.groups,
             };
-            x.contiguous()?.apply_op2(w, op)
+            x.contiguous()?.apply_op2(w, op)?
         } else {
-            x.conv2d(w, self.padding, self.stride, 1, self.groups)
-        }
+            x.conv2d(w, self.padding, self.stride, 1, self.groups)?
+        };
+        // Each output element is a dot product over (in_channels / groups) x k x k weights.
+        crate::flops::record(y.elem_count() * (w.elem_count() / w.dim(0)?), x.track_op());
+        Ok(y)
     }
 }
