@@ -230,11 +230,8 @@ pub struct ProbeArgs {
     /// Run directory (or its checkpoint/ folder); repeat to compare runs on one plot.
     #[arg(long, required = true)]
     checkpoint: Vec<PathBuf>,
-    /// Dataset to probe on (default: the one the first run trained on).
-    #[arg(long)]
-    dataset: Option<String>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    features: FeatureArgs,
     /// Training images for the probes (default: the run's --train-size; all when it had none).
     #[arg(long)]
     train_size: Option<usize>,
@@ -244,6 +241,19 @@ pub struct ProbeArgs {
     /// Ridge strength, relative to the number of training images.
     #[arg(long, default_value_t = 1e-3)]
     ridge: f64,
+    /// Where probe.json and probe.png go (default: the first run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Where `probe` and `similarity` read images and how they run the backbones.
+#[derive(Args)]
+pub struct FeatureArgs {
+    /// Dataset of the images (default: the one the first run trained on).
+    #[arg(long)]
+    dataset: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Images per forward pass when extracting features.
     #[arg(long, default_value_t = 250)]
     batch_size: usize,
@@ -252,9 +262,6 @@ pub struct ProbeArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Where probe.json and probe.png go (default: the first run's directory).
-    #[arg(long)]
-    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,23 +280,14 @@ pub struct SimilarityArgs {
     /// Second run directory (columns).
     #[arg(long)]
     b: PathBuf,
-    /// Dataset whose test images are compared (default: the one run A trained on).
-    #[arg(long)]
-    dataset: Option<String>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    extraction: FeatureArgs,
     /// The first N test images.
     #[arg(long, default_value_t = 500)]
     images: usize,
     /// How a unit's output becomes a vector per image.
     #[arg(long, value_enum, default_value = "flat")]
     features: FeaturesArg,
-    #[arg(long, default_value_t = 250)]
-    batch_size: usize,
-    #[arg(long)]
-    threads: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Where similarity.json and similarity.png go (default: run A's directory).
     #[arg(long)]
     out: Option<PathBuf>,

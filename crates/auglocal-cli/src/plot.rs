@@ -56,6 +56,30 @@ pub fn drawing<T, E: std::fmt::Display>(
     result.map_err(|e| anyhow!("cannot draw {what}: {e}"))
 }
 
+/// Writes `<name>.json` (pretty `report`) and `<name>.png` (drawn by `draw`) into `dir`,
+/// created when missing, and says so on `out`.
+pub fn write_report(
+    dir: &Path,
+    name: &str,
+    report: &serde_json::Value,
+    out: &mut dyn std::io::Write,
+    draw: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let json_path = dir.join(format!("{name}.json"));
+    auglocal_core::checkpoint::write_atomic(&json_path, &serde_json::to_vec_pretty(report)?)?;
+    let png_path = dir.join(format!("{name}.png"));
+    draw(&png_path)?;
+    writeln!(
+        out,
+        "wrote {} and {}",
+        json_path.display(),
+        png_path.display()
+    )?;
+    Ok(())
+}
+
 /// One line of a chart.
 pub struct Series {
     pub label: String,

@@ -16,7 +16,15 @@ use serde_json::json;
 
 use crate::plot::{self, Panel, Series};
 use crate::session::{self, RunState};
-use crate::ProbeArgs;
+use crate::{FeatureArgs, ProbeArgs};
+
+impl FeatureArgs {
+    /// Starts the worker threads and opens the device.
+    pub fn start(&self) -> Result<Device> {
+        session::set_threads(self.threads.unwrap_or(0))?;
+        crate::config::parse_device(&self.device)
+    }
+}
 
 /// A loaded checkpoint and the run directory it belongs to.
 pub struct LoadedRun {
@@ -117,8 +125,7 @@ struct UnitResult {
 }
 
 pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
-    session::set_threads(args.threads.unwrap_or(0))?;
-    let device = crate::config::parse_device(&args.device)?;
+    let device = args.features.start()?;
     let mut runs_json = Vec::new();
     let mut series = Vec::new();
     let mut header = None;
@@ -127,15 +134,15 @@ pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
         let run = load_run(path, &device)?;
         let (dataset, train) = open_images(
             &run,
-            args.dataset.as_deref(),
-            args.data_dir.as_deref(),
+            args.features.dataset.as_deref(),
+            args.features.data_dir.as_deref(),
             Split::Train,
             args.train_size,
         )?;
         let (_, test) = open_images(
             &run,
-            args.dataset.as_deref(),
-            args.data_dir.as_deref(),
+            args.features.dataset.as_deref(),
+            args.features.data_dir.as_deref(),
             Split::Test,
             args.test_size,
         )?;
@@ -146,7 +153,7 @@ pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
                 &dataset,
                 data,
                 Features::Pooled,
-                args.batch_size,
+                args.features.batch_size,
                 &device,
             )
         };
@@ -230,36 +237,25 @@ pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
     let Some(out_dir) = args.out.clone().or(first_run_dir) else {
         bail!("give at least one --checkpoint");
     };
-    std::fs::create_dir_all(&out_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create output directory {}: {e}", out_dir.display())
-    })?;
     let mut report = header.unwrap_or_default();
     report["ridge"] = json!(args.ridge);
     report["features"] = json!("pooled");
     report["runs"] = json!(runs_json);
-    let json_path = out_dir.join("probe.json");
-    auglocal_core::checkpoint::write_atomic(&json_path, &serde_json::to_vec_pretty(&report)?)?;
-    let png_path = out_dir.join("probe.png");
-    plot::line_charts(
-        &png_path,
-        PROBE_SIZE,
-        &[Panel {
-            title: "Linear probe accuracy by unit".into(),
-            x_label: "unit (0 = stem)".into(),
-            y_label: "accuracy (%)".into(),
-            series,
-            y_range: Some((0.0, 100.0)),
-            integer_x: true,
-            legend: SeriesLabelPosition::UpperLeft,
-        }],
-    )?;
-    writeln!(
-        out,
-        "wrote {} and {}",
-        json_path.display(),
-        png_path.display()
-    )?;
-    Ok(())
+    plot::write_report(&out_dir, "probe", &report, out, |png| {
+        plot::line_charts(
+            png,
+            PROBE_SIZE,
+            &[Panel {
+                title: "Linear probe accuracy by unit".into(),
+                x_label: "unit (0 = stem)".into(),
+                y_label: "accuracy (%)".into(),
+                series,
+                y_range: Some((0.0, 100.0)),
+                integer_x: true,
+                legend: SeriesLabelPosition::UpperLeft,
+            }],
+        )
+    })
 }
 
 /// Pixel size of `probe.png`.

@@ -24,8 +24,7 @@ pub fn run(args: SimilarityArgs, out: &mut dyn Write) -> Result<()> {
     if args.images < 2 {
         bail!("--images must be at least 2 (CKA compares images with each other)");
     }
-    crate::session::set_threads(args.threads.unwrap_or(0))?;
-    let device = crate::config::parse_device(&args.device)?;
+    let device = args.extraction.start()?;
     let features = match args.features {
         FeaturesArg::Flat => Features::Flattened,
         FeaturesArg::Pooled => Features::Pooled,
@@ -39,18 +38,26 @@ pub fn run(args: SimilarityArgs, out: &mut dyn Write) -> Result<()> {
         let run = load_run(path, &device)?;
         // Both runs see the dataset run A trained on, unless --dataset names another.
         let dataset = args
+            .extraction
             .dataset
             .clone()
             .or_else(|| (!dataset_name.is_empty()).then(|| dataset_name.clone()));
         let (name, data) = open_images(
             &run,
             dataset.as_deref(),
-            args.data_dir.as_deref(),
+            args.extraction.data_dir.as_deref(),
             Split::Test,
             Some(args.images),
         )?;
         images = data.len();
-        let (per_unit, _) = extract(&run, &name, data, features, args.batch_size, &device)?;
+        let (per_unit, _) = extract(
+            &run,
+            &name,
+            data,
+            features,
+            args.extraction.batch_size,
+            &device,
+        )?;
         grams.push(
             per_unit
                 .iter()
@@ -94,9 +101,6 @@ pub fn run(args: SimilarityArgs, out: &mut dyn Write) -> Result<()> {
     }
 
     let out_dir = args.out.clone().unwrap_or_else(|| run_dirs[0].clone());
-    std::fs::create_dir_all(&out_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create output directory {}: {e}", out_dir.display())
-    })?;
     let report = json!({
         "a": run_dirs[0],
         "b": run_dirs[1],
@@ -107,17 +111,9 @@ pub fn run(args: SimilarityArgs, out: &mut dyn Write) -> Result<()> {
         "features": feature_name,
         "cka": matrix,
     });
-    let json_path = out_dir.join("similarity.json");
-    auglocal_core::checkpoint::write_atomic(&json_path, &serde_json::to_vec_pretty(&report)?)?;
-    let png_path = out_dir.join("similarity.png");
-    heatmap(&png_path, &matrix, &labels[0], &labels[1])?;
-    writeln!(
-        out,
-        "wrote {} and {}",
-        json_path.display(),
-        png_path.display()
-    )?;
-    Ok(())
+    plot::write_report(&out_dir, "similarity", &report, out, |png| {
+        heatmap(png, &matrix, &labels[0], &labels[1])
+    })
 }
 
 /// Viridis (perceptually uniform, readable in grey and by colour-blind readers) at `t` in
