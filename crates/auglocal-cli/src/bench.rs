@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use auglocal_core::memory;
+use auglocal_core::{flops, memory};
 use candle_core::Tensor;
 use serde_json::json;
 
@@ -51,6 +51,8 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     let labels: Vec<u32> = (0..args.batch_size).map(|i| (i % classes) as u32).collect();
     let labels = Tensor::from_vec(labels, args.batch_size, &device)?;
 
+    let macs = flops::step_flops(&engine, [3, image_size, image_size])?.step();
+    let batch = args.batch_size as u64;
     let mut times = Vec::with_capacity(args.iters);
     for i in 0..args.warmup + args.iters {
         let start = Instant::now();
@@ -85,13 +87,16 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
         "peak_memory_bytes": peak,
         "backbone_parameters": backbone,
         "aux_parameters": aux,
+        "forward_macs_per_step": macs.forward * batch,
+        "backward_macs_per_step": macs.backward() * batch,
+        "macs_per_second": (macs.total() * batch) as f64 / median,
     });
     if args.json {
         writeln!(out, "{line}")?;
     } else {
         writeln!(
             out,
-            "{} {} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s), peak memory {}",
+            "{} {} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s, {:.1} GMAC/s of {:.2} GMAC/step), peak memory {}",
             args.model,
             args.method.as_str(),
             engine.plan().modules,
@@ -100,6 +105,8 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
             median,
             args.iters,
             args.batch_size as f64 / median,
+            (macs.total() * batch) as f64 / median / 1e9,
+            (macs.total() * batch) as f64 / 1e9,
             peak.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
         )?;
     }

@@ -7,7 +7,10 @@ mod config;
 mod heap;
 mod inspect;
 mod models;
+mod plot;
+mod probe;
 mod session;
+mod similarity;
 mod train;
 
 use std::ffi::OsString;
@@ -44,6 +47,12 @@ pub enum Command {
     Compare(CompareArgs),
     /// List every model: input size, units, parameters.
     Models(ModelsArgs),
+    /// Linear probe of every unit of one or more checkpoints: accuracy table, JSON and PNG.
+    Probe(ProbeArgs),
+    /// Linear CKA between every unit of two checkpoints on the same images: JSON and PNG.
+    Similarity(SimilarityArgs),
+    /// Loss, accuracy and learning-rate curves of one or more runs as a PNG.
+    Plot(PlotArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -211,6 +220,9 @@ pub struct InspectArgs {
     /// Classes of the output layer, for parameter counts (default: the model's, 10 or 1000).
     #[arg(long)]
     classes: Option<usize>,
+    /// Image side for the multiply-add counts (default: the model's input size).
+    #[arg(long)]
+    image_size: Option<usize>,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -318,6 +330,84 @@ pub struct ModelsArgs {
 }
 
 #[derive(Args)]
+pub struct ProbeArgs {
+    /// Run directory (or its checkpoint/ folder); repeat to compare runs on one plot.
+    #[arg(long, required = true)]
+    checkpoint: Vec<PathBuf>,
+    #[command(flatten)]
+    features: FeatureArgs,
+    /// Training images for the probes (default: the run's --train-size; all when it had none).
+    #[arg(long)]
+    train_size: Option<usize>,
+    /// Test images (default: the run's --test-size; all when it had none).
+    #[arg(long)]
+    test_size: Option<usize>,
+    /// Ridge strength, relative to the number of training images.
+    #[arg(long, default_value_t = 1e-3)]
+    ridge: f64,
+    /// Where probe.json and probe.png go (default: the first run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Where `probe` and `similarity` read images and how they run the backbones.
+#[derive(Args)]
+pub struct FeatureArgs {
+    /// Dataset of the images (default: the one the first run trained on).
+    #[arg(long)]
+    dataset: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Images per forward pass when extracting features.
+    #[arg(long, default_value_t = 250)]
+    batch_size: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FeaturesArg {
+    /// Every value of a unit's output (C x H x W per image).
+    Flat,
+    /// Global average pooling (C per image).
+    Pooled,
+}
+
+#[derive(Args)]
+pub struct SimilarityArgs {
+    /// First run directory (rows of the matrix).
+    #[arg(long)]
+    a: PathBuf,
+    /// Second run directory (columns).
+    #[arg(long)]
+    b: PathBuf,
+    #[command(flatten)]
+    extraction: FeatureArgs,
+    /// The first N test images.
+    #[arg(long, default_value_t = 500)]
+    images: usize,
+    /// How a unit's output becomes a vector per image.
+    #[arg(long, value_enum, default_value = "flat")]
+    features: FeaturesArg,
+    /// Where similarity.json and similarity.png go (default: run A's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// Run directory holding metrics.jsonl; repeat to compare runs.
+    #[arg(long, required = true)]
+    run: Vec<PathBuf>,
+    /// Where curves.png goes (default: the first run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct ExportArgs {
     /// Run directory (or its checkpoint/ folder).
     #[arg(long)]
@@ -338,6 +428,9 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, out),
         Command::Compare(args) => compare::run(args, out),
         Command::Models(args) => models::run(args, out),
+        Command::Probe(args) => probe::run(args, out),
+        Command::Similarity(args) => similarity::run(args, out),
+        Command::Plot(args) => plot::run(args, out),
     }
 }
 

@@ -462,6 +462,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 100.0 * test.accuracy(),
                 out.display()
             );
+            write_curves(&out);
             return Ok(());
         }
         let test = session::evaluate(&engine, &test_loader)?;
@@ -503,8 +504,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 state.steps,
                 out.display()
             );
+            write_curves(&out);
             return Ok(());
         }
     }
+    write_curves(&out);
     Ok(())
+}
+
+/// Draws the run's curves.png once it has epochs to show. A failed picture is reported
+/// but does not fail a finished training run.
+fn write_curves(run: &Path) {
+    let has_epochs = std::fs::metadata(run.join("metrics.jsonl")).is_ok_and(|m| m.len() > 0);
+    if !has_epochs {
+        return;
+    }
+    match crate::plot::write_curves(&[run.to_path_buf()], run) {
+        Ok(path) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("warning: no curves: {e:#}"),
+    }
 }

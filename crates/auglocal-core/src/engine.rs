@@ -193,30 +193,21 @@ impl Engine {
         let mut x = images.clone();
         let mut module_losses = Vec::with_capacity(self.modules.len());
         let mut correct = 0;
-        for (m, module) in self.modules.iter().enumerate() {
-            let mut h = x;
-            for unit in module.units.clone() {
-                h = self.net.forward_unit(unit, &h, true)?;
-            }
-            let loss = match &module.local {
-                Some(local) => local.loss(&h, labels, images)?,
-                None => {
-                    let logits = self.net.head(&h, true)?;
-                    correct = correct_predictions(&logits, labels)?;
-                    cross_entropy(&logits, labels)?
-                }
-            };
+        for m in 0..self.modules.len() {
+            let h = self.module_forward(m, &x)?;
+            let (loss, last_correct) = self.module_loss(m, &h, labels, images)?;
+            correct = last_correct.unwrap_or(correct);
             let value = loss.to_scalar::<f32>()?;
             let fault = if !value.is_finite() {
                 Some(("loss".to_string(), value))
             } else {
                 let grads = loss.backward()?;
-                match first_non_finite_gradient(&module.params, &grads)? {
+                match first_non_finite_gradient(&self.modules[m].params, &grads)? {
                     Some((name, v)) => Some((format!("gradient of `{name}`"), v)),
                     None => {
                         module_losses.push(value);
                         observe(m, &grads);
-                        self.optimizer.step(&module.params, &grads, lr)?;
+                        self.optimizer.step(&self.modules[m].params, &grads, lr)?;
                         None
                     }
                 }
@@ -260,6 +251,49 @@ impl Engine {
     /// What a step does on a NaN or infinite loss or gradient (default: stop).
     pub fn set_on_non_finite(&mut self, policy: OnNonFinite) {
         self.on_non_finite = policy;
+    }
+
+    /// Number of gradient-isolated modules (K).
+    pub fn module_count(&self) -> usize {
+        self.modules.len()
+    }
+
+    fn module(&self, m: usize) -> candle_core::Result<&Module> {
+        match self.modules.get(m) {
+            Some(module) => Ok(module),
+            None => candle_core::bail!(
+                "module {m} asked of a plan with {} modules",
+                self.modules.len()
+            ),
+        }
+    }
+
+    /// Runs the units of module `m` on `x` in training mode.
+    pub fn module_forward(&self, m: usize, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for unit in self.module(m)?.units.clone() {
+            h = self.net.forward_unit(unit, &h, true)?;
+        }
+        Ok(h)
+    }
+
+    /// The loss of module `m` on its output `h`: its local loss, or the output cross-entropy
+    /// for the last module, which also gives the output layer's correct predictions.
+    pub fn module_loss(
+        &self,
+        m: usize,
+        h: &Tensor,
+        labels: &Tensor,
+        images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<usize>)> {
+        match &self.module(m)?.local {
+            Some(local) => Ok((local.loss(h, labels, images)?, None)),
+            None => {
+                let logits = self.net.head(h, true)?;
+                let correct = correct_predictions(&logits, labels)?;
+                Ok((cross_entropy(&logits, labels)?, Some(correct)))
+            }
+        }
     }
 
     /// Backbone-only inference on one batch: summed loss and correct predictions.

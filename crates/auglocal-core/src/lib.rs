@@ -6,9 +6,11 @@
 //! ([`local`]), the training engine ([`engine`]), SGD and schedules ([`optim`]) and
 //! checkpoints ([`checkpoint`]).
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+pub mod flops;
 pub mod local;
 pub mod memory;
 pub mod net;

@@ -90,6 +90,8 @@ impl candle_nn::ModuleT for Conv2d {
         } else {
             x.conv2d(w, self.padding, self.stride, 1, self.groups)?
         };
+        // Each output element is a dot product over (in_channels / groups) x k x k weights.
+        crate::flops::record(y.elem_count() * (w.elem_count() / w.dim(0)?), x.track_op());
         match &self.bias {
             Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?),
             None => Ok(y),

@@ -1,4 +1,4 @@
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var, D};
 
 use crate::params::{Init, ParamBuilder};
 
@@ -35,6 +35,7 @@ impl Linear {
 impl candle_nn::ModuleT for Linear {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        crate::flops::record(x.elem_count() * y.dim(D::Minus1)?, x.track_op());
         match &self.bias {
             Some(b) => y.broadcast_add(b.as_tensor()),
             None => Ok(y),

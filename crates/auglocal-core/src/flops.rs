@@ -1,0 +1,196 @@
+//! Analytic multiply-add (MAC) counts of one training step, for any backbone and local loss.
+//!
+//! The layers that do the arithmetic ([`Conv2d`](crate::nn::Conv2d), channel groups included,
+//! and [`Linear`](crate::nn::Linear)) report the MACs of each call, computed from the
+//! shapes they actually see, to a thread-local counter that only exists inside [`count`].
+//! [`step_flops`] runs every module of an engine (its units, then its local loss or the
+//! output layer) once under the counter, so a new backbone or local loss is counted as long
+//! as it is built from these layers; nothing here knows a model.
+//!
+//! What is counted, per layer call with `F` forward MACs:
+//! - forward: `F` (a k x k convolution: output elements x in_channels / groups x k x k; a
+//!   linear layer: rows x in x out);
+//! - weight gradient: `F` (the same products, once per weight element and output position);
+//! - input gradient: `F` when the layer's input is tracked by autograd, 0 otherwise: the
+//!   first layers of a module read the detached output of the previous module (or the
+//!   images), whose gradient nobody needs.
+//!
+//! Not counted: BatchNorm, ReLU, pooling, additions, the loss and the optimizer update
+//! (elementwise work, a few percent of a CNN's MACs); multiply-adds of other layers than the
+//! two above.
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::params::Role;
+
+/// Multiply-adds of forward and backward passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Macs {
+    pub forward: u64,
+    /// Gradients with respect to layer inputs.
+    pub input_grad: u64,
+    /// Gradients with respect to weights.
+    pub weight_grad: u64,
+}
+
+impl Macs {
+    pub fn backward(&self) -> u64 {
+        self.input_grad + self.weight_grad
+    }
+
+    /// Forward plus backward.
+    pub fn total(&self) -> u64 {
+        self.forward + self.backward()
+    }
+
+    fn add(&mut self, other: Macs) {
+        self.forward += other.forward;
+        self.input_grad += other.input_grad;
+        self.weight_grad += other.weight_grad;
+    }
+
+    fn scaled_down(self, divisor: u64) -> Macs {
+        Macs {
+            forward: self.forward / divisor,
+            input_grad: self.input_grad / divisor,
+            weight_grad: self.weight_grad / divisor,
+        }
+    }
+}
+
+thread_local! {
+    static COUNTER: RefCell<Option<Macs>> = const { RefCell::new(None) };
+}
+
+/// Called by a layer for each call: `macs` forward multiply-adds, `input_tracked` whether
+/// autograd will need the gradient of the layer's input. Does nothing outside [`count`].
+pub fn record(macs: usize, input_tracked: bool) {
+    COUNTER.with(|counter| {
+        if let Some(total) = counter.borrow_mut().as_mut() {
+            let macs = macs as u64;
+            total.forward += macs;
+            total.weight_grad += macs;
+            if input_tracked {
+                total.input_grad += macs;
+            }
+        }
+    });
+}
+
+/// Runs `f` and returns what the layers it called on this thread recorded. Nested counts
+/// also add to the enclosing one.
+pub fn count<T>(f: impl FnOnce() -> T) -> (T, Macs) {
+    let outer = COUNTER.with(|c| c.replace(Some(Macs::default())));
+    let out = f();
+    let inner = COUNTER.with(|c| c.replace(outer)).unwrap_or_default();
+    COUNTER.with(|c| {
+        if let Some(total) = c.borrow_mut().as_mut() {
+            total.add(inner);
+        }
+    });
+    (out, inner)
+}
+
+/// MACs of one module of the plan, per image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleFlops {
+    pub module: usize,
+    /// Its backbone units.
+    pub first_unit: usize,
+    pub last_unit: usize,
+    /// The backbone units.
+    pub units: Macs,
+    /// Its auxiliary network (local loss), or the output layer for the last module.
+    pub loss: Macs,
+}
+
+/// MACs of one training step, per image, module by module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepFlops {
+    /// (channels, height, width) of the input images.
+    pub image: [usize; 3],
+    pub modules: Vec<ModuleFlops>,
+}
+
+impl StepFlops {
+    /// Everything a training step computes: backbone, output layer and auxiliary networks.
+    pub fn step(&self) -> Macs {
+        let mut total = Macs::default();
+        for m in &self.modules {
+            total.add(m.units);
+            total.add(m.loss);
+        }
+        total
+    }
+
+    /// The auxiliary networks alone.
+    pub fn auxiliary(&self) -> Macs {
+        let mut total = Macs::default();
+        let last = self.modules.len().saturating_sub(1);
+        for m in &self.modules[..last] {
+            total.add(m.loss);
+        }
+        total
+    }
+
+    /// Inference: the backbone and its output layer, forward only.
+    pub fn inference(&self) -> u64 {
+        self.step().forward - self.auxiliary().forward
+    }
+}
+
+/// Counts one training step of `engine` on images of shape `image` (C, H, W), per image.
+///
+/// Runs each module's forward and loss in training mode on a batch of two zero images
+/// (BatchNorm in training needs two values per channel) and halves the counts; BatchNorm
+/// running statistics are restored afterwards, so the engine is left as it was.
+pub fn step_flops(engine: &Engine, image: [usize; 3]) -> Result<StepFlops> {
+    const BATCH: usize = 2;
+    let entries = engine.store().entries();
+    let device = entries
+        .first()
+        .map_or(Device::Cpu, |e| e.var.device().clone());
+    let buffers: Vec<(candle_core::Var, Tensor)> = entries
+        .iter()
+        .filter(|e| e.role == Role::Buffer)
+        .map(|e| Ok((e.var.clone(), e.var.as_tensor().copy()?)))
+        .collect::<candle_core::Result<_>>()?;
+
+    let [c, h, w] = image;
+    let images = Tensor::zeros((BATCH, c, h, w), DType::F32, &device)?;
+    let labels = Tensor::zeros(BATCH, DType::U32, &device)?;
+    let mut modules = Vec::with_capacity(engine.module_count());
+    let mut x = images.clone();
+    for (m, range) in engine.plan().module_units().into_iter().enumerate() {
+        let (out, units) = count(|| engine.module_forward(m, &x));
+        let out = out?;
+        let (loss, loss_macs) = count(|| engine.module_loss(m, &out, &labels, &images));
+        loss?;
+        modules.push(ModuleFlops {
+            module: m,
+            first_unit: range.start,
+            last_unit: range.end - 1,
+            units: units.scaled_down(BATCH as u64),
+            loss: loss_macs.scaled_down(BATCH as u64),
+        });
+        x = out.detach();
+    }
+    for (var, saved) in buffers {
+        var.set(&saved)?;
+    }
+    Ok(StepFlops { image, modules })
+}
+
+/// `macs` in millions (M) or billions (G), for tables.
+pub fn human(macs: u64) -> String {
+    if macs >= 10_000_000_000 {
+        format!("{:.1} G", macs as f64 / 1e9)
+    } else {
+        format!("{:.2} M", macs as f64 / 1e6)
+    }
+}
