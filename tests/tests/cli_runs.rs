@@ -32,7 +32,12 @@ fn comparable(run: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
         .into_iter()
         .map(|mut m| {
             let o = m.as_object_mut().unwrap();
-            for k in ["seconds", "images_per_second", "peak_rss_bytes"] {
+            for k in [
+                "seconds",
+                "images_per_second",
+                "peak_rss_bytes",
+                "data_wait_seconds",
+            ] {
                 o.remove(k);
             }
             m

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint;
-use auglocal_data::{Augment, ImageSet, Loader, LoaderConfig, Split};
+use auglocal_data::{Augment, Dataset, Loader, LoaderConfig, Split};
 use candle_core::Device;
 
 use crate::config::{self, TrainConfig};
@@ -119,18 +119,8 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
     }
     session::set_threads(base.threads)?;
     let device = config::parse_device(&base.device)?;
-    let train = session::open_split(
-        &base.dataset,
-        base.data_dir.as_deref(),
-        Split::Train,
-        base.train_size,
-    )?;
-    let test = session::open_split(
-        &base.dataset,
-        base.data_dir.as_deref(),
-        Split::Test,
-        base.test_size,
-    )?;
+    let train = session::open_split(&base, Split::Train, base.train_size)?;
+    let test = session::open_split(&base, Split::Test, base.test_size)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     eprintln!(
@@ -171,7 +161,7 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
         epochs_csv(&outcomes).as_bytes(),
     )?;
     let table = markdown_table(&outcomes);
-    let report = report(&base, &train, &test, &table);
+    let report = report(&base, train.as_ref(), test.as_ref(), &table);
     checkpoint::write_atomic(&report_path, report.as_bytes())?;
     write!(out, "{table}")?;
     eprintln!("wrote {}", folder_files(&args.out));
@@ -190,12 +180,12 @@ fn folder_files(dir: &Path) -> String {
 fn train_one(
     config: &TrainConfig,
     method: &'static str,
-    train: &Arc<ImageSet>,
-    test: &Arc<ImageSet>,
+    train: &Arc<dyn Dataset>,
+    test: &Arc<dyn Dataset>,
     device: &Device,
 ) -> Result<Outcome> {
     let heap_before = heap::reset_peak();
-    let mut engine = session::build_engine(config, train.classes, device)?;
+    let mut engine = session::build_engine(config, train.classes(), device)?;
     let (normalize, augment) = auglocal_data::recipe(&config.dataset)?;
     let loader = Loader::new(
         train.clone(),
@@ -323,7 +313,7 @@ fn markdown_table(outcomes: &[Outcome]) -> String {
     t
 }
 
-fn report(base: &TrainConfig, train: &ImageSet, test: &ImageSet, table: &str) -> String {
+fn report(base: &TrainConfig, train: &dyn Dataset, test: &dyn Dataset, table: &str) -> String {
     format!(
         "# {} on {}\n\n\
          Every method: the same {} training and {} test images, seed {}, {} epochs, batch {}, \

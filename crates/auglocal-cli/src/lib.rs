@@ -89,12 +89,28 @@ impl MethodArg {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Dataset: synthetic (embedded, the default), cifar10, cifar100.
+    /// Dataset: synthetic (embedded, the default), cifar10, cifar100, svhn, svhn-extra,
+    /// stl10, imagefolder, hub:<owner>/<name>[/<config>] or hub:cifar10|cifar100|svhn|stl10.
     #[arg(long)]
     dataset: Option<String>,
     /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Settings recipe: paper (the spec's for the dataset; default for real data) or quick.
+    #[arg(long)]
+    recipe: Option<String>,
+    /// imagefolder: side of the square crops (default 224; resize 256 scales with it).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// hub: datasets: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// imagefolder: leave out files that are not JPEG/PNG images (counted and reported).
+    #[arg(long)]
+    skip_bad_images: bool,
+    /// hub: datasets: the label column (default `label`, else the only integer column).
+    #[arg(long)]
+    label_column: Option<String>,
     /// Backbone (`auglocal models` lists them): resnet8, resnet20, resnet32, resnet56,
     /// resnet110, vgg19, mobilenetv2; ImageNet: resnet18, resnet34, resnet50, resnet101, vgg13.
     #[arg(long)]
@@ -195,6 +211,12 @@ pub struct EvalArgs {
     dataset: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// hub: datasets: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// imagefolder: leave out files that are not JPEG/PNG images.
+    #[arg(long)]
+    skip_bad_images: bool,
     #[arg(long)]
     batch_size: Option<usize>,
     #[arg(long)]

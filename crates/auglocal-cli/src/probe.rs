@@ -58,7 +58,7 @@ pub fn open_images(
     data_dir: Option<&Path>,
     split: Split,
     limit: Option<usize>,
-) -> Result<(String, std::sync::Arc<auglocal_data::ImageSet>)> {
+) -> Result<(String, std::sync::Arc<dyn auglocal_data::Dataset>)> {
     let config = &run.state.config;
     let name = dataset.unwrap_or(&config.dataset).to_string();
     let data_dir = data_dir.or(config.data_dir.as_deref());
@@ -71,13 +71,18 @@ pub fn open_images(
     } else {
         None
     });
-    let data = session::open_split(&name, data_dir, split, limit)?;
-    if data.classes != run.state.classes {
+    let source = crate::config::TrainConfig {
+        dataset: name.clone(),
+        data_dir: data_dir.map(Path::to_path_buf),
+        ..config.clone()
+    };
+    let data = session::open_split(&source, split, limit)?;
+    if data.classes() != run.state.classes {
         bail!(
             "the checkpoint {} has {} classes but {name} has {}; analyse it on a dataset with the same classes",
             run.run_dir.display(),
             run.state.classes,
-            data.classes
+            data.classes()
         );
     }
     Ok((name, data))
@@ -87,7 +92,7 @@ pub fn open_images(
 pub fn extract(
     run: &LoadedRun,
     dataset: &str,
-    data: std::sync::Arc<auglocal_data::ImageSet>,
+    data: std::sync::Arc<dyn auglocal_data::Dataset>,
     features: Features,
     batch_size: usize,
     device: &Device,

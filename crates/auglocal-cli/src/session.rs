@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
 use auglocal_core::local::{BuiltinLosses, InputSpec};
 use auglocal_core::{AuxPlan, Engine, EvalTotals, ParamBuilder, ParamStore, Sgd, SgdConfig};
-use auglocal_data::{Augment, ImageSet, Loader, LoaderConfig, Split};
+use auglocal_data::{Augment, Dataset, Loader, LoaderConfig, OpenOptions, Split};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
@@ -65,13 +65,10 @@ pub fn set_threads(threads: usize) -> Result<()> {
     result
 }
 
-/// Side of the images of every dataset this build reads (synthetic, CIFAR).
-pub const IMAGE_SIZE: usize = 32;
-
 /// Builds the model, its auxiliary networks and the optimizer that `config` describes,
 /// freshly initialised from `config.seed`.
 pub fn build_engine(config: &TrainConfig, classes: usize, device: &Device) -> Result<Engine> {
-    build_engine_sized(config, classes, IMAGE_SIZE, device)
+    build_engine_sized(config, classes, config.input_size(), device)
 }
 
 /// [`build_engine`] for square inputs of side `image_size`: the local losses size their
@@ -102,39 +99,57 @@ pub fn build_engine_sized(
     Ok(Engine::with_losses(net, plan, &pb, sgd, &losses)?)
 }
 
-/// A dataset split, cut to its first `limit` images when asked.
+/// A dataset split of `config.dataset`, cut to `limit` images when asked (folders: taken
+/// round-robin over the classes). Files skipped by `--skip-bad-images` are reported.
 pub fn open_split(
-    name: &str,
-    data_dir: Option<&Path>,
+    config: &TrainConfig,
     split: Split,
     limit: Option<usize>,
-) -> Result<Arc<ImageSet>> {
-    let set = match (name, limit) {
+) -> Result<Arc<dyn Dataset>> {
+    let name = config.dataset.as_str();
+    let data: Arc<dyn Dataset> = match (name, limit) {
         // Synthetic image i depends only on (seed, split, i): generate exactly what is asked,
         // more than the default size too.
         ("synthetic", Some(n)) => {
-            let config = auglocal_data::synthetic::SyntheticConfig {
+            let synthetic = auglocal_data::synthetic::SyntheticConfig {
                 train_size: n,
                 test_size: n,
                 ..Default::default()
             };
-            auglocal_data::synthetic::generate(&config, split)
+            Arc::new(auglocal_data::synthetic::generate(&synthetic, split))
         }
-        _ => auglocal_data::open(name, data_dir, split)?,
+        _ => {
+            let options = OpenOptions {
+                data_dir: config.data_dir.clone(),
+                image_size: config.image_size,
+                skip_bad_images: config.skip_bad_images,
+                hub: auglocal_data::hub::HubOptions {
+                    offline: config.offline,
+                    cache: None,
+                    label_column: config.label_column.clone(),
+                },
+                limit,
+            };
+            let opened = auglocal_data::open_with(name, split, &options)?;
+            if let Some((path, reason)) = opened.skipped.first() {
+                eprintln!(
+                    "--skip-bad-images: left out {} files of the {split} split that are not images (first: {}: {reason})",
+                    opened.skipped.len(),
+                    path.display()
+                );
+            }
+            opened.data
+        }
     };
-    let set = match limit {
-        Some(n) if n < set.len() => set.subset(n),
-        _ => set,
-    };
-    if set.is_empty() {
+    if data.is_empty() {
         bail!("the {name} {split} split has no images");
     }
-    Ok(Arc::new(set))
+    Ok(data)
 }
 
 /// The loader for evaluation: no augmentation, no shuffling.
 pub fn eval_loader(
-    data: Arc<ImageSet>,
+    data: Arc<dyn Dataset>,
     dataset: &str,
     batch_size: usize,
     device: &Device,
@@ -195,19 +210,25 @@ pub fn eval(args: EvalArgs, out: &mut dyn std::io::Write) -> Result<()> {
     let device = crate::config::parse_device(&args.device)?;
     let (dir, state, engine) = load_checkpoint(&args.checkpoint, &device)?;
     let dataset = args.dataset.unwrap_or_else(|| state.config.dataset.clone());
-    let data_dir = args.data_dir.or_else(|| state.config.data_dir.clone());
     let same_dataset = dataset == state.config.dataset;
     let limit = if same_dataset {
         state.config.test_size
     } else {
         None
     };
-    let data = open_split(&dataset, data_dir.as_deref(), Split::Test, limit)?;
-    if data.classes != state.classes {
+    let source = TrainConfig {
+        dataset: dataset.clone(),
+        data_dir: args.data_dir.or_else(|| state.config.data_dir.clone()),
+        offline: args.offline || state.config.offline,
+        skip_bad_images: args.skip_bad_images || state.config.skip_bad_images,
+        ..state.config.clone()
+    };
+    let data = open_split(&source, Split::Test, limit)?;
+    if data.classes() != state.classes {
         bail!(
             "the checkpoint's model has {} classes but {dataset} has {}; evaluate it on a dataset with the same classes",
             state.classes,
-            data.classes
+            data.classes()
         );
     }
     let loader = eval_loader(

@@ -24,7 +24,9 @@ const RESUMABLE: &[&str] = &[
     "max_steps",
     "log_every",
     "threads",
+    "device",
     "eval_batch_size",
+    "offline",
 ];
 
 /// The flags given on the command line, as a TOML table of config fields.
@@ -71,6 +73,18 @@ fn flag_table(args: &TrainArgs) -> toml::Table {
     put("keep", int(args.keep.map(|v| v as u64)));
     put("on_nan", args.on_nan.clone().map(toml::Value::String));
     put("init_from", path(&args.init_from));
+    put("recipe", args.recipe.clone().map(toml::Value::String));
+    put("image_size", int(args.image_size.map(|v| v as u64)));
+    put(
+        "label_column",
+        args.label_column.clone().map(toml::Value::String),
+    );
+    if args.offline {
+        put("offline", Some(toml::Value::Boolean(true)));
+    }
+    if args.skip_bad_images {
+        put("skip_bad_images", Some(toml::Value::Boolean(true)));
+    }
     if args.no_nesterov {
         put("nesterov", Some(toml::Value::Boolean(false)));
     }
@@ -145,7 +159,10 @@ fn resolve(args: &TrainArgs) -> Result<(PathBuf, TrainConfig, Option<PathBuf>)> 
         .and_then(|v| v.as_str())
         .unwrap_or("synthetic")
         .to_string();
-    let base = TrainConfig::recipe(&dataset);
+    let base = match flags.get("recipe").or_else(|| file.get("recipe")) {
+        Some(name) => TrainConfig::with_recipe(&dataset, name.as_str().unwrap_or_default())?,
+        None => TrainConfig::recipe(&dataset),
+    };
     let origin = args
         .config
         .as_ref()
@@ -243,26 +260,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     session::set_threads(config.threads)?;
     let device = config::parse_device(&config.device)?;
 
-    let train_set = session::open_split(
-        &config.dataset,
-        config.data_dir.as_deref(),
-        Split::Train,
-        config.train_size,
-    )?;
-    let test_set = session::open_split(
-        &config.dataset,
-        config.data_dir.as_deref(),
-        Split::Test,
-        config.test_size,
-    )?;
-    if train_set.classes != test_set.classes {
+    let train_set = session::open_split(&config, Split::Train, config.train_size)?;
+    let test_set = session::open_split(&config, Split::Test, config.test_size)?;
+    if train_set.classes() != test_set.classes() {
         bail!(
             "train and test splits disagree on the number of classes ({} vs {})",
-            train_set.classes,
-            test_set.classes
+            train_set.classes(),
+            test_set.classes()
         );
     }
-    let classes = train_set.classes;
+    let classes = train_set.classes();
 
     let (mut engine, mut state) = match &resume_from {
         Some(ckpt) => {
@@ -382,7 +389,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let mut sums = state.partial;
         let started = Instant::now();
         let mut stopped = None;
-        for batch in loader.epoch(epoch, state.batches_done) {
+        let mut batches = loader.epoch(epoch, state.batches_done);
+        for batch in &mut batches {
             if config.max_steps.is_some_and(|max| engine.steps() >= max) {
                 stopped = Some(Stop::MaxSteps);
                 break;
@@ -445,6 +453,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
         }
         bar.finish_and_clear();
+        // Time this invocation waited for decoding: zero when prefetching keeps up.
+        let data_wait = batches.waited().as_secs_f64();
+        drop(batches);
         sums.seconds += started.elapsed().as_secs_f64();
         if stopped.is_some() && state.batches_done < loader.len() {
             // Mid-epoch stop: keep the partial sums so the resumed epoch reports all of it.
@@ -478,6 +489,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "seconds": sums.seconds,
             "images_per_second": sums.images as f64 / sums.seconds.max(1e-9),
             "peak_rss_bytes": auglocal_core::memory::peak_rss_bytes(),
+            "data_wait_seconds": data_wait,
             "steps": state.steps,
             "skipped_steps": sums.skipped,
         });

@@ -43,6 +43,18 @@ impl Format {
         self.label_bytes + PIXELS
     }
 
+    fn set(&self, images: Vec<u8>, labels: Vec<u32>) -> ImageSet {
+        ImageSet {
+            name: self.dataset.to_string(),
+            images,
+            labels,
+            channels: CHANNELS,
+            height: SIDE,
+            width: SIDE,
+            classes: self.classes,
+        }
+    }
+
     fn files(&self, split: Split) -> &'static [&'static str] {
         match split {
             Split::Train => self.train,
@@ -102,15 +114,7 @@ fn load(format: &Format, dir: &Path, split: Split) -> Result<ImageSet> {
         let path = locate(format, dir, file)?;
         read_records(format, &path, &mut images, &mut labels)?;
     }
-    Ok(ImageSet {
-        name: format.dataset.to_string(),
-        images,
-        labels,
-        channels: CHANNELS,
-        height: SIDE,
-        width: SIDE,
-        classes: format.classes,
-    })
+    Ok(format.set(images, labels))
 }
 
 fn locate(format: &Format, dir: &Path, file: &str) -> Result<PathBuf> {
@@ -136,6 +140,16 @@ fn locate(format: &Format, dir: &Path, file: &str) -> Result<PathBuf> {
     })
 }
 
+/// Reads CIFAR-10 (`cifar100` false) or CIFAR-100 records from bytes held in memory; `path`
+/// only names them in errors.
+pub fn parse(bytes: &[u8], cifar100: bool, path: &Path) -> Result<ImageSet> {
+    let format = if cifar100 { &CIFAR100 } else { &CIFAR10 };
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    records(format, bytes, path, &mut images, &mut labels)?;
+    Ok(format.set(images, labels))
+}
+
 fn read_records(
     format: &Format,
     path: &Path,
@@ -146,8 +160,18 @@ fn read_records(
         path: path.to_path_buf(),
         source,
     })?;
+    records(format, &bytes, path, images, labels)
+}
+
+fn records(
+    format: &Format,
+    bytes: &[u8],
+    path: &Path,
+    images: &mut Vec<u8>,
+    labels: &mut Vec<u32>,
+) -> Result<()> {
     let record_size = format.record_size();
-    if bytes.is_empty() || bytes.len() % record_size != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record_size) {
         return Err(Error::Truncated {
             path: path.to_path_buf(),
             record_size,

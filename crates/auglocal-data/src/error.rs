@@ -51,6 +51,18 @@ pub enum Error {
         classes: usize,
     },
 
+    /// A dataset file that exists but does not hold what its format promises: a wrong shape,
+    /// a bad header, a value out of range, bytes that do not decode.
+    #[error("{}: {problem}; expected {expected}", path.display())]
+    BadFile {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong, with the place in the file.
+        problem: String,
+        /// What the reader expected, and what to do.
+        expected: String,
+    },
+
     /// A dataset name that [`crate::open`] does not know.
     #[error("unknown dataset `{name}`; valid names are: {valid}")]
     UnknownDataset {
@@ -88,6 +100,18 @@ pub enum Error {
         /// The operating-system error.
         #[source]
         source: std::io::Error,
+    },
+
+    /// Fetching from the Hugging Face Hub failed.
+    #[error(
+        "could not download {what}: {reason}; check the network and the name, or use \
+             --offline with a filled cache"
+    )]
+    Download {
+        /// What was being fetched.
+        what: String,
+        /// The client's error.
+        reason: String,
     },
 
     /// Building a batch tensor failed.

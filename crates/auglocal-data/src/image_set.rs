@@ -1,6 +1,9 @@
 //! A whole dataset split held in memory as bytes.
 
-use crate::{Error, Result};
+use rand_chacha::ChaCha8Rng;
+
+use crate::transforms::{self, Augment, Normalize};
+use crate::{Dataset, Error, Result};
 
 /// Images of one dataset split, in memory.
 ///
@@ -65,7 +68,7 @@ impl ImageSet {
 
     /// Checks that the public fields agree, since callers may build sets by hand and the
     /// loader indexes by them.
-    pub(crate) fn validate(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         let expected = self.len() * self.image_len();
         if self.images.len() != expected {
             return Err(Error::InvalidSetting {
@@ -95,6 +98,53 @@ impl ImageSet {
             });
         }
         Ok(())
+    }
+}
+
+impl Dataset for ImageSet {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn label(&self, index: usize) -> u32 {
+        self.labels[index]
+    }
+
+    fn shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.height, self.width)
+    }
+
+    fn load(
+        &self,
+        index: usize,
+        augment: Augment,
+        normalize: &Normalize,
+        rng: &mut ChaCha8Rng,
+        out: &mut [f32],
+    ) -> Result<()> {
+        transforms::apply(
+            self.image(index),
+            self.channels,
+            self.height,
+            self.width,
+            augment,
+            normalize,
+            rng,
+            out,
+        );
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.check()
     }
 }
 
@@ -131,13 +181,13 @@ mod tests {
 
     #[test]
     fn validation_catches_inconsistent_sets() {
-        assert!(tiny().validate().is_ok());
+        assert!(tiny().check().is_ok());
         let mut short = tiny();
         short.images.pop();
-        assert!(short.validate().unwrap_err().to_string().contains("23"));
+        assert!(short.check().unwrap_err().to_string().contains("23"));
         let mut bad_label = tiny();
         bad_label.labels[2] = 3;
-        let message = bad_label.validate().unwrap_err().to_string();
+        let message = bad_label.check().unwrap_err().to_string();
         assert!(message.contains("image 2 has label 3"), "{message}");
     }
 }

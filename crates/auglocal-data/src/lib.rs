@@ -1,29 +1,44 @@
 //! # auglocal-data
 //!
 //! Image-classification data for auglocal: readers for the CIFAR-10/100 binary files
-//! ([`cifar`]), a synthetic dataset generated in code so that nothing has to be downloaded
-//! ([`synthetic`]), the paper's augmentation and normalisation ([`transforms`]) and a seeded,
-//! resumable batch loader ([`loader`]).
+//! ([`cifar`]), SVHN's MAT-files ([`svhn`], [`mat`]), STL-10's binary files ([`stl10`]),
+//! ImageNet-style folders of JPEG/PNG files ([`image_folder`]), parquet datasets from the
+//! Hugging Face Hub ([`hub`]), a synthetic dataset generated in code so that nothing has to
+//! be downloaded ([`synthetic`]), the paper's augmentation and normalisation
+//! ([`transforms`], [`resize`]) and a seeded, resumable, prefetching batch loader
+//! ([`loader`]).
 //!
 //! Every random choice (shuffle, crop, flip, synthetic nuisances) is drawn from a ChaCha8
 //! generator seeded from the integers that identify it, so results do not depend on the number
 //! of threads or on where a run resumed.
 
 pub mod cifar;
+pub mod fixtures;
+pub mod hub;
+pub mod image_folder;
 pub mod loader;
+pub mod mat;
+pub mod parquet_images;
+pub mod resize;
+pub mod stl10;
+pub mod svhn;
 pub mod synthetic;
 pub mod transforms;
 
+mod dataset;
 mod error;
 mod image_set;
 mod seed;
 
+pub use dataset::Dataset;
 pub use error::{Error, Result};
+pub use image_folder::{FolderConfig, ImageFolder};
 pub use image_set::ImageSet;
-pub use loader::{Batch, Loader, LoaderConfig};
+pub use loader::{Batch, Batches, Loader, LoaderConfig};
 pub use transforms::{Augment, Normalize};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Which half of a dataset to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,34 +59,114 @@ impl std::fmt::Display for Split {
     }
 }
 
-/// Dataset names the CLI accepts.
-pub const DATASETS: &[&str] = &["synthetic", "cifar10", "cifar100"];
+/// Dataset names the CLI accepts, besides `hub:...` (see [`hub`]).
+pub const DATASETS: &[&str] = &[
+    "synthetic",
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "svhn-extra",
+    "stl10",
+    "imagefolder",
+];
 
-/// Opens a dataset split by name.
+/// Checks a dataset name without reading anything.
+pub fn check_name(name: &str) -> Result<()> {
+    match name.strip_prefix("hub:") {
+        Some(spec) => hub::HubDataset::parse(spec).map(|_| ()),
+        None if DATASETS.contains(&name) => Ok(()),
+        None => Err(unknown_dataset(name)),
+    }
+}
+
+/// How [`open_with`] reads a dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// The folder holding the files (not used by `synthetic` and `hub:`).
+    pub data_dir: Option<PathBuf>,
+    /// Side of the square crops of `imagefolder` (default 224; resize scales with it).
+    pub image_size: Option<usize>,
+    /// `imagefolder`: leave out files that are not images instead of failing.
+    pub skip_bad_images: bool,
+    /// `hub:`: offline mode, cache folder, label column.
+    pub hub: hub::HubOptions,
+    /// Keep only this many images (folders: taken round-robin over the classes).
+    pub limit: Option<usize>,
+}
+
+/// An opened split.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The images.
+    pub data: Arc<dyn Dataset>,
+    /// Files left out by `skip_bad_images`, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Opens a dataset split by name: every reader, in-memory or decoded per batch.
+pub fn open_with(name: &str, split: Split, options: &OpenOptions) -> Result<Opened> {
+    let limit = |set: ImageSet| match options.limit {
+        Some(n) if n < set.len() => set.subset(n),
+        _ => set,
+    };
+    if name == "imagefolder" {
+        let dir = options.data_dir.as_deref().ok_or(Error::MissingDataDir {
+            dataset: "imagefolder",
+            holding: image_folder::HOLDING,
+        })?;
+        let config = FolderConfig {
+            skip_bad: options.skip_bad_images,
+            ..options
+                .image_size
+                .map(FolderConfig::with_size)
+                .unwrap_or_default()
+        };
+        let mut folder = ImageFolder::open(dir, split, config)?;
+        if let Some(n) = options.limit {
+            folder = folder.subset(n);
+        }
+        let skipped = folder.skipped().to_vec();
+        return Ok(Opened {
+            data: Arc::new(folder),
+            skipped,
+        });
+    }
+    let set = match name.strip_prefix("hub:") {
+        Some(spec) => hub::load(&hub::HubDataset::parse(spec)?, split, &options.hub)?,
+        None => open(name, options.data_dir.as_deref(), split)?,
+    };
+    Ok(Opened {
+        data: Arc::new(limit(set)),
+        skipped: Vec::new(),
+    })
+}
+
+/// Opens an in-memory dataset split by name (every name but `imagefolder` and `hub:`).
 ///
-/// `data_dir` is required for `cifar10` and `cifar100` (the directory holding the binary
-/// files or their unpacked tarball folder). `synthetic` ignores `data_dir` and generates
+/// `data_dir` is required for the datasets read from files (the directory holding them or
+/// their unpacked tarball folder). `synthetic` ignores `data_dir` and generates
 /// [`synthetic::SyntheticConfig::default`] sizes.
 pub fn open(name: &str, data_dir: Option<&Path>, split: Split) -> Result<ImageSet> {
+    let dir = |dataset: &'static str, holding: &'static str| {
+        data_dir.ok_or(Error::MissingDataDir { dataset, holding })
+    };
     match name {
         "synthetic" => Ok(synthetic::generate(
             &synthetic::SyntheticConfig::default(),
             split,
         )),
-        "cifar10" => {
-            let dir = data_dir.ok_or(Error::MissingDataDir {
-                dataset: "cifar10",
-                holding: cifar::CIFAR10_HOLDING,
-            })?;
-            cifar::load_cifar10(dir, split)
-        }
-        "cifar100" => {
-            let dir = data_dir.ok_or(Error::MissingDataDir {
-                dataset: "cifar100",
-                holding: cifar::CIFAR100_HOLDING,
-            })?;
-            cifar::load_cifar100(dir, split)
-        }
+        "cifar10" => cifar::load_cifar10(dir("cifar10", cifar::CIFAR10_HOLDING)?, split),
+        "cifar100" => cifar::load_cifar100(dir("cifar100", cifar::CIFAR100_HOLDING)?, split),
+        "svhn" => svhn::load(dir("svhn", svhn::HOLDING)?, split, false),
+        "svhn-extra" => svhn::load(dir("svhn-extra", svhn::HOLDING)?, split, true),
+        "stl10" => stl10::load(dir("stl10", stl10::HOLDING)?, split),
+        "imagefolder" => Err(Error::InvalidSetting {
+            setting: "dataset",
+            value: "imagefolder".to_string(),
+            expected: "open_with for image folders: they are decoded per batch, not held in \
+                       memory"
+                .to_string(),
+        }),
         _ => Err(unknown_dataset(name)),
     }
 }
@@ -79,11 +174,34 @@ pub fn open(name: &str, data_dir: Option<&Path>, split: Split) -> Result<ImageSe
 /// The paper's normalisation and training augmentation for a dataset name.
 ///
 /// CIFAR-10/100 use the usual channel statistics (125.3, 123.0, 113.9)/255 and
-/// (63.0, 62.1, 66.7)/255; the synthetic set has no fixed statistics, so it is mapped from
-/// 0..1 to -1..1. All use reflect-pad-4 random crops with horizontal flips.
+/// (63.0, 62.1, 66.7)/255 with reflect-pad-4 random crops and flips. SVHN: 0.5/0.5,
+/// pad-2 crops, no flip (digits are not mirror-symmetric). STL-10: 0.5/0.5, pad-4 crops and
+/// flips. Image folders: ImageNet's statistics, random-resized-crop and flip (evaluation
+/// resizes and centre-crops, see [`image_folder`]). The synthetic set has no fixed statistics,
+/// so it is mapped from 0..1 to -1..1, with pad-4 crops and flips. `hub:` presets use their
+/// dataset's recipe; other Hub datasets 0.5/0.5 with pad-4 crops and flips.
 pub fn recipe(name: &str) -> Result<(Normalize, Augment)> {
     let augment = Augment::PadCropFlip { pad: 4 };
+    let half = Normalize {
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    if let Some(spec) = name.strip_prefix("hub:") {
+        return match hub::HubDataset::parse(spec)?.recipe {
+            Some(preset) => recipe(preset),
+            None => Ok((half, augment)),
+        };
+    }
     match name {
+        "svhn" | "svhn-extra" => Ok((half, Augment::PadCrop { pad: 2 })),
+        "stl10" => Ok((half, augment)),
+        "imagefolder" => Ok((
+            Normalize {
+                mean: [0.485, 0.456, 0.406],
+                std: [0.229, 0.224, 0.225],
+            },
+            Augment::IMAGENET,
+        )),
         "cifar10" | "cifar100" => Ok((
             Normalize {
                 mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
@@ -118,7 +236,7 @@ mod tests {
         let message = open("mnist", None, Split::Train).unwrap_err().to_string();
         assert!(message.contains("mnist"), "{message}");
         assert!(
-            message.contains("synthetic, cifar10, cifar100"),
+            message.contains("synthetic, cifar10, cifar100, svhn, svhn-extra, stl10, imagefolder"),
             "{message}"
         );
         let message = recipe("imagenet").unwrap_err().to_string();
@@ -130,7 +248,7 @@ mod tests {
 
     #[test]
     fn cifar_without_data_dir_names_the_flag() {
-        for name in ["cifar10", "cifar100"] {
+        for name in ["cifar10", "cifar100", "svhn", "stl10"] {
             let message = open(name, None, Split::Test).unwrap_err().to_string();
             assert!(message.contains("--data-dir"), "{message}");
             assert!(message.contains(name), "{message}");
@@ -139,16 +257,50 @@ mod tests {
 
     #[test]
     fn recipes_match_the_paper() -> anyhow::Result<()> {
-        for name in DATASETS {
+        for name in [
+            "synthetic",
+            "cifar10",
+            "cifar100",
+            "stl10",
+            "hub:cifar10",
+            "hub:a/b",
+        ] {
             let (_, augment) = recipe(name)?;
-            assert_eq!(augment, Augment::PadCropFlip { pad: 4 });
+            assert_eq!(augment, Augment::PadCropFlip { pad: 4 }, "{name}");
         }
+        assert_eq!(recipe("svhn")?.1, Augment::PadCrop { pad: 2 });
+        assert_eq!(recipe("hub:svhn")?, recipe("svhn")?);
+        assert_eq!(recipe("stl10")?.0.std, [0.5; 3]);
+        let (imagenet, augment) = recipe("imagefolder")?;
+        assert_eq!(imagenet.mean, [0.485, 0.456, 0.406]);
+        assert_eq!(imagenet.std, [0.229, 0.224, 0.225]);
+        assert_eq!(
+            augment,
+            Augment::ResizedCropFlip {
+                scale: [0.08, 1.0],
+                ratio: [0.75, 4.0 / 3.0]
+            }
+        );
         let (normalize, _) = recipe("cifar10")?;
         assert!((normalize.mean[0] - 125.3 / 255.0).abs() < 1e-7);
         assert!((normalize.std[2] - 66.7 / 255.0).abs() < 1e-7);
         assert_eq!(recipe("cifar100")?.0, normalize);
         assert_eq!(recipe("synthetic")?.0.mean, [0.5; 3]);
         Ok(())
+    }
+
+    #[test]
+    fn names_are_checked_without_reading() {
+        assert!(check_name("svhn").is_ok());
+        assert!(check_name("hub:cifar100").is_ok());
+        assert!(check_name("hub:owner/name/config").is_ok());
+        assert_eq!(
+            check_name("hub:nothing").unwrap_err().to_string(),
+            "unknown dataset `hub:nothing`; valid names are: hub:<owner>/<name>, \
+             hub:<owner>/<name>/<config>, or a preset: hub:cifar10, hub:cifar100, hub:svhn, \
+             hub:stl10"
+        );
+        assert!(check_name("mnist").is_err());
     }
 
     #[test]

@@ -1,17 +1,25 @@
-//! Seeded, resumable batches of an in-memory [`ImageSet`].
+//! Seeded, resumable, prefetching batches of a [`Dataset`].
 //!
 //! The shuffle of epoch `e` and the augmentation of the image at position `p` of that epoch
 //! each come from their own generator seeded from `(seed, e)` and `(seed, e, p)`. A batch is
 //! therefore a pure function of `(data, config, epoch, batch index)`: the same whatever the
 //! rayon thread count and whether the epoch started at batch 0 or resumed in the middle.
+//!
+//! A producer thread builds batches ahead of the trainer into a bounded queue
+//! ([`Loader::with_prefetch`], 2 batches by default); inside a batch, images are decoded and
+//! augmented in parallel with rayon. Only the timing changes with the queue, never the
+//! content or order of batches.
 
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use crate::transforms::{self, Augment, Normalize};
-use crate::{seed, Error, ImageSet, Result};
+use crate::transforms::{Augment, Normalize};
+use crate::{seed, Dataset, Error, Result};
 
 /// How a [`Loader`] batches, shuffles and transforms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -39,7 +47,10 @@ pub struct Batch {
     pub index: usize,
 }
 
-/// Cuts an [`ImageSet`] into batches of tensors, epoch by epoch.
+/// Batches per epoch prepared ahead of the trainer by default.
+pub const DEFAULT_PREFETCH: usize = 2;
+
+/// Cuts a [`Dataset`] into batches of tensors, epoch by epoch.
 ///
 /// Every image is visited once per epoch and the last partial batch is kept, with one
 /// exception: when augmenting (training), a final batch of exactly one image is dropped,
@@ -47,17 +58,28 @@ pub struct Batch {
 /// dropped image is the last in that epoch's order, so with shuffling it differs per epoch.
 #[derive(Debug, Clone)]
 pub struct Loader {
-    data: Arc<ImageSet>,
+    data: Arc<dyn Dataset>,
     config: LoaderConfig,
     device: Device,
+    prefetch: usize,
+    workers: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// What the producer hands over: pixels and labels, turned into tensors by the consumer so
+/// that only the caller's thread touches the device.
+struct Prepared {
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    index: usize,
 }
 
 impl Loader {
-    /// A loader over `data` producing tensors on `device`.
+    /// A loader over `data` producing tensors on `device`, prefetching
+    /// [`DEFAULT_PREFETCH`] batches and decoding on rayon's global pool.
     ///
     /// Fails if the batch size is 0, a normalisation std is not positive and finite, the
     /// images have more than three channels, or the set's fields disagree with each other.
-    pub fn new(data: Arc<ImageSet>, config: LoaderConfig, device: Device) -> Result<Self> {
+    pub fn new(data: Arc<dyn Dataset>, config: LoaderConfig, device: Device) -> Result<Self> {
         if config.batch_size == 0 {
             return Err(Error::InvalidSetting {
                 setting: "batch size",
@@ -77,10 +99,11 @@ impl Loader {
                 expected: "positive, finite standard deviations on the 0..1 scale".to_string(),
             });
         }
-        if data.channels > 3 {
+        let (channels, _, _) = data.shape();
+        if channels > 3 {
             return Err(Error::InvalidSetting {
                 setting: "image channels",
-                value: format!("{} in `{}`", data.channels, data.name),
+                value: format!("{channels} in `{}`", data.name()),
                 expected: "at most 3 channels, one per normalisation entry".to_string(),
             });
         }
@@ -89,11 +112,40 @@ impl Loader {
             data,
             config,
             device,
+            prefetch: DEFAULT_PREFETCH,
+            workers: None,
         })
     }
 
+    /// Prepares up to `batches` batches ahead on a producer thread; 0 builds each batch on
+    /// the caller's thread when it is asked for.
+    pub fn with_prefetch(mut self, batches: usize) -> Self {
+        self.prefetch = batches;
+        self
+    }
+
+    /// Decodes and augments on a pool of its own with `threads` threads (0: rayon's global
+    /// pool, shared with the model's kernels).
+    pub fn with_workers(mut self, threads: usize) -> Result<Self> {
+        self.workers = if threads == 0 {
+            None
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("auglocal-decode-{i}"))
+                .build()
+                .map_err(|e| Error::InvalidSetting {
+                    setting: "decode threads",
+                    value: format!("{threads} ({e})"),
+                    expected: "a number of threads the system can start".to_string(),
+                })?;
+            Some(Arc::new(pool))
+        };
+        Ok(self)
+    }
+
     /// The dataset this loader reads.
-    pub fn data(&self) -> &Arc<ImageSet> {
+    pub fn data(&self) -> &Arc<dyn Dataset> {
         &self.data
     }
 
@@ -139,56 +191,195 @@ impl Loader {
 
     /// Batches of epoch `epoch`, starting at batch `start` (for resuming mid-epoch).
     ///
-    /// Batches are built lazily, each filled in parallel with rayon.
-    pub fn epoch(&self, epoch: usize, start: usize) -> impl Iterator<Item = Result<Batch>> + '_ {
+    /// With prefetching, a producer thread fills a bounded queue; dropping the iterator
+    /// stops it after the batch in progress. The first error (a file that cannot be decoded)
+    /// ends the epoch.
+    pub fn epoch(&self, epoch: usize, start: usize) -> Batches {
         let mut order = self.order(epoch);
         order.truncate(self.images());
-        (start..self.len()).map(move |index| self.batch(&order, epoch, index))
+        let job = Job {
+            data: self.data.clone(),
+            config: self.config.clone(),
+            workers: self.workers.clone(),
+            order,
+            epoch,
+        };
+        let end = self.len();
+        let source = if self.prefetch == 0 || start >= end {
+            Source::Inline {
+                job,
+                next: start,
+                end,
+            }
+        } else {
+            let (sender, receiver) = sync_channel(self.prefetch);
+            let producer = std::thread::Builder::new()
+                .name("auglocal-prefetch".into())
+                .spawn(move || {
+                    for index in start..end {
+                        let batch = job.prepare(index);
+                        let failed = batch.is_err();
+                        if sender.send(batch).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            match producer {
+                Ok(handle) => Source::Queue {
+                    receiver: Some(receiver),
+                    producer: Some(handle),
+                },
+                Err(e) => Source::Failed(Some(Error::InvalidSetting {
+                    setting: "prefetch thread",
+                    value: e.to_string(),
+                    expected: "a thread the system can start (or a loader with prefetch 0)"
+                        .to_string(),
+                })),
+            }
+        };
+        Batches {
+            source,
+            device: self.device.clone(),
+            shape: self.data.shape(),
+            waited: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything a producer needs to build the batches of one epoch.
+struct Job {
+    data: Arc<dyn Dataset>,
+    config: LoaderConfig,
+    workers: Option<Arc<rayon::ThreadPool>>,
+    order: Vec<usize>,
+    epoch: usize,
+}
+
+impl Job {
+    fn prepare(&self, index: usize) -> Result<Prepared> {
+        match &self.workers {
+            Some(pool) => pool.install(|| self.fill(index)),
+            None => self.fill(index),
+        }
     }
 
-    fn batch(&self, order: &[usize], epoch: usize, index: usize) -> Result<Batch> {
+    fn fill(&self, index: usize) -> Result<Prepared> {
         let data = &*self.data;
         let first = index * self.config.batch_size;
-        let picks = &order[first..(first + self.config.batch_size).min(order.len())];
-        let image_len = data.image_len();
+        let picks = &self.order[first..(first + self.config.batch_size).min(self.order.len())];
+        let (channels, height, width) = data.shape();
+        let image_len = channels * height * width;
         let mut images = vec![0f32; picks.len() * image_len];
         // Tolerates images of zero pixels, where chunks of size 0 would panic.
         let chunk = image_len.max(1);
-        images
+        let results: Vec<Result<()>> = images
             .par_chunks_mut(chunk)
             .zip(picks.par_iter())
             .enumerate()
-            .for_each(|(j, (out, &i))| {
+            .map(|(j, (out, &i))| {
                 let position = (first + j) as u64;
-                let mut rng = seed::rng(&[seed::AUGMENT, self.config.seed, epoch as u64, position]);
-                transforms::apply(
-                    data.image(i),
-                    data.channels,
-                    data.height,
-                    data.width,
+                let mut rng =
+                    seed::rng(&[seed::AUGMENT, self.config.seed, self.epoch as u64, position]);
+                data.load(
+                    i,
                     self.config.augment,
                     &self.config.normalize,
                     &mut rng,
                     &mut out[..image_len],
-                );
-            });
-        let labels: Vec<u32> = picks.iter().map(|&i| data.labels[i]).collect();
-        let n = picks.len();
-        Ok(Batch {
-            images: Tensor::from_vec(
-                images,
-                (n, data.channels, data.height, data.width),
-                &self.device,
-            )?,
-            labels: Tensor::from_vec(labels, n, &self.device)?,
+                )
+            })
+            .collect();
+        // The first failure in batch order, so the error does not depend on scheduling.
+        results.into_iter().collect::<Result<()>>()?;
+        Ok(Prepared {
+            images,
+            labels: picks.iter().map(|&i| data.label(i)).collect(),
             index,
         })
+    }
+}
+
+enum Source {
+    Inline {
+        job: Job,
+        next: usize,
+        end: usize,
+    },
+    Queue {
+        receiver: Option<Receiver<Result<Prepared>>>,
+        producer: Option<JoinHandle<()>>,
+    },
+    Failed(Option<Error>),
+}
+
+/// The batches of one epoch, from [`Loader::epoch`].
+pub struct Batches {
+    source: Source,
+    device: Device,
+    shape: (usize, usize, usize),
+    waited: Duration,
+}
+
+impl Batches {
+    /// Total time the caller spent waiting for batches so far: with prefetching, zero when
+    /// decoding keeps up with training.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    fn tensors(&self, prepared: Prepared) -> Result<Batch> {
+        let n = prepared.labels.len();
+        let (c, h, w) = self.shape;
+        Ok(Batch {
+            images: Tensor::from_vec(prepared.images, (n, c, h, w), &self.device)?,
+            labels: Tensor::from_vec(prepared.labels, n, &self.device)?,
+            index: prepared.index,
+        })
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        let started = Instant::now();
+        let prepared = match &mut self.source {
+            Source::Inline { job, next, end } => {
+                if *next >= *end {
+                    return None;
+                }
+                *next += 1;
+                let prepared = job.prepare(*next - 1);
+                if prepared.is_err() {
+                    *next = *end;
+                }
+                prepared
+            }
+            Source::Queue { receiver, .. } => receiver.as_ref()?.recv().ok()?,
+            Source::Failed(error) => return error.take().map(Err),
+        };
+        self.waited += started.elapsed();
+        Some(prepared.and_then(|p| self.tensors(p)))
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        if let Source::Queue { receiver, producer } = &mut self.source {
+            // Closing the queue first makes the producer's next send fail, so it stops.
+            drop(receiver.take());
+            if let Some(handle) = producer.take() {
+                let _ = handle.join();
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transforms;
+    use crate::ImageSet;
 
     const UNIT: Normalize = Normalize {
         mean: [0.0; 3],
@@ -328,24 +519,94 @@ mod tests {
     }
 
     #[test]
-    fn same_batches_with_one_or_two_threads() -> anyhow::Result<()> {
-        let loader = Loader::new(
-            textured(13),
-            config(5, true, Augment::PadCropFlip { pad: 3 }),
-            Device::Cpu,
-        )?;
-        let run = |threads| -> anyhow::Result<_> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()?;
-            Ok(pool.install(|| collect(&loader, 2, 0))?)
+    fn same_batches_whatever_the_threads_and_prefetch() -> anyhow::Result<()> {
+        let make = || {
+            Loader::new(
+                textured(13),
+                config(5, true, Augment::PadCropFlip { pad: 3 }),
+                Device::Cpu,
+            )
         };
-        let one = run(1)?;
-        let two = run(2)?;
-        assert_eq!(one.len(), 3);
-        assert_eq!(one, two);
+        let inline_one = collect(&make()?.with_prefetch(0).with_workers(1)?, 2, 0)?;
+        let queued_two = collect(&make()?.with_prefetch(3).with_workers(2)?, 2, 0)?;
+        let queued_global = collect(&make()?, 2, 0)?;
+        assert_eq!(inline_one.len(), 3);
+        assert_eq!(inline_one, queued_two);
+        assert_eq!(inline_one, queued_global);
         // Augmentation really changes images between epochs.
-        assert_ne!(collect(&loader, 3, 0)?[0].0, one[0].0);
+        assert_ne!(collect(&make()?, 3, 0)?[0].0, inline_one[0].0);
+        Ok(())
+    }
+
+    #[test]
+    fn dropping_an_epoch_early_stops_the_producer() -> anyhow::Result<()> {
+        let loader = Loader::new(textured(40), config(2, true, Augment::None), Device::Cpu)?
+            .with_prefetch(1);
+        let mut batches = loader.epoch(1, 0);
+        let first = batches.next().transpose()?.map(|b| b.index);
+        assert_eq!(first, Some(0));
+        // Returns once the producer has seen the closed queue: the test would hang otherwise.
+        drop(batches);
+        assert_eq!(loader.epoch(1, 19).count(), 1);
+        Ok(())
+    }
+
+    /// Fails on one image, to check that errors arrive in batch order and end the epoch.
+    #[derive(Debug)]
+    struct FailsAt(usize);
+
+    impl Dataset for FailsAt {
+        fn name(&self) -> &str {
+            "fails"
+        }
+        fn len(&self) -> usize {
+            10
+        }
+        fn classes(&self) -> usize {
+            2
+        }
+        fn label(&self, index: usize) -> u32 {
+            (index % 2) as u32
+        }
+        fn shape(&self) -> (usize, usize, usize) {
+            (1, 1, 1)
+        }
+        fn load(
+            &self,
+            index: usize,
+            _: Augment,
+            _: &Normalize,
+            _: &mut rand_chacha::ChaCha8Rng,
+            out: &mut [f32],
+        ) -> Result<()> {
+            if index >= self.0 {
+                return Err(Error::InvalidSetting {
+                    setting: "image",
+                    value: index.to_string(),
+                    expected: "a readable image".into(),
+                });
+            }
+            out[0] = index as f32;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_first_failing_image_ends_the_epoch() -> anyhow::Result<()> {
+        for prefetch in [0, 2] {
+            let loader = Loader::new(
+                Arc::new(FailsAt(5)),
+                config(3, false, Augment::None),
+                Device::Cpu,
+            )?
+            .with_prefetch(prefetch);
+            let results: Vec<Result<Batch>> = loader.epoch(1, 0).collect();
+            assert_eq!(results.len(), 2, "prefetch {prefetch}");
+            assert_eq!(results[0].as_ref().map(|b| b.index).ok(), Some(0));
+            // Batch 1 holds images 3, 4 and 5; image 5 fails and nothing follows.
+            let message = results[1].as_ref().unwrap_err().to_string();
+            assert_eq!(message, "invalid image: 5; expected a readable image");
+        }
         Ok(())
     }
 

@@ -271,7 +271,7 @@ mod tests {
             (3, 32, 32, 10)
         );
         assert_eq!(set.images.len(), 50 * 3072);
-        assert!(set.validate().is_ok());
+        assert!(set.check().is_ok());
         let mut counts = [0usize; CLASSES];
         for &label in &set.labels {
             counts[label as usize] += 1;

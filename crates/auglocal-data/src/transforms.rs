@@ -2,6 +2,8 @@
 
 use rand::Rng;
 
+use crate::resize;
+
 /// Per-channel normalisation on the 0..1 scale: `out = (pixel / 255 - mean) / std`.
 ///
 /// Images with fewer than three channels use the first entries; extra channels would reuse
@@ -26,6 +28,28 @@ pub enum Augment {
         /// Padding on each side, in pixels.
         pad: usize,
     },
+    /// [`Augment::PadCropFlip`] without the flip (SVHN: digits are not mirror-symmetric).
+    PadCrop {
+        /// Padding on each side, in pixels.
+        pad: usize,
+    },
+    /// torchvision's `RandomResizedCrop(size, scale, ratio)` to the output size, then a
+    /// horizontal flip with probability 0.5 (ImageNet training).
+    ResizedCropFlip {
+        /// Range of the window's area as a fraction of the image (0.08..1 for ImageNet).
+        scale: [f32; 2],
+        /// Range of the window's aspect ratio, width / height (3/4..4/3 for ImageNet).
+        ratio: [f32; 2],
+    },
+}
+
+impl Augment {
+    /// ImageNet's training augmentation: random-resized-crop (scale 0.08-1, ratio 3/4-4/3)
+    /// and a horizontal flip.
+    pub const IMAGENET: Augment = Augment::ResizedCropFlip {
+        scale: [0.08, 1.0],
+        ratio: [3.0 / 4.0, 4.0 / 3.0],
+    };
 }
 
 /// A fixed crop window and flip: the random part of [`Augment::PadCropFlip`] made explicit.
@@ -55,7 +79,9 @@ impl Crop {
 ///
 /// Reflect padding follows numpy/PyTorch `reflect`: the edge is not repeated, so row -1 reads
 /// row 1, row -2 reads row 2 and row `h` reads row `h - 2`. Draws, in order, the crop row,
-/// the crop column and the flip from `rng`; [`Augment::None`] draws nothing.
+/// the crop column and the flip from `rng` (no flip for [`Augment::PadCrop`]);
+/// [`Augment::None`] draws nothing. [`Augment::ResizedCropFlip`] resamples a random window
+/// back to `height x width`.
 ///
 /// # Panics
 /// If `image` or `out` is not `channels * height * width` long; the loader guarantees it.
@@ -79,6 +105,20 @@ pub fn apply(
             offset_x: rng.random_range(0..=2 * pad),
             flip: rng.random_bool(0.5),
         },
+        Augment::PadCrop { pad } => Crop {
+            pad,
+            offset_y: rng.random_range(0..=2 * pad),
+            offset_x: rng.random_range(0..=2 * pad),
+            flip: false,
+        },
+        Augment::ResizedCropFlip { scale, ratio } => {
+            let dims = (channels, height, width);
+            let window = resize::random_resized_window(height, width, scale, ratio, rng);
+            let flip = rng.random_bool(0.5);
+            let resized = resize::resample(image, dims, window, (height, width), flip);
+            crop_into(&resized, dims, Crop::NONE, normalize, out);
+            return;
+        }
     };
     crop_into(image, (channels, height, width), crop, normalize, out);
 }
@@ -303,26 +343,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_augmentation_draws_every_window() {
+    /// The distinct outputs of `draws` random augmentations of a 4x4 image.
+    fn distinct_outputs(augment: Augment, draws: usize) -> usize {
         let image: Vec<u8> = (0..16).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let mut seen = std::collections::HashSet::new();
         let mut out = vec![0.0; 16];
-        for _ in 0..2000 {
-            apply(
-                &image,
-                1,
-                4,
-                4,
-                Augment::PadCropFlip { pad: 1 },
-                &UNIT,
-                &mut rng,
-                &mut out,
-            );
+        for _ in 0..draws {
+            apply(&image, 1, 4, 4, augment, &UNIT, &mut rng, &mut out);
             seen.insert(out.iter().map(|&v| v.round() as u8).collect::<Vec<_>>());
         }
+        seen.len()
+    }
+
+    #[test]
+    fn random_augmentation_draws_every_window() {
         // 3 row offsets x 3 column offsets x 2 flips, all distinct for this image.
-        assert_eq!(seen.len(), 18);
+        assert_eq!(distinct_outputs(Augment::PadCropFlip { pad: 1 }, 2000), 18);
+        // No flips: the 9 windows only.
+        assert_eq!(distinct_outputs(Augment::PadCrop { pad: 1 }, 1000), 9);
+    }
+
+    #[test]
+    fn resized_crop_flip_matches_its_window() {
+        let image: Vec<u8> = (0..3 * 10 * 12).map(|v| (v * 13 % 256) as u8).collect();
+        let augment = Augment::IMAGENET;
+        let mut out = vec![0.0; image.len()];
+        apply(
+            &image,
+            3,
+            10,
+            12,
+            augment,
+            &UNIT,
+            &mut ChaCha8Rng::seed_from_u64(9),
+            &mut out,
+        );
+        // Replay the draws: window, then flip.
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let window =
+            resize::random_resized_window(10, 12, [0.08, 1.0], [0.75, 4.0 / 3.0], &mut rng);
+        let flip = rng.random_bool(0.5);
+        let expected = resize::resample(&image, (3, 10, 12), window, (10, 12), flip);
+        let got: Vec<u8> = out.iter().map(|&v| v.round() as u8).collect();
+        assert_eq!(got, expected);
     }
 }
