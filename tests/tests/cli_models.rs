@@ -47,9 +47,15 @@ fn inspect_takes_the_new_models() -> anyhow::Result<()> {
         "{}",
         lines[0]
     );
+    // ResNet-50's 4.09 G multiply-adds at 224x224, as torchvision's model is counted.
+    assert!(
+        lines[1].starts_with("multiply-adds per image at 224x224: inference 4089.18 M;"),
+        "{}",
+        lines[1]
+    );
     assert_eq!(
-        lines[2],
-        "    0      2    64  fc      [8:64->1024,s2] [16:1024->2048,s2]"
+        lines[3],
+        "    0      2    64  2262.78 M  fc      [8:64->1024,s2] [16:1024->2048,s2]"
     );
     let json: serde_json::Value = serde_json::from_str(&auglocal(&[
         "inspect",

@@ -42,7 +42,7 @@ const CASES: &[Case] = &[
     case("unknown model", &["train", "--out", "{t}/new", "--model", "resnet33"], 1,
         &["unknown model `resnet33` (valid: resnet8, resnet20"]),
     case("unknown dataset", &["train", "--out", "{t}/new", "--dataset", "mnist"], 1,
-        &["unknown dataset `mnist` (valid: ", "cifar10"]),
+        &["unknown dataset `mnist`; valid names are: synthetic, cifar10"]),
     case("unknown schedule", &["train", "--out", "{t}/new", "--schedule", "linear"], 1,
         &["invalid schedule: linear (valid: warmup-cosine, cosine, constant, or step:"]),
     case("pyramid out of range", &["train", "--out", "{t}/new", "--pyramid", "2"], 1,
@@ -87,6 +87,12 @@ const CASES: &[Case] = &[
         &["{t}/no-such-dir", "data_batch_1.bin"]),
     case("dataset file truncated", &["train", "--out", "{t}/new", "--dataset", "cifar10", "--data-dir", "{t}/cifar-truncated"], 1,
         &["{t}/cifar-truncated/data_batch_3.bin", "3073"]),
+    case(
+        "hub dataset missing from the cache, offline",
+        &["train", "--out", "{t}/new", "--dataset", "hub:someone/nothing", "--offline"],
+        1,
+        &["someone/nothing", "offline"],
+    ),
     // Checkpoints.
     case("checkpoint directory missing", &["eval", "--checkpoint", "{t}/nothing-here"], 1,
         &["checkpoint {t}/nothing-here: no such directory; pass the --out directory of a training run"]),
@@ -140,6 +146,9 @@ fn auglocal(args: &[String], file_size_limit_kib: Option<u64>) -> std::process::
         }
         None => Command::new(bin),
     };
+    // An empty Hugging Face cache of the test's own, whatever the machine has.
+    let hf_home = std::env::temp_dir().join("auglocal-bad-input-hf-home");
+    cmd.env("HF_HOME", hf_home).env_remove("HF_HUB_CACHE");
     cmd.args(args).output().expect("the binary runs")
 }
 

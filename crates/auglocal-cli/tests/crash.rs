@@ -54,7 +54,12 @@ fn metrics_without_timing(run: &Path) -> anyhow::Result<Vec<serde_json::Value>> 
     text.lines()
         .map(|line| {
             let mut v: serde_json::Value = serde_json::from_str(line)?;
-            for key in ["seconds", "images_per_second", "peak_rss_bytes"] {
+            for key in [
+                "seconds",
+                "images_per_second",
+                "peak_rss_bytes",
+                "data_wait_seconds",
+            ] {
                 v.as_object_mut().unwrap().remove(key);
             }
             Ok(v)
