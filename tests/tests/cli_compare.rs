@@ -51,7 +51,7 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("method,modules,final_test_acc,best_test_acc,peak_heap_bytes,seconds_per_epoch,aux_parameters,backbone_parameters")
+        Some("method,modules,final_test_acc,best_test_acc,peak_heap_bytes,seconds_per_epoch,aux_parameters,backbone_parameters,forward_macs_per_step,backward_macs_per_step")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(
@@ -86,6 +86,18 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
         );
         // The same backbone for every method.
         assert_eq!(r[7], rows[0][7], "{method}");
+        let (forward, backward): (u64, u64) = (r[8].parse()?, r[9].parse()?);
+        if method == "bp" {
+            // ResNet-8 at 32x32, by hand: stem 442,368 + layer1 4,718,592 + layer2 3,670,016
+            // + layer3 3,670,016 + fc 640 = 12,501,632 per image forward; backward is the
+            // weight gradients (the same) plus the input gradients of every layer but the
+            // stem, whose input is the detached image. Batch 32.
+            assert_eq!(forward, 32 * 12_501_632);
+            assert_eq!(backward, 32 * (12_501_632 + 12_501_632 - 442_368));
+        } else {
+            // Auxiliary networks add work on top of the same backbone.
+            assert!(forward > 32 * 12_501_632, "{method}: {forward}");
+        }
     }
     // The same table is printed and written, with one line of settings above it.
     let report = std::fs::read_to_string(out.join("compare.md"))?;

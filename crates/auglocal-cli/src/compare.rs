@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use auglocal_core::checkpoint;
+use auglocal_core::{checkpoint, flops};
 use auglocal_data::{Augment, Dataset, Loader, LoaderConfig, Split};
 use candle_core::Device;
 
@@ -31,6 +31,8 @@ struct Outcome {
     peak_bytes: Option<usize>,
     backbone_params: usize,
     aux_params: usize,
+    /// Multiply-adds of one training step (a batch), auxiliary networks included.
+    step_macs: flops::Macs,
 }
 
 impl Outcome {
@@ -210,6 +212,14 @@ fn train_one(
     )?;
     let schedule = config.schedule()?;
     let (backbone_params, aux_params) = engine.parameter_counts();
+    let size = config.input_size();
+    let per_image = flops::step_flops(&engine, [3, size, size])?.step();
+    let batch = config.batch_size as u64;
+    let step_macs = flops::Macs {
+        forward: per_image.forward * batch,
+        input_grad: per_image.input_grad * batch,
+        weight_grad: per_image.weight_grad * batch,
+    };
     let mut outcome = Outcome {
         method,
         modules: engine.plan().modules,
@@ -219,6 +229,7 @@ fn train_one(
         peak_bytes: None,
         backbone_params,
         aux_params,
+        step_macs,
     };
     let mut train_peak = 0;
     for epoch in 1..=config.epochs {
@@ -258,12 +269,12 @@ fn train_one(
 
 fn summary_csv(outcomes: &[Outcome]) -> String {
     let mut csv = String::from(
-        "method,modules,final_test_acc,best_test_acc,peak_heap_bytes,seconds_per_epoch,aux_parameters,backbone_parameters\n",
+        "method,modules,final_test_acc,best_test_acc,peak_heap_bytes,seconds_per_epoch,aux_parameters,backbone_parameters,forward_macs_per_step,backward_macs_per_step\n",
     );
     for o in outcomes {
         let _ = writeln!(
             csv,
-            "{},{},{:.4},{:.4},{},{:.3},{},{}",
+            "{},{},{:.4},{:.4},{},{:.3},{},{},{},{}",
             o.method,
             o.modules,
             o.final_acc(),
@@ -271,7 +282,9 @@ fn summary_csv(outcomes: &[Outcome]) -> String {
             o.peak_bytes.map_or(String::new(), |b| b.to_string()),
             o.seconds_per_epoch(),
             o.aux_params,
-            o.backbone_params
+            o.backbone_params,
+            o.step_macs.forward,
+            o.step_macs.backward()
         );
     }
     csv
@@ -295,19 +308,21 @@ fn epochs_csv(outcomes: &[Outcome]) -> String {
 
 fn markdown_table(outcomes: &[Outcome]) -> String {
     let mut t = String::from(
-        "| method | K | final test acc (%) | best test acc (%) | peak heap (MiB) | s/epoch | aux parameters |\n|---|---|---|---|---|---|---|\n",
+        "| method | K | final test acc (%) | best test acc (%) | peak heap (MiB) | s/epoch | aux parameters | multiply-adds per step (fwd + bwd) |\n|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} | {:.2} | {} | {:.1} | {} |",
+            "| {} | {} | {:.2} | {:.2} | {} | {:.1} | {} | {} + {} |",
             o.method,
             o.modules,
             100.0 * o.final_acc(),
             100.0 * o.best_acc(),
             o.peak_mib(),
             o.seconds_per_epoch(),
-            o.aux_params
+            o.aux_params,
+            flops::human(o.step_macs.forward),
+            flops::human(o.step_macs.backward())
         );
     }
     t
