@@ -368,6 +368,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => None,
     };
 
+    // A kill inside the last save can leave one old checkpoint too many.
+    checkpoint::prune(&ckpt_dir, config.keep)?;
+
     if state.epochs_done >= config.epochs {
         println!(
             "the run is complete ({} of {} epochs); raise --epochs to train further",

@@ -23,7 +23,7 @@ const RUN: &[&str] = &[
     "--batch-size",
     "32",
     "--epochs",
-    "2",
+    "3",
     "--checkpoint-every",
     "1",
     "--keep",

@@ -115,11 +115,7 @@ pub fn save_keeping(
     fs::rename(&staging, dir).map_err(|e| Error::io("renaming into place", dir, e))?;
     sync_dir(parent);
     // Only now that the new checkpoint is in place may old ones go.
-    let older = older_checkpoints(dir);
-    let excess = older.len().saturating_sub(keep.saturating_sub(1));
-    for (_, path) in older.into_iter().take(excess) {
-        fs::remove_dir_all(&path).map_err(|e| Error::io("removing old checkpoint", &path, e))?;
-    }
+    prune(dir, keep)?;
     // The `.prev` of earlier versions of this crate, superseded by the new checkpoint.
     let legacy = parent.join(format!("{name}.prev"));
     if legacy.exists() {
@@ -152,6 +148,21 @@ fn write_staging(
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| Error::checkpoint(dir, format!("cannot serialise run state: {e}")))?;
     write_atomic(&staging.join(STATE_FILE), &json)
+}
+
+/// Deletes the oldest retained checkpoints of `dir` beyond the `keep` newest (`dir`
+/// included), but only while `dir` itself is complete: the only good checkpoint is never
+/// deleted. A kill during [`save_keeping`] can leave one too many; a resumed run calls this.
+pub fn prune(dir: &Path, keep: usize) -> Result<()> {
+    if !is_complete(dir) {
+        return Ok(());
+    }
+    let older = older_checkpoints(dir);
+    let excess = older.len().saturating_sub(keep.saturating_sub(1));
+    for (_, path) in older.into_iter().take(excess) {
+        fs::remove_dir_all(&path).map_err(|e| Error::io("removing old checkpoint", &path, e))?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) {

@@ -118,3 +118,21 @@ fn a_partial_checkpoint_is_never_chosen() -> anyhow::Result<()> {
     assert_eq!(step_of(&found)?, 1);
     Ok(())
 }
+
+#[test]
+fn prune_drops_what_a_kill_left_but_never_the_only_good_checkpoint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("checkpoint");
+    let sgd = Sgd::new(SgdConfig::default())?;
+    for step in 1..=3u64 {
+        checkpoint::save_keeping(&dir, &store_with(1.0)?, &sgd, &json!({ "step": step }), 3)?;
+    }
+    // A kill between a save's renames and its pruning leaves more than `keep` allows.
+    checkpoint::prune(&dir, 2)?;
+    assert_eq!(names(tmp.path()), ["checkpoint", "checkpoint.old-000002"]);
+    // Without a complete newest checkpoint nothing is deleted.
+    fs::remove_file(dir.join(checkpoint::STATE_FILE))?;
+    checkpoint::prune(&dir, 1)?;
+    assert_eq!(names(tmp.path()), ["checkpoint", "checkpoint.old-000002"]);
+    Ok(())
+}
