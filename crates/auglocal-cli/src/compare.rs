@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::{checkpoint, flops};
-use auglocal_data::{Augment, Dataset, Loader, LoaderConfig, Split};
+use auglocal_data::{Dataset, Split};
 use candle_core::Device;
 
 use crate::config::{self, TrainConfig};
@@ -188,22 +188,7 @@ fn train_one(
 ) -> Result<Outcome> {
     let heap_before = heap::reset_peak();
     let mut engine = session::build_engine(config, train.classes(), device)?;
-    let (normalize, augment) = auglocal_data::recipe(&config.dataset)?;
-    let loader = Loader::new(
-        train.clone(),
-        LoaderConfig {
-            batch_size: config.batch_size,
-            shuffle: config.shuffle,
-            augment: if config.augment {
-                augment
-            } else {
-                Augment::None
-            },
-            normalize,
-            seed: config.seed,
-        },
-        device.clone(),
-    )?;
+    let loader = session::train_loader(config, train.clone(), device)?;
     let test_loader = session::eval_loader(
         test.clone(),
         &config.dataset,

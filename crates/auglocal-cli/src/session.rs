@@ -148,6 +148,31 @@ pub fn open_split(
 }
 
 /// The loader for evaluation: no augmentation, no shuffling.
+/// The training loader of `config`: its batch size, shuffling, seed, and the dataset's
+/// augmentation and normalisation (augmentation off with `--no-augment`).
+pub fn train_loader(
+    config: &TrainConfig,
+    data: Arc<dyn Dataset>,
+    device: &Device,
+) -> Result<Loader> {
+    let (normalize, augment) = auglocal_data::recipe(&config.dataset)?;
+    Ok(Loader::new(
+        data,
+        LoaderConfig {
+            batch_size: config.batch_size,
+            shuffle: config.shuffle,
+            augment: if config.augment {
+                augment
+            } else {
+                Augment::None
+            },
+            normalize,
+            seed: config.seed,
+        },
+        device.clone(),
+    )?)
+}
+
 pub fn eval_loader(
     data: Arc<dyn Dataset>,
     dataset: &str,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
-use auglocal_data::{Augment, Loader, LoaderConfig, Split};
+use auglocal_data::Split;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -308,22 +308,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     )?;
 
     let ckpt_dir = out.join(checkpoint::CHECKPOINT_DIR);
-    let (normalize, augment) = auglocal_data::recipe(&config.dataset)?;
-    let loader = Loader::new(
-        train_set.clone(),
-        LoaderConfig {
-            batch_size: config.batch_size,
-            shuffle: config.shuffle,
-            augment: if config.augment {
-                augment
-            } else {
-                Augment::None
-            },
-            normalize,
-            seed: config.seed,
-        },
-        device.clone(),
-    )?;
+    let loader = session::train_loader(&config, train_set.clone(), &device)?;
     let test_loader = session::eval_loader(
         test_set.clone(),
         &config.dataset,
