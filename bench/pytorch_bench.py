@@ -3,12 +3,16 @@ tensors; prints one JSON line with the same fields.
 
     python3 bench/pytorch_bench.py --model resnet32 --method auglocal --aux-depth 2 \
         --pyramid 0.5 --batch-size 128 --iters 10 --warmup 2 --threads 2
+    python3 bench/pytorch_bench.py --device cuda --precision bf16 --batch-size 1024 ...
 
 Written from auglocal's spec (shared/auglocal-spec.md): option-B CIFAR ResNets, AugLocal's
 uniform selection with ties to even, pyramidal depth, stride bookkeeping, the reference's
 update order (module forward, local loss, backward at once, detach, next; one SGD step).
-Peak memory is measured as auglocal measures it: the process's peak resident set after a
-reset (/proc/self/clear_refs), minus its resident set before the model is built.
+Peak memory is measured as auglocal measures it: on the CPU, the process's peak resident
+set after a reset (/proc/self/clear_refs), minus its resident set before the model is built;
+on a GPU, `torch.cuda.max_memory_allocated` (the caching allocator's bytes in tensors, as
+auglocal reads the CUDA memory pool's bytes in use) minus what was allocated before the
+model. `--precision bf16` runs forward and losses under `torch.autocast(bfloat16)`.
 """
 import argparse
 import json
@@ -117,15 +121,24 @@ def main():
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16"])
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    images = torch.randn(a.batch_size, 3, 32, 32)
-    labels = torch.arange(a.batch_size) % 10
+    device = torch.device(a.device)
+    gpu = device.type == "cuda"
+    images = torch.randn(a.batch_size, 3, 32, 32, device=device)
+    labels = torch.arange(a.batch_size, device=device) % 10
 
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    baseline = rss("VmRSS:")
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        baseline = rss("VmRSS:")
     units, dims = resnet_units(int(a.model.removeprefix("resnet")))
     n = len(units)
     fc = nn.Linear(64, 10)
@@ -138,19 +151,23 @@ def main():
         auxes = [Aux(dims, u, min(depths[u], n - 1 - u), 10) for u in range(k - 1)] + [None]
     everything = nn.ModuleList(units + [fc] + [x for x in auxes if x is not None])
     init(everything)
+    everything.to(device)
     opt = torch.optim.SGD(everything.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
 
     def step():
         opt.zero_grad(set_to_none=True)
         x = images
         for units_of_module, aux in zip(modules, auxes):
-            h = x
-            for u in units_of_module:
-                h = units[u](h)
-            if aux is None:
-                loss = F.cross_entropy(fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)), labels)
-            else:
-                loss = F.cross_entropy(aux(h), labels)
+            with autocast:
+                h = x
+                for u in units_of_module:
+                    h = units[u](h)
+                if aux is None:
+                    loss = F.cross_entropy(fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)), labels)
+                else:
+                    loss = F.cross_entropy(aux(h), labels)
             loss.backward()
             x = h.detach()
         opt.step()
@@ -159,6 +176,8 @@ def main():
     for i in range(a.warmup + a.iters):
         start = time.perf_counter()
         step()
+        if gpu:
+            torch.cuda.synchronize()
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
@@ -166,8 +185,10 @@ def main():
         "framework": f"pytorch {torch.__version__}",
         "model": a.model, "method": a.method, "aux_depth": a.aux_depth, "pyramid": a.pyramid,
         "modules": len(modules), "batch_size": a.batch_size, "threads": torch.get_num_threads(),
+        "device": a.device, "precision": a.precision,
         "iters": a.iters, "median_step_seconds": median, "images_per_second": a.batch_size / median,
-        "peak_memory_bytes": rss("VmHWM:") - baseline,
+        "peak_memory_bytes": (torch.cuda.max_memory_allocated() if gpu else rss("VmHWM:")) - baseline,
+        "peak_device_memory_bytes": torch.cuda.max_memory_allocated() if gpu else None,
     }))
 
 

@@ -97,6 +97,15 @@ fn bench_uses_each_model_input_size() -> anyhow::Result<()> {
         (Some(32), Some(17))
     );
     assert_eq!(mobile["backbone_parameters"], 2_296_922);
+    // On the CPU the peak is the resident set; no device counters.
+    assert_eq!(mobile["precision"], "f32");
+    assert_eq!(mobile["peak_memory_source"], "process resident set size");
+    assert!(mobile["peak_device_memory_bytes"].is_null());
+    let mixed = run(&["--model", "resnet8", "--precision", "bf16"])?;
+    assert_eq!(mixed["precision"], "bf16");
+    assert!(mixed["median_step_seconds"]
+        .as_f64()
+        .is_some_and(|s| s > 0.0));
     let r18 = run(&["--model", "resnet18", "--image-size", "64"])?;
     assert_eq!(r18["image_size"], 64);
     assert_eq!(r18["backbone_parameters"], 11_689_512);

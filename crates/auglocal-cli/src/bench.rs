@@ -28,6 +28,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
         batch_size: args.batch_size,
         seed: args.seed,
         device: args.device.clone(),
+        precision: args.precision.clone(),
         ..TrainConfig::recipe("synthetic")
     };
     settings.validate()?;
@@ -41,6 +42,9 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     // Everything from here on counts towards the peak: model, optimizer state, activations.
     let peak_reset = memory::reset_peak_rss();
     let baseline = memory::current_rss_bytes();
+    // On a GPU: the driver's count of device memory in use before the model exists.
+    memory::reset_device_peak(&device);
+    let device_baseline = memory::device_memory(&device).map(|m| m.in_use);
     let mut engine = session::build_engine_sized(&settings, classes, image_size, &device)?;
     let images = Tensor::randn(
         0f32,
@@ -54,19 +58,31 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     let macs = flops::step_flops(&engine, [3, image_size, image_size])?.step();
     let batch = args.batch_size as u64;
     let mut times = Vec::with_capacity(args.iters);
+    // The largest device memory any one step reached (model and optimizer state included).
+    let mut device_peak: Option<u64> = None;
     for i in 0..args.warmup + args.iters {
+        memory::reset_device_peak(&device);
         let start = Instant::now();
         engine.train_step(&images, &labels, 0.01)?;
         device.synchronize()?;
         if i >= args.warmup {
             times.push(start.elapsed().as_secs_f64());
         }
+        device_peak = device_peak.max(memory::device_memory(&device).map(|m| m.peak));
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let peak = match (peak_reset, memory::peak_rss_bytes(), baseline) {
-        (true, Some(peak), Some(base)) if device.is_cpu() => Some(peak.saturating_sub(base)),
-        _ => None,
+    let (peak, source) = if device.is_cpu() {
+        let peak = match (peak_reset, memory::peak_rss_bytes(), baseline) {
+            (true, Some(peak), Some(base)) => Some(peak.saturating_sub(base)),
+            _ => None,
+        };
+        (peak, "process resident set size")
+    } else {
+        let peak = device_peak
+            .zip(device_baseline)
+            .map(|(p, b)| p.saturating_sub(b));
+        (peak, "CUDA memory pool, bytes in use")
     };
     let (backbone, aux) = engine.parameter_counts();
     let line = json!({
@@ -79,12 +95,15 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
         "image_size": image_size,
         "threads": rayon::current_num_threads(),
         "device": args.device,
+        "precision": args.precision,
         "iters": args.iters,
         "median_step_seconds": median,
         "min_step_seconds": times[0],
         "max_step_seconds": times[times.len() - 1],
         "images_per_second": args.batch_size as f64 / median,
         "peak_memory_bytes": peak,
+        "peak_memory_source": source,
+        "peak_device_memory_bytes": device_peak,
         "backbone_parameters": backbone,
         "aux_parameters": aux,
         "forward_macs_per_step": macs.forward * batch,

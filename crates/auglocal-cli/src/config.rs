@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::plan::HeadKind;
-use auglocal_core::{AuxPlan, Method, OnNonFinite, Schedule};
+use auglocal_core::{AuxPlan, Method, OnNonFinite, Precision, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// Every method name `--method` accepts.
@@ -68,6 +68,10 @@ pub struct TrainConfig {
     /// On a NaN or infinite loss or gradient: `stop` the run, or `skip` the batch.
     #[serde(default = "default_on_nan")]
     pub on_nan: String,
+    /// Activation precision: `f32`, or `bf16` (mixed precision with f32 master weights,
+    /// BatchNorm and losses; meant for GPUs).
+    #[serde(default = "default_precision")]
+    pub precision: String,
     /// Start from these weights (safetensors; backbone names, auxiliary nets optional).
     pub init_from: Option<PathBuf>,
     /// `paper` (the spec's settings for the dataset) or `quick` (minutes on 2 cores).
@@ -135,6 +139,7 @@ impl TrainConfig {
             checkpoint_every: None,
             keep: default_keep(),
             on_nan: default_on_nan(),
+            precision: default_precision(),
             init_from: None,
             recipe: name.to_string(),
             image_size: None,
@@ -222,6 +227,15 @@ impl TrainConfig {
         }
     }
 
+    /// The type activations are computed in.
+    pub fn precision(&self) -> Result<Precision> {
+        match self.precision.as_str() {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => bail!("unknown --precision `{other}` (valid: f32, bf16)"),
+        }
+    }
+
     pub fn schedule(&self) -> Result<Schedule> {
         Ok(Schedule::parse(&self.schedule)?)
     }
@@ -231,6 +245,7 @@ impl TrainConfig {
         self.method()?;
         self.schedule()?;
         self.on_non_finite()?;
+        self.precision()?;
         if !auglocal_models::MODELS.contains(&self.model.as_str()) {
             bail!(
                 "unknown model `{}` (valid: {})",
@@ -285,6 +300,10 @@ fn default_keep() -> usize {
 
 fn default_on_nan() -> String {
     "stop".into()
+}
+
+fn default_precision() -> String {
+    "f32".into()
 }
 
 fn default_recipe() -> String {

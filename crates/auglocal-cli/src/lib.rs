@@ -181,6 +181,9 @@ pub struct TrainArgs {
     /// On a NaN or infinite loss or gradient: stop (default) or skip the batch.
     #[arg(long, value_parser = ["stop", "skip"])]
     on_nan: Option<String>,
+    /// Activations in f32 (default) or bf16 (mixed precision, f32 master weights; for GPUs).
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    precision: Option<String>,
     /// Turn off training augmentation.
     #[arg(long)]
     no_augment: bool,
@@ -276,6 +279,9 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Activations in f32 or bf16 (mixed precision, f32 master weights).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    precision: String,
     /// Classes of the output layer (default: the model's, 10 or 1000).
     #[arg(long)]
     classes: Option<usize>,

@@ -96,7 +96,9 @@ pub fn build_engine_sized(
         nesterov: config.nesterov,
         weight_decay: config.weight_decay,
     })?;
-    Ok(Engine::with_losses(net, plan, &pb, sgd, &losses)?)
+    let mut engine = Engine::with_losses(net, plan, &pb, sgd, &losses)?;
+    engine.set_precision(config.precision()?);
+    Ok(engine)
 }
 
 /// A dataset split of `config.dataset`, cut to `limit` images when asked (folders: taken

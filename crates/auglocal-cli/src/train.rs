@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
+use auglocal_core::memory;
 use auglocal_data::Split;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -20,6 +21,7 @@ const RESUMABLE: &[&str] = &[
     "checkpoint_every",
     "keep",
     "on_nan",
+    "precision",
     "epochs",
     "max_steps",
     "log_every",
@@ -72,6 +74,7 @@ fn flag_table(args: &TrainArgs) -> toml::Table {
     put("checkpoint_every", int(args.checkpoint_every));
     put("keep", int(args.keep.map(|v| v as u64)));
     put("on_nan", args.on_nan.clone().map(toml::Value::String));
+    put("precision", args.precision.clone().map(toml::Value::String));
     put("init_from", path(&args.init_from));
     put("recipe", args.recipe.clone().map(toml::Value::String));
     put("image_size", int(args.image_size.map(|v| v as u64)));
@@ -378,13 +381,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let started = Instant::now();
         let mut stopped = None;
         let mut batches = loader.epoch(epoch, state.batches_done);
+        // GPU only: the largest per-step peak of device memory in this epoch.
+        let mut device_peak: Option<u64> = None;
         for batch in &mut batches {
             if config.max_steps.is_some_and(|max| engine.steps() >= max) {
                 stopped = Some(Stop::MaxSteps);
                 break;
             }
             let batch = batch?;
+            memory::reset_device_peak(&device);
             let report = engine.train_step(&batch.images, &batch.labels, lr)?;
+            let step_peak = memory::device_memory(&device).map(|m| m.peak);
+            device_peak = device_peak.max(step_peak);
             state.batches_done += 1;
             state.steps = engine.steps();
             if let Some(skip) = &report.skipped {
@@ -411,6 +419,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                         "loss": report.loss,
                         "accuracy": report.correct as f64 / report.images as f64,
                         "module_losses": report.module_losses,
+                        "peak_device_memory_bytes": step_peak,
                     });
                     append_line(log, &line, &steps_path)?;
                 }
@@ -476,7 +485,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "test_acc": test.accuracy(),
             "seconds": sums.seconds,
             "images_per_second": sums.images as f64 / sums.seconds.max(1e-9),
-            "peak_rss_bytes": auglocal_core::memory::peak_rss_bytes(),
+            "peak_rss_bytes": memory::peak_rss_bytes(),
+            "peak_device_memory_bytes": device_peak,
             "data_wait_seconds": data_wait,
             "steps": state.steps,
             "skipped_steps": sums.skipped,

@@ -74,6 +74,10 @@ const CASES: &[Case] = &[
     // Config files.
     case("config file missing", &["train", "--out", "{t}/new", "--config", "{t}/absent.toml"], 1,
         &["cannot read config file {t}/absent.toml"]),
+    case("unknown --precision", &["train", "--out", "{t}/new", "--precision", "fp16"], 2,
+        &["invalid value 'fp16' for '--precision <PRECISION>'", "[possible values: f32, bf16]"]),
+    case("config file unknown precision", &["train", "--out", "{t}/new", "--config", "{t}/fp8.toml"], 1,
+        &["unknown --precision `fp8` (valid: f32, bf16)"]),
     case("config file not TOML", &["train", "--out", "{t}/new", "--config", "{t}/broken.toml"], 1,
         &["{t}/broken.toml", "is not valid TOML"]),
     case("config file unknown key", &["train", "--out", "{t}/new", "--config", "{t}/unknown.toml"], 1,
@@ -265,6 +269,7 @@ fn fixture(t: &Path) {
     )
     .unwrap();
     std::fs::write(t.join("wrongtype.toml"), b"batch_size = \"big\"\n").unwrap();
+    std::fs::write(t.join("fp8.toml"), b"precision = \"fp8\"\n").unwrap();
     // CIFAR-10 binary files (a label byte and 3072 pixel bytes per record), one truncated.
     let cifar = t.join("cifar-truncated");
     std::fs::create_dir(&cifar).unwrap();

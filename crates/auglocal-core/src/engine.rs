@@ -29,6 +29,35 @@ struct Module {
     params: Vec<Entry>,
 }
 
+/// The type activations are computed in. Parameters, gradients, optimizer state, BatchNorm
+/// and the losses stay f32 whatever it is (mixed precision with f32 master weights).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// bfloat16 activations and convolution/linear weights (cast from the f32 masters at
+    /// every use). Meant for GPUs: on the CPU, bf16 runs on Candle's generic kernels and is
+    /// slower than f32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// What a training step does when a module's loss or one of its gradients is NaN or
 /// infinite.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +128,7 @@ pub struct Engine {
     optimizer: Sgd,
     step: u64,
     on_non_finite: OnNonFinite,
+    precision: Precision,
 }
 
 impl Engine {
@@ -173,6 +203,7 @@ impl Engine {
             optimizer,
             step: 0,
             on_non_finite: OnNonFinite::Stop,
+            precision: Precision::F32,
         })
     }
 
@@ -190,12 +221,14 @@ impl Engine {
         lr: f64,
         observe: &mut dyn FnMut(usize, &GradStore),
     ) -> Result<StepReport> {
-        let mut x = images.clone();
+        let mut x = images.to_dtype(self.precision.dtype())?;
         let mut module_losses = Vec::with_capacity(self.modules.len());
         let mut correct = 0;
         for m in 0..self.modules.len() {
             let h = self.module_forward(m, &x)?;
             let (loss, last_correct) = self.module_loss(m, &h, labels, images)?;
+            // A user's loss may come back in the activations' type; steps run on f32.
+            let loss = loss.to_dtype(DType::F32)?;
             correct = last_correct.unwrap_or(correct);
             let value = loss.to_scalar::<f32>()?;
             let fault = if !value.is_finite() {
@@ -253,6 +286,15 @@ impl Engine {
         self.on_non_finite = policy;
     }
 
+    /// The type activations are computed in (default f32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Number of gradient-isolated modules (K).
     pub fn module_count(&self) -> usize {
         self.modules.len()
@@ -299,7 +341,9 @@ impl Engine {
     /// Backbone-only inference on one batch: summed loss and correct predictions.
     /// Auxiliary networks are not run.
     pub fn eval_batch(&self, images: &Tensor, labels: &Tensor) -> Result<EvalTotals> {
-        let logits = self.net.forward(images, false)?;
+        let logits = self
+            .net
+            .forward(&images.to_dtype(self.precision.dtype())?, false)?;
         let n = images.dim(0)?;
         let loss = cross_entropy(&logits, labels)?.to_scalar::<f32>()? as f64;
         Ok(EvalTotals {

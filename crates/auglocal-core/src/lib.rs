@@ -19,7 +19,7 @@ pub mod optim;
 pub mod params;
 pub mod plan;
 
-pub use engine::{Engine, EvalTotals, NonFiniteValue, OnNonFinite, StepReport};
+pub use engine::{Engine, EvalTotals, NonFiniteValue, OnNonFinite, Precision, StepReport};
 pub use error::{Error, Result};
 pub use net::{LocalNet, UnitSpec};
 pub use optim::{Schedule, Sgd, SgdConfig};

@@ -156,6 +156,7 @@ impl InfoProAux {
         let h = self.fc1.forward_t(&global_avg_pool(&h)?, true)?.relu()?;
         let out = self.fc2.forward_t(&h, true)?;
         if self.contrastive {
+            let out = out.to_dtype(DType::F32)?;
             let norm = out.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12f32)?;
             supervised_contrastive(&out.broadcast_div(&norm)?, labels, TEMPERATURE)
         } else {
@@ -181,7 +182,7 @@ impl InfoProAux {
         let hidden = self
             .decoder_bn
             .forward_relu(&self.decoder1.forward(&up)?, true)?;
-        let logits = self.decoder2.forward(&hidden)?;
+        let logits = self.decoder2.forward(&hidden)?.to_dtype(DType::F32)?;
         let target = images.broadcast_mul(&self.std)?.broadcast_add(&self.mean)?;
         binary_cross_entropy_with_logits(&logits, &target)
     }

@@ -18,6 +18,8 @@ pub fn resample(x: &Tensor, rows: &Tensor, cols: &Tensor) -> Result<Tensor> {
             x.dims()
         );
     }
+    // Mixed precision: the (f32) maps take the input's type.
+    let (rows, cols) = (&rows.to_dtype(x.dtype())?, &cols.to_dtype(x.dtype())?);
     // Columns: (N*C*H, W) x (W, OW).
     let y = x.reshape((n * c * h, w))?.matmul(&cols.t()?)?;
     // Rows: bring H last, (N*C*OW, H) x (H, OH), then put it back.

@@ -94,6 +94,8 @@ impl PredSimAux {
     ) -> candle_core::Result<Tensor> {
         let h = self.conv.forward_t(features, true)?;
         let one_hot = candle_nn::encoding::one_hot(labels.clone(), self.classes, 1f32, 0f32)?;
+        // The similarity statistics run in f32 whatever the features' precision.
+        let h = h.to_dtype(DType::F32)?;
         let diff = (similarity_matrix(&h)? - similarity_matrix(&one_hot.to_dtype(DType::F32)?)?)?;
         diff.sqr()?.mean_all()
     }

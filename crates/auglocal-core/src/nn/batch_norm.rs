@@ -36,18 +36,62 @@ impl BatchNorm {
 
     /// Normalises `x` viewed as (N, C, S): statistics over dims 0 and 2; then a ReLU if
     /// `relu` (fused into the same pass on the CPU).
+    ///
+    /// Mixed precision: a bf16 or f16 input is normalised in f32 and the result cast back, so
+    /// statistics and running averages stay in f32.
     fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        if train && x.device().is_cpu() && x.dtype() == DType::F32 {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        if train && x.device().is_cpu() {
             let (n, _, s) = x.dims3()?;
-            self.check_count(x, n * s)?;
-            return self.forward_train_fused(x, (n * s) as f64, relu);
+            self.check_count(&x, n * s)?;
+            return self
+                .forward_train_fused(&x, (n * s) as f64, relu)?
+                .to_dtype(dtype);
         }
-        let y = self.forward_generic(x, train)?;
-        if relu {
-            y.relu()
+        let y = if cfg!(feature = "cudnn") && x.device().is_cuda() {
+            self.forward_cudnn(&x, train)?
         } else {
-            Ok(y)
+            self.forward_generic(&x, train)?
+        };
+        let y = if relu { y.relu()? } else { y };
+        y.to_dtype(dtype)
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn forward_cudnn(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        use super::batch_norm_cudnn::{take_running, BatchNormEvalCudnn, BatchNormTrainCudnn};
+        let x = x.contiguous()?;
+        let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
+        if !train {
+            let op = BatchNormEvalCudnn {
+                eps: EPS,
+                running_mean: self.running_mean.as_tensor().clone(),
+                running_var: self.running_var.as_tensor().clone(),
+            };
+            return x.apply_op3_no_bwd(w, b, &op);
         }
+        let (n, _, s) = x.dims3()?;
+        self.check_count(&x, n * s)?;
+        let op = BatchNormTrainCudnn {
+            eps: EPS,
+            momentum: MOMENTUM,
+            running_mean: self.running_mean.as_tensor().clone(),
+            running_var: self.running_var.as_tensor().clone(),
+            stats: Arc::new(Mutex::new(None)),
+        };
+        let stats = op.stats.clone();
+        let y = x.apply_op3(w, b, op)?;
+        let (mean, var) = take_running(&stats, self.running_mean.as_tensor())?;
+        self.running_mean.set(&mean)?;
+        self.running_var.set(&var)?;
+        self.count_batch()?;
+        Ok(y)
+    }
+
+    #[cfg(not(feature = "cudnn"))]
+    fn forward_cudnn(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_generic(x, train)
     }
 
     fn check_count(&self, x: &Tensor, count: usize) -> Result<()> {
@@ -122,9 +166,15 @@ impl BatchNorm {
             + unbiased.affine(MOMENTUM, 0.0)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
-        let tracked = self.num_batches_tracked.as_tensor().to_scalar::<i64>()?;
-        let next = Tensor::new(tracked + 1, self.num_batches_tracked.device())?;
-        self.num_batches_tracked.set(&next)
+        self.count_batch()
+    }
+
+    /// One more batch in `num_batches_tracked`, on the device (no read back to the host,
+    /// which would wait for the GPU at every layer).
+    fn count_batch(&self) -> Result<()> {
+        let tracked = self.num_batches_tracked.as_tensor();
+        self.num_batches_tracked
+            .set(&(tracked + tracked.ones_like()?)?)
     }
 }
 

@@ -1,6 +1,6 @@
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::conv_cpu::Conv2dCpu;
+use super::conv_cpu::Conv2dOp;
 
 use crate::params::{Init, ParamBuilder};
 
@@ -79,9 +79,23 @@ impl Conv2d {
 
 impl candle_nn::ModuleT for Conv2d {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let w = self.weight.as_tensor();
-        let y = if x.device().is_cpu() && x.dtype() == DType::F32 {
-            let op = Conv2dCpu {
+        if x.device().is_cpu() && x.dtype() != DType::F32 {
+            // Candle's CPU convolution has no bf16 kernel: run in f32 and round the output,
+            // as a GPU's bf16 convolution does (bf16 in and out, f32 accumulation).
+            return self
+                .forward_t(&x.to_dtype(DType::F32)?, false)?
+                .to_dtype(x.dtype());
+        }
+        // Mixed precision: a bf16 input meets a bf16 copy of the f32 weight; the copy's
+        // gradient flows back into the f32 weight.
+        let w = &self.weight.as_tensor().to_dtype(x.dtype())?;
+        let own_op = if x.device().is_cpu() {
+            x.dtype() == DType::F32
+        } else {
+            cfg!(feature = "cudnn") && x.device().is_cuda()
+        };
+        let y = if own_op {
+            let op = Conv2dOp {
                 stride: self.stride,
                 padding: self.padding,
                 groups: self.groups,
@@ -93,7 +107,9 @@ impl candle_nn::ModuleT for Conv2d {
         // Each output element is a dot product over (in_channels / groups) x k x k weights.
         crate::flops::record(y.elem_count() * (w.elem_count() / w.dim(0)?), x.track_op());
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?),
+            Some(b) => {
+                y.broadcast_add(&b.as_tensor().to_dtype(y.dtype())?.reshape((1, (), 1, 1))?)
+            }
             None => Ok(y),
         }
     }

@@ -16,6 +16,8 @@
 //! The input gradient is skipped when the input does not need one (a detached module
 //! input, the network's images), which local learning hits in every module.
 
+#[cfg(feature = "cudnn")]
+use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -26,7 +28,7 @@ use super::depthwise_cpu;
 const WEIGHT_GRAD_CHUNK: usize = 4;
 
 /// Shapes of one convolution (square kernel, same stride and padding on both axes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Geometry {
     pub batch: usize,
     pub c_in: usize,
@@ -351,14 +353,15 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: 
     }
 }
 
-/// Forward convolution; its backward runs [`InputGrad`] and [`WeightGrad`].
-pub(crate) struct Conv2dCpu {
+/// Forward convolution; its backward runs [`InputGrad`] and [`WeightGrad`]. On CUDA (with
+/// the `cudnn` feature) all three are cuDNN calls, see [`super::cudnn`].
+pub(crate) struct Conv2dOp {
     pub stride: usize,
     pub padding: usize,
     pub groups: usize,
 }
 
-impl CustomOp2 for Conv2dCpu {
+impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
         "auglocal-conv2d"
     }
@@ -379,6 +382,19 @@ impl CustomOp2 for Conv2dCpu {
             g.forward(x, weight)
         };
         Ok((CpuStorage::F32(out), g.output_shape()))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = Geometry::new(xl.dims(), wl.dims(), self.stride, self.padding, self.groups)?;
+        let y = super::cudnn::conv_forward(&g, (xs, xl), (ws, wl))?;
+        Ok((y, g.output_shape()))
     }
 
     fn bwd(
@@ -416,6 +432,19 @@ struct InputGrad(Geometry);
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
         "auglocal-conv2d-input-grad"
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        dys: &CudaStorage,
+        dyl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = self.0;
+        let dx = super::cudnn::conv_input_grad(&g, (dys, dyl), (ws, wl))?;
+        Ok((dx, g.input_shape()))
     }
 
     fn cpu_fwd(
@@ -474,6 +503,19 @@ struct WeightGrad(Geometry);
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {
         "auglocal-conv2d-weight-grad"
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        dys: &CudaStorage,
+        dyl: &Layout,
+        xs: &CudaStorage,
+        xl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = self.0;
+        let dw = super::cudnn::conv_weight_grad(&g, (dys, dyl), (xs, xl))?;
+        Ok((dw, g.weight_shape()))
     }
 
     fn cpu_fwd(

@@ -4,8 +4,12 @@
 
 mod batch_norm;
 mod batch_norm_cpu;
+#[cfg(feature = "cudnn")]
+mod batch_norm_cudnn;
 mod conv;
 mod conv_cpu;
+#[cfg(feature = "cudnn")]
+mod cudnn;
 mod depthwise_cpu;
 mod elementwise_cpu;
 mod linear;
@@ -52,9 +56,10 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean((2, 3))
 }
 
-/// Mean cross-entropy of `logits` (N, classes) against `labels` (N) u32.
+/// Mean cross-entropy of `logits` (N, classes) against `labels` (N) u32, computed in f32
+/// whatever the logits' precision.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    candle_nn::loss::cross_entropy(logits, labels)
+    candle_nn::loss::cross_entropy(&logits.to_dtype(candle_core::DType::F32)?, labels)
 }
 
 /// Number of rows of `logits` whose arg-max equals the label.
