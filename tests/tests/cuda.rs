@@ -109,10 +109,10 @@ fn batch_norm_pass(device: &Device, x: &Tensor, r: &Tensor) -> anyhow::Result<Ve
     let ramp = Tensor::arange(0f32, c as f32, &Device::Cpu)?;
     entry("weight")
         .var
-        .set(&(&ramp * 0.1 + 0.5)?.to_device(device)?)?;
+        .set(&ramp.affine(0.1, 0.5)?.to_device(device)?)?;
     entry("bias")
         .var
-        .set(&(&ramp * -0.05)?.to_device(device)?)?;
+        .set(&ramp.affine(-0.05, 0.0)?.to_device(device)?)?;
     let x = Var::from_tensor(&x.to_device(device)?)?;
     let y = bn.forward_t(x.as_tensor(), true)?;
     let grads = (&y * r.to_device(device)?)?.sum_all()?.backward()?;
