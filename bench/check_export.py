@@ -1,8 +1,10 @@
-"""Checks that an auglocal export loads into a PyTorch CIFAR ResNet with strict=True and
-gives the same inference logits as auglocal.
+"""Checks that an auglocal export loads into a PyTorch CIFAR ResNet (or, for the ImageNet
+models, torchvision's own resnet18/34/50/101 and vgg13_bn) with strict=True and gives the
+same inference logits as auglocal.
 
     cargo run --release -p auglocal-tests --example export_check -- /tmp/export resnet20
     python3 bench/check_export.py /tmp/export resnet20
+    (resnet18, resnet34, resnet50, resnet101, vgg13: needs torchvision)
 
 The model is written from the spec (He et al. 2016, option-B projection shortcuts; PyTorch's
 usual CIFAR names), not taken from any other code base; its block is pytorch_bench.py's.
@@ -38,9 +40,19 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+# Our ImageNet model names and torchvision's constructors of the same networks.
+TORCHVISION = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
+               "resnet101": "resnet101", "vgg13": "vgg13_bn"}
+
+
 def main():
     folder, name = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "resnet20"
-    model = CifarResNet(int(name.removeprefix("resnet")))
+    if name in TORCHVISION:
+        import torchvision
+
+        model = getattr(torchvision.models, TORCHVISION[name])(num_classes=10)
+    else:
+        model = CifarResNet(int(name.removeprefix("resnet")))
     state = load_file(f"{folder}/backbone.safetensors")
     model.load_state_dict(state, strict=True)
     model.eval()
@@ -49,7 +61,7 @@ def main():
         logits = model(probe["images"])
     ours = probe["logits"]
     rel = ((logits - ours).norm() / ours.norm()).item()
-    tracked = state["layer2.0.downsample.1.num_batches_tracked"]
+    tracked = next(v for k, v in state.items() if k.endswith("num_batches_tracked"))
     print(f"{name}: {len(state)} tensors loaded with strict=True; num_batches_tracked {tracked.dtype} = {tracked.item()}")
     print(f"logits: max |torch - auglocal| = {(logits - ours).abs().max().item():.3e}, relative L2 = {rel:.3e}")
     print(f"argmax agree on {(logits.argmax(1) == ours.argmax(1)).sum().item()}/{len(ours)} images")
