@@ -100,9 +100,10 @@ impl CustomOp3 for BatchNormTrainCudnn {
         };
         let all = dy.contiguous()?.apply_op3_no_bwd(x, w, &op)?;
         let len = n * c * s;
+        let (dw_at, db_at, _) = cudnn::bn_backward_layout(len, c);
         let dx = all.narrow(0, 0, len)?.reshape((n, c, s))?;
-        let dw = all.narrow(0, len, c)?;
-        let db = all.narrow(0, len + c, c)?;
+        let dw = all.narrow(0, dw_at, c)?;
+        let db = all.narrow(0, db_at, c)?;
         Ok((x.track_op().then_some(dx), Some(dw), Some(db)))
     }
 }

@@ -92,7 +92,9 @@ impl candle_nn::ModuleT for Conv2d {
         let own_op = if x.device().is_cpu() {
             x.dtype() == DType::F32
         } else {
-            cfg!(feature = "cudnn") && x.device().is_cuda()
+            cfg!(feature = "cudnn")
+                && x.device().is_cuda()
+                && matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16)
         };
         let y = if own_op {
             let op = Conv2dOp {

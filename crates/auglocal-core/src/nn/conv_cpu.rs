@@ -443,6 +443,13 @@ impl CustomOp2 for InputGrad {
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let g = self.0;
+        if dyl.shape() != &g.output_shape() || wl.shape() != &g.weight_shape() {
+            bail!(
+                "conv2d input gradient: unexpected shapes {:?} and {:?}",
+                dyl.dims(),
+                wl.dims()
+            );
+        }
         let dx = super::cudnn::conv_input_grad(&g, (dys, dyl), (ws, wl))?;
         Ok((dx, g.input_shape()))
     }
@@ -514,6 +521,13 @@ impl CustomOp2 for WeightGrad {
         xl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let g = self.0;
+        if dyl.shape() != &g.output_shape() || xl.shape() != &g.input_shape() {
+            bail!(
+                "conv2d weight gradient: unexpected shapes {:?} and {:?}",
+                dyl.dims(),
+                xl.dims()
+            );
+        }
         let dw = super::cudnn::conv_weight_grad(&g, (dys, dyl), (xs, xl))?;
         Ok((dw, g.weight_shape()))
     }

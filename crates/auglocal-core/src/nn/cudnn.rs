@@ -58,8 +58,10 @@ impl Drop for RawHandle {
 
 /// One device's cuDNN state on one thread (cuDNN handles are neither Send nor Sync).
 struct Context {
-    cudnn: Arc<Cudnn>,
+    // Fields drop in this order: the raw handle before the safe one, whose stream keeps the
+    // CUDA context alive.
     raw: RawHandle,
+    cudnn: Arc<Cudnn>,
     algos: HashMap<(Geometry, DType, Pass), (Algo, usize)>,
     workspace: Option<CudaSlice<u8>>,
 }
@@ -76,8 +78,8 @@ impl Context {
         let raw_handle = RawHandle(handle);
         unsafe { raw::set_stream(handle, stream.cu_stream() as *mut _) }?;
         Ok(Context {
-            cudnn,
             raw: raw_handle,
+            cudnn,
             algos: HashMap::new(),
             workspace: None,
         })
@@ -222,11 +224,24 @@ fn conv_pass<T: CudnnElement>(
     a: &CudaView<T>,
     b: &CudaView<T>,
 ) -> Result<CudaSlice<T>> {
-    let out_len = match pass {
-        Pass::Forward => g.batch * g.c_out * g.h_out * g.w_out,
-        Pass::InputGrad => g.batch * g.c_in * g.h * g.w,
-        Pass::WeightGrad => g.c_out * (g.c_in / g.groups) * g.k * g.k,
+    let (x_len, y_len) = (
+        g.batch * g.c_in * g.h * g.w,
+        g.batch * g.c_out * g.h_out * g.w_out,
+    );
+    let w_len = g.c_out * (g.c_in / g.groups) * g.k * g.k;
+    // cuDNN trusts the descriptors: operands of other sizes would be read out of bounds.
+    let (a_len, b_len, out_len) = match pass {
+        Pass::Forward => (x_len, w_len, y_len),
+        Pass::InputGrad => (y_len, w_len, x_len),
+        Pass::WeightGrad => (y_len, x_len, w_len),
     };
+    if a.len() != a_len || b.len() != b_len {
+        bail!(
+            "conv2d on CUDA ({pass:?}): operands of {} and {} elements for {g:?}, expected {a_len} and {b_len}",
+            a.len(),
+            b.len()
+        );
+    }
     // Every element is written (beta = 0), so the output need not be zeroed.
     let mut out = unsafe { dev.alloc::<T>(out_len)? };
     let scale = (T::from_f64(1.0), T::from_f64(0.0));
@@ -373,15 +388,31 @@ fn copy_of(t: &Tensor, dev: &CudaDevice) -> Result<CudaSlice<f32>> {
         .clone_dtod(&view::<f32>(storage, layout, "running average")?)?)
 }
 
-fn bn_shapes(x: &Layout) -> Result<(usize, RawTensor, RawTensor)> {
+/// Element count of x (N, C, S) and the descriptors of x and of the per-channel tensors,
+/// after checking that every per-channel operand has C elements.
+fn bn_shapes(x: &Layout, per_channel: &[(&str, usize)]) -> Result<(usize, RawTensor, RawTensor)> {
     let &[n, c, s] = x.dims() else {
         bail!("batch norm expects (N, C, S), got {:?}", x.dims());
     };
+    for &(what, len) in per_channel {
+        if len != c {
+            bail!("batch norm on CUDA: {what} has {len} values for {c} channels");
+        }
+    }
     Ok((
         n * c * s,
         RawTensor::new([n, c, s, 1])?,
         RawTensor::new([1, c, 1, 1])?,
     ))
+}
+
+/// Where dw and db start in the backward's output buffer (after dx, `len` values), and the
+/// buffer's length: each part starts on a 256-byte boundary.
+pub(crate) fn bn_backward_layout(len: usize, channels: usize) -> (usize, usize, usize) {
+    const ALIGN: usize = 256 / std::mem::size_of::<f32>();
+    let dw = len.next_multiple_of(ALIGN);
+    let db = (dw + channels).next_multiple_of(ALIGN);
+    (dw, db, db + channels)
 }
 
 const SPATIAL: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
@@ -409,7 +440,15 @@ pub(crate) fn batch_norm_train(
 ) -> Result<(CudaStorage, CudaBatchStats)> {
     let dev = &xs.device;
     let stream = dev.cuda_stream();
-    let (len, x_desc, bn_desc) = bn_shapes(xl)?;
+    let (len, x_desc, bn_desc) = bn_shapes(
+        xl,
+        &[
+            ("the weight", wl.shape().elem_count()),
+            ("the bias", bl.shape().elem_count()),
+            ("the running mean", running_mean.elem_count()),
+            ("the running variance", running_var.elem_count()),
+        ],
+    )?;
     let channels = xl.dims()[1];
     let x = view::<f32>(xs, xl, "input")?;
     let w = view::<f32>(ws, wl, "weight")?;
@@ -462,7 +501,7 @@ pub(crate) fn batch_norm_train(
 }
 
 /// BatchNorm's backward from (dy, x, w): one buffer holding dx (N·C·S values), then dw
-/// and db (C values each).
+/// and db (C values each) where [`bn_backward_layout`] puts them.
 pub(crate) fn batch_norm_backward(
     (dys, dyl): (&CudaStorage, &Layout),
     (xs, xl): (&CudaStorage, &Layout),
@@ -472,12 +511,28 @@ pub(crate) fn batch_norm_backward(
 ) -> Result<CudaStorage> {
     let dev = &xs.device;
     let stream = dev.cuda_stream();
-    let (len, x_desc, bn_desc) = bn_shapes(xl)?;
+    let (len, x_desc, bn_desc) = bn_shapes(
+        xl,
+        &[
+            ("the weight", wl.shape().elem_count()),
+            ("the saved mean", stats.saved_mean.len()),
+            ("the saved inverse std", stats.saved_inv_std.len()),
+        ],
+    )?;
+    if dyl.shape() != xl.shape() {
+        bail!(
+            "batch norm backward on CUDA: output gradient {:?} for input {:?}",
+            dyl.dims(),
+            xl.dims()
+        );
+    }
     let channels = xl.dims()[1];
     let dy = view::<f32>(dys, dyl, "output gradient")?;
     let x = view::<f32>(xs, xl, "input")?;
     let w = view::<f32>(ws, wl, "weight")?;
-    let mut out = unsafe { dev.alloc::<f32>(len + 2 * channels)? };
+    let (dw_at, db_at, total) = bn_backward_layout(len, channels);
+    // The gaps between the parts are never read.
+    let mut out = unsafe { dev.alloc::<f32>(total)? };
     let (one, zero) = (1f32, 0f32);
     let elem = std::mem::size_of::<f32>() as u64;
     with_context(dev, |context| {
@@ -487,8 +542,8 @@ pub(crate) fn batch_norm_backward(
         let (op, _go) = out.device_ptr_mut(&stream);
         let (mp, _gm) = stats.saved_mean.device_ptr(&stream);
         let (ip, _gi) = stats.saved_inv_std.device_ptr(&stream);
-        let dw = op + len as u64 * elem;
-        let db = dw + channels as u64 * elem;
+        let dw = op + dw_at as u64 * elem;
+        let db = op + db_at as u64 * elem;
         unsafe {
             sys::cudnnBatchNormalizationBackward(
                 context.raw.0,
@@ -529,7 +584,15 @@ pub(crate) fn batch_norm_inference(
 ) -> Result<CudaStorage> {
     let dev = &xs.device;
     let stream = dev.cuda_stream();
-    let (len, x_desc, bn_desc) = bn_shapes(xl)?;
+    let (len, x_desc, bn_desc) = bn_shapes(
+        xl,
+        &[
+            ("the weight", wl.shape().elem_count()),
+            ("the bias", bl.shape().elem_count()),
+            ("the running mean", running_mean.elem_count()),
+            ("the running variance", running_var.elem_count()),
+        ],
+    )?;
     let x = view::<f32>(xs, xl, "input")?;
     let w = view::<f32>(ws, wl, "weight")?;
     let b = view::<f32>(bs, bl, "bias")?;
