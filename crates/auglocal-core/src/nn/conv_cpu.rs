@@ -125,6 +125,25 @@ impl Geometry {
         Shape::from((self.c_out, self.group_in(), self.k, self.k))
     }
 
+    /// Fails unless a gradient op got the output gradient `dy` and a `second` operand of
+    /// `expected` shape (the weight, or the input).
+    fn check_operands(
+        &self,
+        op: &str,
+        dy: &Layout,
+        second: &Layout,
+        expected: Shape,
+    ) -> Result<()> {
+        if dy.shape() != &self.output_shape() || second.shape() != &expected {
+            bail!(
+                "conv2d {op}: unexpected shapes {:?} and {:?}",
+                dy.dims(),
+                second.dims()
+            );
+        }
+        Ok(())
+    }
+
     /// One k x k filter per channel: the direct kernels of [`depthwise_cpu`] run it.
     fn is_depthwise(&self) -> bool {
         self.groups == self.c_in && self.c_out == self.c_in
@@ -443,13 +462,7 @@ impl CustomOp2 for InputGrad {
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let g = self.0;
-        if dyl.shape() != &g.output_shape() || wl.shape() != &g.weight_shape() {
-            bail!(
-                "conv2d input gradient: unexpected shapes {:?} and {:?}",
-                dyl.dims(),
-                wl.dims()
-            );
-        }
+        g.check_operands("input gradient", dyl, wl, g.weight_shape())?;
         let dx = super::cudnn::conv_input_grad(&g, (dys, dyl), (ws, wl))?;
         Ok((dx, g.input_shape()))
     }
@@ -462,13 +475,7 @@ impl CustomOp2 for InputGrad {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        if dyl.shape() != &g.output_shape() || wl.shape() != &g.weight_shape() {
-            bail!(
-                "conv2d input gradient: unexpected shapes {:?} and {:?}",
-                dyl.dims(),
-                wl.dims()
-            );
-        }
+        g.check_operands("input gradient", dyl, wl, g.weight_shape())?;
         let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
         if g.is_depthwise() {
@@ -521,13 +528,7 @@ impl CustomOp2 for WeightGrad {
         xl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let g = self.0;
-        if dyl.shape() != &g.output_shape() || xl.shape() != &g.input_shape() {
-            bail!(
-                "conv2d weight gradient: unexpected shapes {:?} and {:?}",
-                dyl.dims(),
-                xl.dims()
-            );
-        }
+        g.check_operands("weight gradient", dyl, xl, g.input_shape())?;
         let dw = super::cudnn::conv_weight_grad(&g, (dys, dyl), (xs, xl))?;
         Ok((dw, g.weight_shape()))
     }
@@ -540,13 +541,7 @@ impl CustomOp2 for WeightGrad {
         xl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        if dyl.shape() != &g.output_shape() || xl.shape() != &g.input_shape() {
-            bail!(
-                "conv2d weight gradient: unexpected shapes {:?} and {:?}",
-                dyl.dims(),
-                xl.dims()
-            );
-        }
+        g.check_operands("weight gradient", dyl, xl, g.input_shape())?;
         let dy = contiguous_f32("conv2d", dys, dyl, "output gradient")?;
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
         if g.is_depthwise() {

@@ -425,6 +425,44 @@ fn ptr_mut(address: u64) -> *mut c_void {
     address as usize as *mut c_void
 }
 
+/// The checked operands of a BatchNorm forward (training or inference).
+struct BnForward<'a> {
+    len: usize,
+    x_desc: RawTensor,
+    bn_desc: RawTensor,
+    x: CudaView<'a, f32>,
+    w: CudaView<'a, f32>,
+    b: CudaView<'a, f32>,
+}
+
+impl<'a> BnForward<'a> {
+    fn new(
+        (xs, xl): (&'a CudaStorage, &Layout),
+        (ws, wl): (&'a CudaStorage, &Layout),
+        (bs, bl): (&'a CudaStorage, &Layout),
+        running_mean: &Tensor,
+        running_var: &Tensor,
+    ) -> Result<Self> {
+        let (len, x_desc, bn_desc) = bn_shapes(
+            xl,
+            &[
+                ("the weight", wl.shape().elem_count()),
+                ("the bias", bl.shape().elem_count()),
+                ("the running mean", running_mean.elem_count()),
+                ("the running variance", running_var.elem_count()),
+            ],
+        )?;
+        Ok(BnForward {
+            len,
+            x_desc,
+            bn_desc,
+            x: view(xs, xl, "input")?,
+            w: view(ws, wl, "weight")?,
+            b: view(bs, bl, "bias")?,
+        })
+    }
+}
+
 /// Training forward of BatchNorm over x (N, C, S) f32 with batch statistics, moving copies
 /// of the running averages by `momentum` (cuDNN uses the unbiased variance for them, as
 /// PyTorch does).
@@ -440,19 +478,15 @@ pub(crate) fn batch_norm_train(
 ) -> Result<(CudaStorage, CudaBatchStats)> {
     let dev = &xs.device;
     let stream = dev.cuda_stream();
-    let (len, x_desc, bn_desc) = bn_shapes(
-        xl,
-        &[
-            ("the weight", wl.shape().elem_count()),
-            ("the bias", bl.shape().elem_count()),
-            ("the running mean", running_mean.elem_count()),
-            ("the running variance", running_var.elem_count()),
-        ],
-    )?;
+    let BnForward {
+        len,
+        x_desc,
+        bn_desc,
+        x,
+        w,
+        b,
+    } = BnForward::new((xs, xl), (ws, wl), (bs, bl), running_mean, running_var)?;
     let channels = xl.dims()[1];
-    let x = view::<f32>(xs, xl, "input")?;
-    let w = view::<f32>(ws, wl, "weight")?;
-    let b = view::<f32>(bs, bl, "bias")?;
     let mut y = unsafe { dev.alloc::<f32>(len)? };
     let mut mean = copy_of(running_mean, dev)?;
     let mut var = copy_of(running_var, dev)?;
@@ -584,18 +618,14 @@ pub(crate) fn batch_norm_inference(
 ) -> Result<CudaStorage> {
     let dev = &xs.device;
     let stream = dev.cuda_stream();
-    let (len, x_desc, bn_desc) = bn_shapes(
-        xl,
-        &[
-            ("the weight", wl.shape().elem_count()),
-            ("the bias", bl.shape().elem_count()),
-            ("the running mean", running_mean.elem_count()),
-            ("the running variance", running_var.elem_count()),
-        ],
-    )?;
-    let x = view::<f32>(xs, xl, "input")?;
-    let w = view::<f32>(ws, wl, "weight")?;
-    let b = view::<f32>(bs, bl, "bias")?;
+    let BnForward {
+        len,
+        x_desc,
+        bn_desc,
+        x,
+        w,
+        b,
+    } = BnForward::new((xs, xl), (ws, wl), (bs, bl), running_mean, running_var)?;
     let (mean_storage, mean_layout) = running_mean.storage_and_layout();
     let (var_storage, var_layout) = running_var.storage_and_layout();
     let (Storage::Cuda(mean_storage), Storage::Cuda(var_storage)) = (&*mean_storage, &*var_storage)
