@@ -313,16 +313,13 @@ pub fn decode(name: &str, rows: Rows, classes: Option<usize>) -> Result<ImageSet
         .images
         .par_iter()
         .map(|(bytes, file, row)| {
-            let image = image::load_from_memory(bytes)
-                .map_err(|e| {
-                    bad(
-                        path_of(*file),
-                        format!("row {row}: the image does not decode: {e}"),
-                        "PNG or JPEG bytes in the image column",
-                    )
-                })?
-                .to_rgb8();
-            Ok(crate::resize::chw_from_rgb(&image))
+            crate::image_folder::decode_chw(bytes).map_err(|e| {
+                bad(
+                    path_of(*file),
+                    format!("row {row}: the image does not decode: {e}"),
+                    "PNG or JPEG bytes in the image column",
+                )
+            })
         })
         .collect();
     let mut images = Vec::new();
