@@ -336,9 +336,33 @@ pub fn parse_device(name: &str) -> Result<candle_core::Device> {
 pub fn read_toml(path: &std::path::Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-    Ok(table)
+    parse_toml(&text, path)
+}
+
+/// [`read_toml`] on the text of the file; `path` only names it in errors.
+pub fn parse_toml(text: &str, path: &std::path::Path) -> Result<toml::Table> {
+    toml::from_str(text)
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))
+}
+
+/// The settings of a new run: the recipe that `dataset` and `recipe` pick (from `flags`,
+/// else `file`; default `synthetic` and its default recipe), then `file` (read from
+/// `origin`), then `flags` over it, validated.
+pub fn resolve_new(file: &toml::Table, flags: &toml::Table, origin: &str) -> Result<TrainConfig> {
+    let dataset = flags
+        .get("dataset")
+        .or_else(|| file.get("dataset"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("synthetic")
+        .to_string();
+    let base = match flags.get("recipe").or_else(|| file.get("recipe")) {
+        Some(name) => TrainConfig::with_recipe(&dataset, name.as_str().unwrap_or_default())?,
+        None => TrainConfig::recipe(&dataset),
+    };
+    let config = apply_table(&base, file, origin)?;
+    let config = apply_table(&config, flags, "flags")?;
+    config.validate()?;
+    Ok(config)
 }
 
 /// Applies `overrides` (TOML table with the field names of [`TrainConfig`]) over `base`.

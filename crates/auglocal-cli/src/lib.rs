@@ -13,6 +13,10 @@ mod session;
 mod similarity;
 mod train;
 
+// What reads the files a user passes, for the fuzz targets (`fuzz/`).
+pub use config::{parse_toml, resolve_new, TrainConfig};
+pub use session::{RunState, MAX_CLASSES};
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;

@@ -45,6 +45,33 @@ pub struct RunState {
     pub partial: EpochSums,
 }
 
+/// The most classes a checkpoint's model may have: ImageNet-21k's 21,841 with room to
+/// spare, while a corrupt count cannot make the output layer exhaust memory.
+pub const MAX_CLASSES: usize = 100_000;
+
+impl RunState {
+    /// Checks a state read from checkpoint directory `dir` before a model is built from
+    /// it: the layout version this auglocal reads and a class count a model can have.
+    pub fn check(&self, dir: &Path) -> Result<()> {
+        if self.version != STATE_VERSION {
+            bail!(
+                "checkpoint {} has state version {}, this auglocal reads version {STATE_VERSION}; use the auglocal release that wrote it",
+                dir.display(),
+                self.version
+            );
+        }
+        if !(1..=MAX_CLASSES).contains(&self.classes) {
+            bail!(
+                "checkpoint {} says its model has {} classes, expected 1 to {MAX_CLASSES}; {} is damaged, resume from an older checkpoint (checkpoint.old-*) or start again",
+                dir.display(),
+                self.classes,
+                checkpoint::STATE_FILE
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Sets the number of worker threads for rayon and Candle's CPU kernels (0: all cores).
 /// Must run before any tensor work.
 /// The first call in a process decides; later calls (tests running several commands in one
@@ -209,13 +236,7 @@ pub fn evaluate(engine: &Engine, loader: &Loader) -> Result<EvalTotals> {
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(PathBuf, RunState, Engine)> {
     let dir = checkpoint::resolve(path)?;
     let state: RunState = checkpoint::read_state(&dir)?;
-    if state.version != STATE_VERSION {
-        bail!(
-            "checkpoint {} has state version {}, this auglocal reads version {STATE_VERSION}; use the auglocal release that wrote it",
-            dir.display(),
-            state.version
-        );
-    }
+    state.check(&dir)?;
     let mut engine = build_engine(&state.config, state.classes, device)?;
     checkpoint::load_weights(
         &dir.join(checkpoint::WEIGHTS_FILE),

@@ -115,6 +115,7 @@ fn resolve(args: &TrainArgs) -> Result<(PathBuf, TrainConfig, Option<PathBuf>)> 
         }
         let ckpt = checkpoint::resolve(dir)?;
         let state: RunState = checkpoint::read_state(&ckpt)?;
+        state.check(&ckpt)?;
         if let Some(key) = flags.keys().find(|k| !RESUMABLE.contains(&k.as_str())) {
             bail!(
                 "--{} cannot change when resuming (the run fixed it); only {} may be given with --resume",
@@ -156,24 +157,12 @@ fn resolve(args: &TrainArgs) -> Result<(PathBuf, TrainConfig, Option<PathBuf>)> 
         Some(path) => config::read_toml(path)?,
         None => toml::Table::new(),
     };
-    let dataset = flags
-        .get("dataset")
-        .or_else(|| file.get("dataset"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("synthetic")
-        .to_string();
-    let base = match flags.get("recipe").or_else(|| file.get("recipe")) {
-        Some(name) => TrainConfig::with_recipe(&dataset, name.as_str().unwrap_or_default())?,
-        None => TrainConfig::recipe(&dataset),
-    };
     let origin = args
         .config
         .as_ref()
         .map(|p| format!("config file {}", p.display()))
         .unwrap_or_default();
-    let config = config::apply_table(&base, &file, &origin)?;
-    let config = config::apply_table(&config, &flags, "flags")?;
-    config.validate()?;
+    let config = config::resolve_new(&file, &flags, &origin)?;
     Ok((out, config, None))
 }
 

@@ -110,6 +110,8 @@ const CASES: &[Case] = &[
         &["{t}/other-model/checkpoint/model.safetensors", "saved from another model or method"]),
     case("another version's checkpoint", &["eval", "--checkpoint", "{t}/version99"], 1,
         &["has state version 99, this auglocal reads version 1; use the auglocal release that wrote it"]),
+    case("a run state with an impossible class count", &["eval", "--checkpoint", "{t}/classes-huge"], 1,
+        &["{t}/classes-huge/checkpoint says its model has 1000000000000 classes, expected 1 to 100000; state.json is damaged"]),
     case("unreadable run state", &["eval", "--checkpoint", "{t}/bad-state"], 1,
         &["{t}/bad-state/checkpoint/state.json", "unreadable run state"]),
     case("missing momentum file", &["train", "--resume", "{t}/no-optimizer"], 1,
@@ -236,6 +238,7 @@ fn fixture(t: &Path) {
         "garbage",
         "other-model",
         "version99",
+        "classes-huge",
         "bad-state",
         "no-optimizer",
         "full",
@@ -254,6 +257,9 @@ fn fixture(t: &Path) {
         s["config"]["model"] = "resnet20".into()
     });
     edit_state(&t.join("version99"), |s| s["version"] = 99.into());
+    edit_state(&t.join("classes-huge"), |s| {
+        s["classes"] = 1_000_000_000_000u64.into()
+    });
     std::fs::write(
         t.join("bad-state/checkpoint/state.json"),
         b"{\"version\": 1, ",

@@ -233,7 +233,16 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// Reads a safetensors file into named tensors on `device`, with errors that name the file.
 pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+    parse_tensors(&bytes, path, device)
+}
+
+/// [`read_tensors`] on the bytes of a safetensors file; `path` only names it in errors.
+pub fn parse_tensors(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load_buffer(bytes, device).map_err(|e| {
         Error::checkpoint(
             path,
             format!("not a valid safetensors file ({e}); it may be truncated or of another format"),
@@ -254,12 +263,19 @@ pub enum Coverage {
 /// Copies the tensors of `path` into `store`. Shapes and dtypes must match exactly; names
 /// the store does not know, or missing ones, are errors that list them.
 pub fn load_weights(path: &Path, store: &ParamStore, coverage: Coverage) -> Result<()> {
+    let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    load_weights_from_bytes(&bytes, path, store, coverage)
+}
+
+/// [`load_weights`] from the bytes of the weights file; `path` only names it in errors.
+pub fn load_weights_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    store: &ParamStore,
+    coverage: Coverage,
+) -> Result<()> {
     let entries = store.entries();
-    let device = entries
-        .first()
-        .map(|e| e.var.device().clone())
-        .unwrap_or(Device::Cpu);
-    let mut tensors = read_tensors(path, &device)?;
+    let mut tensors = parse_tensors(bytes, path, &store_device(store))?;
     let mut missing = Vec::new();
     for entry in &entries {
         let Some(t) = tensors.remove(&entry.name) else {
@@ -312,12 +328,19 @@ pub fn load_weights(path: &Path, store: &ParamStore, coverage: Coverage) -> Resu
 
 /// Restores momentum buffers from `path` into `optimizer`.
 pub fn load_optimizer(path: &Path, store: &ParamStore, optimizer: &mut Sgd) -> Result<()> {
+    let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    load_optimizer_from_bytes(&bytes, path, store, optimizer)
+}
+
+/// [`load_optimizer`] from the bytes of the momentum file; `path` only names it in errors.
+pub fn load_optimizer_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    store: &ParamStore,
+    optimizer: &mut Sgd,
+) -> Result<()> {
     let entries = store.entries();
-    let device = entries
-        .first()
-        .map(|e| e.var.device().clone())
-        .unwrap_or(Device::Cpu);
-    let tensors = read_tensors(path, &device)?;
+    let tensors = parse_tensors(bytes, path, &store_device(store))?;
     let mut buffers = BTreeMap::new();
     for (name, t) in tensors {
         let Some(entry) = entries.iter().find(|e| e.name == name) else {
@@ -346,8 +369,22 @@ pub fn load_optimizer(path: &Path, store: &ParamStore, optimizer: &mut Sgd) -> R
 pub fn read_state<T: DeserializeOwned>(dir: &Path) -> Result<T> {
     let path = dir.join(STATE_FILE);
     let bytes = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::checkpoint(&path, format!("unreadable run state: {e}")))
+    parse_state(&bytes, &path)
+}
+
+/// [`read_state`] on the bytes of `state.json`; `path` only names it in errors.
+pub fn parse_state<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::checkpoint(path, format!("unreadable run state: {e}")))
+}
+
+/// The device the store's tensors live on (CPU for an empty store).
+fn store_device(store: &ParamStore) -> Device {
+    store
+        .entries()
+        .first()
+        .map(|e| e.var.device().clone())
+        .unwrap_or(Device::Cpu)
 }
 
 /// Writes the backbone and output layer alone (no auxiliary networks), with PyTorch's names

@@ -208,23 +208,83 @@ impl ImageFolder {
     /// Decodes image `index` to RGB `u8` CHW with its height and width.
     pub fn decode(&self, index: usize) -> Result<(Vec<u8>, usize, usize)> {
         let path = &self.files[index];
-        let bad = |problem: String| Error::BadFile {
-            path: path.clone(),
-            problem,
-            expected: EXPECTED_IMAGE.to_string(),
-        };
-        let image = image::ImageReader::open(path)
-            .map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?
-            .with_guessed_format()
-            .map_err(|e| bad(e.to_string()))?
-            .decode()
-            .map_err(|e| bad(format!("cannot decode: {e}")))?
-            .to_rgb8();
-        Ok(resize::chw_from_rgb(&image))
+        let bytes = std::fs::read(path).map_err(io_error(path))?;
+        decode_image(&bytes, path)
     }
+}
+
+/// The most pixels an image file may have: 24 megapixels (6000 x 4000), far above any
+/// training image. A JPEG header can declare 11272 x 9736 pixels in a 649-byte file (found
+/// by fuzzing), which the decoder fills in and every crop then reads: seconds of work and
+/// 330 MB per image from a few bytes.
+pub const MAX_PIXELS: u64 = 24_000_000;
+
+/// Decodes the bytes of image file `path` (JPEG or PNG, told by its content) to RGB `u8`
+/// CHW with its height and width.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    decode_chw(bytes).map_err(|problem| Error::BadFile {
+        path: path.to_path_buf(),
+        problem,
+        expected: EXPECTED_IMAGE.to_string(),
+    })
+}
+
+/// [`decode_image`] with the problem as text, for readers that name the place themselves.
+pub(crate) fn decode_chw(bytes: &[u8]) -> std::result::Result<(Vec<u8>, usize, usize), String> {
+    use image::ImageDecoder;
+    let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_decoder()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(format!(
+            "the image is {width}x{height} pixels, more than the {MAX_PIXELS} this reader \
+             decodes; downscale it"
+        ));
+    }
+    let image = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("cannot decode: {e}"))?
+        .to_rgb8();
+    Ok(resize::chw_from_rgb(&image))
+}
+
+/// Turns a decoded `(chw, height, width)` image into the `3 x size x size` input of
+/// `config` in `out`: a random-resized crop and flip for training, the shorter side resized
+/// and the centre cropped otherwise, then `augment`'s remaining steps and `normalize`.
+pub fn prepare(
+    config: &FolderConfig,
+    (image, height, width): (&[u8], usize, usize),
+    augment: Augment,
+    normalize: &Normalize,
+    rng: &mut ChaCha8Rng,
+    out: &mut [f32],
+) {
+    let dims = (3, height, width);
+    let size = config.size;
+    let (square, rest) = match augment {
+        Augment::ResizedCropFlip { scale, ratio } => {
+            let window = resize::random_resized_window(height, width, scale, ratio, rng);
+            let flip = rng.random_bool(0.5);
+            let square = resize::resample(image, dims, window, (size, size), flip);
+            (square, Augment::None)
+        }
+        // Evaluation, and pad-crop augmentations applied after the centre crop.
+        other => {
+            let (h, w) = resize::shorter_side(height, width, config.resize);
+            let full = Window {
+                top: 0,
+                left: 0,
+                height,
+                width,
+            };
+            let centre = resize::centre_window(h, w, size);
+            let square = resize::resample_cropped(image, dims, full, (h, w), centre, false);
+            (square, other)
+        }
+    };
+    transforms::apply(&square, 3, size, size, rest, normalize, rng, out);
 }
 
 impl Dataset for ImageFolder {
@@ -257,31 +317,14 @@ impl Dataset for ImageFolder {
         out: &mut [f32],
     ) -> Result<()> {
         let (image, height, width) = self.decode(index)?;
-        let dims = (3, height, width);
-        let size = self.config.size;
-        let (square, rest) = match augment {
-            Augment::ResizedCropFlip { scale, ratio } => {
-                let window = resize::random_resized_window(height, width, scale, ratio, rng);
-                let flip = rng.random_bool(0.5);
-                let square = resize::resample(&image, dims, window, (size, size), flip);
-                (square, Augment::None)
-            }
-            // Evaluation, and pad-crop augmentations applied after the centre crop.
-            other => {
-                let (h, w) = resize::shorter_side(height, width, self.config.resize);
-                let full = Window {
-                    top: 0,
-                    left: 0,
-                    height,
-                    width,
-                };
-                let resized = resize::resample(&image, dims, full, (h, w), false);
-                let centre = resize::centre_window(h, w, size);
-                let square = resize::resample(&resized, (3, h, w), centre, (size, size), false);
-                (square, other)
-            }
-        };
-        transforms::apply(&square, 3, size, size, rest, normalize, rng, out);
+        prepare(
+            &self.config,
+            (&image, height, width),
+            augment,
+            normalize,
+            rng,
+            out,
+        );
         Ok(())
     }
 }
@@ -472,6 +515,60 @@ mod tests {
         let expected = resize::resample(&resized, (3, 5, 6), centre, (4, 4), false);
         assert_eq!(loaded(&train, 3, Augment::None, 0), expected);
         Ok(())
+    }
+
+    #[test]
+    fn an_image_of_too_many_pixels_is_refused_before_decoding() {
+        // Found by `cargo fuzz run image` (a timeout): 649 bytes of JPEG declaring 11272 x
+        // 9736 pixels.
+        let bytes = include_bytes!("../tests/fuzz_cases/jpeg-11272x9736-in-649-bytes.jpg");
+        let err = decode_image(bytes, Path::new("big.jpg")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "big.jpg: the image is 11272x9736 pixels, more than the 24000000 this reader \
+             decodes; downscale it; expected a JPEG or PNG image; remove the file or pass \
+             --skip-bad-images"
+        );
+    }
+
+    #[test]
+    fn a_long_thin_image_is_cropped_without_resizing_it_whole() {
+        // 1 x 1,000,000 pixels: resizing its shorter side to 256 makes it 256 x 256,000,000
+        // (196 GB as RGB bytes); only the 224 x 224 centre may be computed. Before the crop
+        // was computed alone, this aborted on a failed allocation.
+        let width = 1_000_000;
+        // A ramp through the centre: column 499,999 is 127, column 500,000 is 128.
+        let row: Vec<u8> = (0..width)
+            .map(|x| (x as i64 - 499_872).clamp(0, 255) as u8)
+            .collect();
+        let image = [row.clone(), row.clone(), row].concat();
+        let unit = Normalize {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+        };
+        let mut out = vec![0.0; 3 * 224 * 224];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let config = FolderConfig::default();
+        prepare(
+            &config,
+            (&image, 1, width),
+            Augment::None,
+            &unit,
+            &mut rng,
+            &mut out,
+        );
+        // Crop column x sits at resized column (256,000,000 - 224) / 2 + x, i.e. source
+        // position (127,999,888 + x + 0.5) / 256 - 0.5: 499,999.06 for x = 0 (127.06 on
+        // the ramp), .26 for 50, .77 for 180, .94 for 223.
+        for (x, value) in [(0, 127.0), (50, 127.0), (180, 128.0), (223, 128.0)] {
+            for (c, y) in [(0, 0), (1, 100), (2, 223)] {
+                assert_eq!(
+                    out[c * 224 * 224 + y * 224 + x].round(),
+                    value,
+                    "({c}, {y}, {x})"
+                );
+            }
+        }
     }
 
     #[test]

@@ -104,13 +104,47 @@ pub fn centre_window(height: usize, width: usize, size: usize) -> Window {
 /// `out_height x out_width`, optionally mirrored left-right.
 pub fn resample(
     image: &[u8],
-    (channels, height, width): (usize, usize, usize),
+    dims: (usize, usize, usize),
     window: Window,
     (out_height, out_width): (usize, usize),
     flip: bool,
 ) -> Vec<u8> {
-    let columns = filter_taps(window.left, window.width, width, out_width);
-    let rows = filter_taps(window.top, window.height, height, out_height);
+    let whole = Window {
+        top: 0,
+        left: 0,
+        height: out_height,
+        width: out_width,
+    };
+    resample_cropped(image, dims, window, (out_height, out_width), whole, flip)
+}
+
+/// The `crop` of what [`resample`] would make of `window` at `out_height x out_width`
+/// (mirrored left-right after cropping when `flip`), computing and allocating only the
+/// crop: resizing a long thin image's shorter side then taking the centre must not
+/// materialise the huge resized image.
+pub fn resample_cropped(
+    image: &[u8],
+    (channels, height, width): (usize, usize, usize),
+    window: Window,
+    (out_height, out_width): (usize, usize),
+    crop: Window,
+    flip: bool,
+) -> Vec<u8> {
+    let columns = filter_taps(
+        window.left,
+        window.width,
+        width,
+        out_width,
+        crop.left..crop.left + crop.width,
+    );
+    let rows = filter_taps(
+        window.top,
+        window.height,
+        height,
+        out_height,
+        crop.top..crop.top + crop.height,
+    );
+    let (out_height, out_width) = (crop.height, crop.width);
     let mut out = vec![0u8; channels * out_height * out_width];
     // Horizontal pass over the rows the vertical pass needs.
     let row_lo = rows.iter().map(|t| t.first).min().unwrap_or(0);
@@ -159,12 +193,19 @@ impl Taps {
 
 /// PIL's `precompute_coeffs` for the bilinear filter: output `i` covers source coordinate
 /// `start + (i + 0.5) * scale`, the filter support widens by the reduction factor, and
-/// samples outside `0..len` are left out (weights renormalised).
-fn filter_taps(start: usize, span: usize, len: usize, out: usize) -> Vec<Taps> {
+/// samples outside `0..len` are left out (weights renormalised). Only the outputs in
+/// `outputs` (of `0..out`) are computed.
+fn filter_taps(
+    start: usize,
+    span: usize,
+    len: usize,
+    out: usize,
+    outputs: std::ops::Range<usize>,
+) -> Vec<Taps> {
     let scale = span as f64 / out as f64;
     let filter_scale = scale.max(1.0);
     let support = filter_scale;
-    (0..out)
+    outputs
         .map(|i| {
             let centre = start as f64 + (i as f64 + 0.5) * scale;
             let lo = ((centre - support + 0.5).floor().max(0.0)) as usize;

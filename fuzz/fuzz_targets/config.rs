@@ -1,0 +1,20 @@
+//! The TOML config file of `auglocal train --config` on arbitrary text: parsed, merged over
+//! the recipe it names and validated, as a new run does. Errors are fine; panics are not.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // read_toml reads the file as UTF-8 text and rejects anything else.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(file) = auglocal_cli::parse_toml(text, Path::new("config.toml")) else {
+        return;
+    };
+    if let Ok(settings) = auglocal_cli::resolve_new(&file, &toml::Table::new(), "config file") {
+        assert!(settings.epochs >= 1 && settings.batch_size >= 2);
+    }
+});
