@@ -37,8 +37,8 @@ pub enum Precision {
     #[default]
     F32,
     /// bfloat16 activations and convolution/linear weights (cast from the f32 masters at
-    /// every use). Meant for GPUs: on the CPU, bf16 runs on Candle's generic kernels and is
-    /// slower than f32.
+    /// every use). Meant for GPUs: on the CPU, convolutions cast to f32 and back around the
+    /// f32 kernels, so bf16 is slower than f32 there.
     Bf16,
 }
 
@@ -47,13 +47,6 @@ impl Precision {
         match self {
             Precision::F32 => DType::F32,
             Precision::Bf16 => DType::BF16,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
         }
     }
 }

@@ -49,8 +49,8 @@ impl BatchNorm {
                 .forward_train_fused(&x, (n * s) as f64, relu)?
                 .to_dtype(dtype);
         }
-        let y = if cfg!(feature = "cudnn") && x.device().is_cuda() {
-            self.forward_cudnn(&x, train)?
+        let y = if x.device().is_cuda() {
+            self.forward_cuda(&x, train)?
         } else {
             self.forward_generic(&x, train)?
         };
@@ -58,8 +58,9 @@ impl BatchNorm {
         y.to_dtype(dtype)
     }
 
+    /// The CUDA path: cuDNN in a build with the `cudnn` feature.
     #[cfg(feature = "cudnn")]
-    fn forward_cudnn(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_cuda(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         use super::batch_norm_cudnn::{take_running, BatchNormEvalCudnn, BatchNormTrainCudnn};
         let x = x.contiguous()?;
         let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
@@ -89,8 +90,9 @@ impl BatchNorm {
         Ok(y)
     }
 
+    /// The CUDA path: Candle's ops in a build without cuDNN.
     #[cfg(not(feature = "cudnn"))]
-    fn forward_cudnn(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_cuda(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_generic(x, train)
     }
 
