@@ -75,6 +75,7 @@ fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
     check(2, 3, 8, 15, 7, 2, 3, 1)?; // ImageNet-style stem
     check(2, 5, 7, 9, 3, 1, 0, 1)?; // stride 1 without padding
     check(2, 4, 6, 10, 5, 1, 2, 1)?; // 5x5, stride 1
+    check(2, 3, 4, 2, 5, 1, 2, 1)?; // 5x5 on a 2x2 image: shifts reach past the plane
     Ok(())
 }
 
