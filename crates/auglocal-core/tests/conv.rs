@@ -21,13 +21,27 @@ fn check(
     padding: usize,
     groups: usize,
 ) -> anyhow::Result<()> {
+    check_hw(batch, c_in, c_out, (size, size), k, stride, padding, groups)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_hw(
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    (h, w): (usize, usize),
+    k: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> anyhow::Result<()> {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &Device::Cpu, 11);
     let conv = Conv2d::grouped(c_in, c_out, k, stride, padding, groups, &pb.pp("conv"))?;
     let x = Var::from_tensor(&Tensor::randn(
         0f32,
         1.0,
-        (batch, c_in, size, size),
+        (batch, c_in, h, w),
         &Device::Cpu,
     )?)?;
     // A fixed random projection of the output makes every output element matter.
@@ -36,8 +50,7 @@ fn check(
         .as_tensor()
         .conv2d(conv.weight(), padding, stride, 1, groups)?;
     assert_eq!(ours.dims(), reference.dims());
-    let tag =
-        format!("{batch}x{c_in}x{size}x{size} -> {c_out}, k{k} s{stride} p{padding} g{groups}");
+    let tag = format!("{batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{padding} g{groups}");
     assert!(max_abs_diff(&ours, &reference)? < 1e-4, "forward {tag}");
 
     let probe = Tensor::randn(0f32, 1.0, ours.dims(), &Device::Cpu)?;
@@ -76,6 +89,21 @@ fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
     check(2, 5, 7, 9, 3, 1, 0, 1)?; // stride 1 without padding
     check(2, 4, 6, 10, 5, 1, 2, 1)?; // 5x5, stride 1
     check(2, 3, 4, 2, 5, 1, 2, 1)?; // 5x5 on a 2x2 image: shifts reach past the plane
+    Ok(())
+}
+
+/// Shapes the direct AVX2 kernels take (stride 1, same size, width a multiple of 8, output
+/// channels a multiple of 4; weight gradient from 256 pixels), with their remainder tiles,
+/// next to one that falls back to the GEMM.
+#[test]
+fn direct_kernels_match_candle() -> anyhow::Result<()> {
+    check(2, 16, 16, 32, 3, 1, 1, 1)?; // ResNet stage 1
+    check(2, 3, 16, 16, 3, 1, 1, 1)?; // stem: 27 weight rows, an odd one left over
+    check_hw(2, 8, 12, (3, 8), 3, 1, 1, 1)?; // 3 pixel vectors: a one-vector tile
+    check_hw(3, 5, 8, (17, 16), 3, 1, 1, 1)?; // 272 pixels, 45 weight rows
+    check(2, 4, 8, 16, 5, 1, 2, 1)?; // 5x5, padding 2
+    check_hw(2, 3, 4, (8, 24), 7, 1, 3, 1)?; // 7x7, padding 3, wider than tall
+    check(2, 4, 6, 16, 3, 1, 1, 1)?; // 6 output channels: the GEMM path
     Ok(())
 }
 

@@ -11,7 +11,9 @@
 //! weight grad   dW    = Σ_n dy[n] · cols(x[n])ᵀ          (C_out x HW) · (HW x R)
 //! ```
 //!
-//! with R = C_in·k·k. The weight gradient's GEMM writes dWᵀ, transposed once at the end:
+//! with R = C_in·k·k. Stride-1 convolutions that keep the image size (most of a ResNet) skip
+//! all this on AVX2 CPUs: [`super::conv_direct`] convolves straight from the image. Here,
+//! the weight gradient's GEMM writes dWᵀ, transposed once at the end:
 //! the gemm crate vectorises along the destination's contiguous axis, and C_out x R rows of
 //! 16 channels run it at a third of its speed (`examples/gemm_layouts.rs`). The forward
 //! pass keeps NCHW: written transposed, its GEMM is faster alone but the transpose back and
@@ -28,6 +30,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::contiguous_f32;
+use super::conv_direct;
 use super::depthwise_cpu;
 
 /// Images per partial sum of the weight gradient: fixed, for thread-count-independent sums.
@@ -178,6 +181,9 @@ impl Geometry {
 
     /// The convolution of a batch `x` (N, C_in, H, W) with `weight` (C_out, C_in, k, k).
     fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        if conv_direct::supported(self) {
+            return conv_direct::forward(self, x, weight);
+        }
         let g = self;
         let mut out = vec![0f32; g.batch * g.out_image()];
         let (rows, plane) = (g.rows(), g.out_plane());
@@ -644,6 +650,10 @@ impl CustomOp2 for WeightGrad {
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
         if g.is_depthwise() {
             let dw = depthwise_cpu::weight_grad(&g, dy, x);
+            return Ok((CpuStorage::F32(dw), g.weight_shape()));
+        }
+        if conv_direct::supports_weight_grad(&g) {
+            let dw = conv_direct::weight_grad(&g, dy, x, WEIGHT_GRAD_CHUNK);
             return Ok((CpuStorage::F32(dw), g.weight_shape()));
         }
         let (rows, plane) = (g.rows(), g.out_plane());

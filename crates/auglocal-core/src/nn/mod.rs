@@ -8,6 +8,7 @@ mod batch_norm_cpu;
 mod batch_norm_cudnn;
 mod conv;
 mod conv_cpu;
+mod conv_direct;
 #[cfg(feature = "cudnn")]
 mod cudnn;
 mod depthwise_cpu;
