@@ -12,7 +12,7 @@
 //! ```
 //!
 //! with R = C_in·k·k. Stride-1 convolutions that keep the image size (most of a ResNet) skip
-//! all this on AVX2 CPUs: [`super::conv_direct`] convolves straight from the image. Here,
+//! all this on AVX2 CPUs: `conv_direct` convolves straight from the image. Here,
 //! the weight gradient's GEMM writes dWᵀ, transposed once at the end:
 //! the gemm crate vectorises along the destination's contiguous axis, and C_out x R rows of
 //! 16 channels run it at a third of its speed (`examples/gemm_layouts.rs`). The forward
@@ -30,6 +30,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::contiguous_f32;
+#[cfg(target_arch = "x86_64")]
 use super::conv_direct;
 use super::depthwise_cpu;
 
@@ -181,6 +182,7 @@ impl Geometry {
 
     /// The convolution of a batch `x` (N, C_in, H, W) with `weight` (C_out, C_in, k, k).
     fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
         if conv_direct::supported(self) {
             return conv_direct::forward(self, x, weight);
         }
@@ -462,6 +464,16 @@ fn matmul(
     }
 }
 
+/// The element-wise sum of `partials` (each `len` long), added in order.
+pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in partials {
+        sum.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    sum
+}
+
 /// Writes the transpose of `src` (`rows x cols`, row-major) into `dst` (`cols x rows`).
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const TILE: usize = 16;
@@ -652,6 +664,7 @@ impl CustomOp2 for WeightGrad {
             let dw = depthwise_cpu::weight_grad(&g, dy, x);
             return Ok((CpuStorage::F32(dw), g.weight_shape()));
         }
+        #[cfg(target_arch = "x86_64")]
         if conv_direct::supports_weight_grad(&g) {
             let dw = conv_direct::weight_grad(&g, dy, x, WEIGHT_GRAD_CHUNK);
             return Ok((CpuStorage::F32(dw), g.weight_shape()));
@@ -696,13 +709,7 @@ impl CustomOp2 for WeightGrad {
                 dw
             })
             .collect();
-        let mut partials = partials.into_iter();
-        let mut sum = partials
-            .next()
-            .unwrap_or_else(|| vec![0f32; g.c_out * rows]);
-        for p in partials {
-            sum.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-        }
+        let sum = sum_in_order(partials, g.c_out * rows);
         let mut dw = vec![0f32; g.c_out * rows];
         for grp in 0..g.groups {
             let range = g.weight_range(grp);

@@ -18,11 +18,12 @@
 //! channels, then taps, in order; images in fixed groups): results do not depend on the
 //! thread count.
 //!
+//! x86-64 only; elsewhere, and on CPUs without AVX2, the GEMM path runs.
+//!
 //! Batch 128, 2 threads (`cargo bench -p auglocal-core --bench ops`): a 3x3 16->16
 //! convolution on 32x32 runs forward in 3.5 ms against 6.9 for the GEMM path, 64->64 on
 //! 8x8 in 3.3 against 4.0.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
@@ -57,14 +58,7 @@ pub(crate) fn supports_weight_grad(g: &Geometry) -> bool {
 }
 
 fn cpu_has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// The convolution of `x` (N, C_in, H, W) with `weight` (C_out, C_in, k, k); callers check
@@ -198,14 +192,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             dw
         })
         .collect();
-    let mut partials = partials.into_iter();
-    let mut dw = partials
-        .next()
-        .unwrap_or_else(|| vec![0f32; g.c_out * rows]);
-    for p in partials {
-        dw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
-    dw
+    super::conv_cpu::sum_in_order(partials, g.c_out * rows)
 }
 
 /// Weights as [C_out / 4][C_in][tap][4]: the 4 values one step of a tile broadcasts, together.
@@ -252,7 +239,6 @@ fn pad_image(g: &Geometry, image: &[f32], padded: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA, and the offsets are as described.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const V: usize>(
     padded: &[f32],
@@ -307,7 +293,6 @@ unsafe fn tile_avx2<const V: usize>(
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA, and the offsets are as described.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn wgrad_tile<const T: usize>(
@@ -355,34 +340,4 @@ unsafe fn wgrad_tile<const T: usize>(
         }
     }
     sums
-}
-
-/// Never called: [`supported`] is false off x86-64.
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn wgrad_tile<const T: usize>(
-    _: &[f32],
-    _: usize,
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &[(usize, usize)],
-    _: &[(usize, usize)],
-) -> [[f32; T]; TILE_CHANNELS] {
-    unreachable!("conv_direct runs on x86-64 only")
-}
-
-/// Never called: [`supported`] is false off x86-64.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_avx2<const V: usize>(
-    _: &[f32],
-    _: usize,
-    _: &[f32],
-    _: &[usize],
-    _: &[(usize, usize)],
-    _: &mut [f32],
-    _: usize,
-) {
-    unreachable!("conv_direct runs on x86-64 only")
 }

@@ -8,6 +8,7 @@ mod batch_norm_cpu;
 mod batch_norm_cudnn;
 mod conv;
 mod conv_cpu;
+#[cfg(target_arch = "x86_64")]
 mod conv_direct;
 #[cfg(feature = "cudnn")]
 mod cudnn;
