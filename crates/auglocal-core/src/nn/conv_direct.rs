@@ -32,8 +32,6 @@ use super::conv_cpu::Geometry;
 
 /// Output channels of one register tile.
 const TILE_CHANNELS: usize = 4;
-/// Pixel vectors of one forward register tile (8 pixels each).
-const TILE_VECTORS: usize = 2;
 const LANES: usize = 8;
 
 /// Whether [`forward`] runs this convolution: stride 1, output as large as the input,
@@ -51,10 +49,40 @@ pub(crate) fn supported(g: &Geometry) -> bool {
 }
 
 /// Whether [`weight_grad`] runs this convolution: as [`supported`], on planes of at least
-/// 256 pixels. On smaller ones each register tile sums too few pixels for its fixed cost
-/// (an 8x8 plane of 64 channels: 5.6 ms against the GEMM's 4.2 for a batch of 128).
+/// 256 pixels. On smaller ones each register tile sums too few pixels for its fixed cost:
+/// an 8x8 plane of 64 channels, batch 128, took 5.6 ms on AVX2 tiles against the GEMM's
+/// 4.2, and AVX-512 tiles only drew even.
 pub(crate) fn supports_weight_grad(g: &Geometry) -> bool {
     supported(g) && g.h * g.w >= 256
+}
+
+/// The vector registers the kernels may use. Both run 8-lane vectors; what differs is how
+/// many registers hold a tile's accumulators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registers {
+    /// AVX2's 16: tiles of 4 output channels x 2 (pixel vectors, or weight rows). Wider
+    /// tiles need all 16 and the compiler spilled an accumulator: half speed.
+    Avx2,
+    /// AVX-512VL's 32: tiles of 4 x 4, half the loads per FMA.
+    Avx512,
+}
+
+impl Registers {
+    fn detect() -> Self {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            Registers::Avx512
+        } else {
+            Registers::Avx2
+        }
+    }
+
+    /// Pixel vectors of a forward tile, and weight rows of a weight-gradient tile.
+    fn tile_width(self) -> usize {
+        match self {
+            Registers::Avx2 => 2,
+            Registers::Avx512 => 4,
+        }
+    }
 }
 
 fn cpu_has_avx2_fma() -> bool {
@@ -70,6 +98,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let taps: Vec<usize> = (0..k * k).map(|t| (t / k) * wp + t % k).collect();
     let packed = pack_weights(g, weight);
     let vectors = pixel_vectors(g);
+    let regs = Registers::detect();
     let (in_image, plane) = (g.c_in * g.h * g.w, g.h * g.w);
     let mut out = vec![0f32; g.batch * g.c_out * plane];
     out.par_chunks_mut(g.c_out * plane)
@@ -82,19 +111,9 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 for (block, w) in packed.chunks_exact(per_block).enumerate() {
                     let y =
                         &mut y[block * TILE_CHANNELS * plane..(block + 1) * TILE_CHANNELS * plane];
-                    let mut chunks = vectors.chunks_exact(TILE_VECTORS);
-                    for tile in &mut chunks {
-                        // SAFETY: `supported` checked AVX2 and FMA; the offsets stay inside
-                        // `padded` and `y` (see `tile`).
-                        unsafe {
-                            tile_avx2::<TILE_VECTORS>(padded, hp * wp, w, &taps, tile, y, plane)
-                        }
-                    }
-                    let rest = chunks.remainder();
-                    if !rest.is_empty() {
-                        // SAFETY: as above.
-                        unsafe { tile_avx2::<1>(padded, hp * wp, w, &taps, rest, y, plane) }
-                    }
+                    // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the
+                    // offsets stay inside `padded` and `y` (see `tile_avx2`).
+                    unsafe { forward_tiles(regs, padded, hp * wp, w, &taps, &vectors, y, plane) }
                 }
             },
         );
@@ -129,6 +148,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
     let (plane, plane_p, rows) = (g.h * g.w, hp * wp, g.c_in * k * k);
     let (in_image, out_image) = (g.c_in * plane, g.c_out * plane);
     let vectors = pixel_vectors(g);
+    let regs = Registers::detect();
     // Each row of dW: (input channel plane's offset in a padded image, tap offset).
     let sources: Vec<(usize, usize)> = (0..rows)
         .map(|r| {
@@ -149,43 +169,26 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             let dy = &dy[first * out_image..(first + count) * out_image];
             let mut dw = vec![0f32; g.c_out * rows];
             for co in (0..g.c_out).step_by(TILE_CHANNELS) {
-                let mut pairs = sources.chunks_exact(2);
-                let mut r = 0;
-                for pair in &mut pairs {
-                    // SAFETY: `supported` checked AVX2 and FMA; offsets as in `wgrad_tile`.
+                for (i, rows_tile) in sources.chunks(regs.tile_width()).enumerate() {
+                    let r = i * regs.tile_width();
+                    // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; offsets
+                    // as in `wgrad_tile`.
                     let sums = unsafe {
-                        wgrad_tile::<2>(
+                        wgrad_tiles(
+                            regs,
                             &padded,
                             g.c_in * plane_p,
                             dy,
                             out_image,
                             plane,
                             co,
-                            pair,
+                            rows_tile,
                             &vectors,
                         )
                     };
                     for (m, s) in sums.iter().enumerate() {
-                        dw[(co + m) * rows + r..][..2].copy_from_slice(s);
-                    }
-                    r += 2;
-                }
-                if let [single] = pairs.remainder() {
-                    // SAFETY: as above.
-                    let sums = unsafe {
-                        wgrad_tile::<1>(
-                            &padded,
-                            g.c_in * plane_p,
-                            dy,
-                            out_image,
-                            plane,
-                            co,
-                            &[*single],
-                            &vectors,
-                        )
-                    };
-                    for (m, s) in sums.iter().enumerate() {
-                        dw[(co + m) * rows + r] = s[0];
+                        dw[(co + m) * rows + r..][..rows_tile.len()]
+                            .copy_from_slice(&s[..rows_tile.len()]);
                     }
                 }
             }
@@ -230,6 +233,107 @@ fn pad_image(g: &Geometry, image: &[f32], padded: &mut [f32]) {
     }
 }
 
+/// Runs forward tiles over `vectors`, `regs.tile_width()` at a time, the last one narrower.
+///
+/// # Safety
+/// As [`tile_avx2`], on a CPU that has `regs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_tiles(
+    regs: Registers,
+    padded: &[f32],
+    plane_p: usize,
+    weights: &[f32],
+    taps: &[usize],
+    vectors: &[(usize, usize)],
+    y: &mut [f32],
+    plane: usize,
+) {
+    for tile in vectors.chunks(regs.tile_width()) {
+        let args = (padded, plane_p, weights, taps, tile);
+        match (regs, tile.len()) {
+            (Registers::Avx512, 4) => tile_avx512::<4>(args, y, plane),
+            (Registers::Avx512, 3) => tile_avx512::<3>(args, y, plane),
+            (Registers::Avx512, 2) | (Registers::Avx2, 2) => tile_avx2::<2>(args, y, plane),
+            _ => tile_avx2::<1>(args, y, plane),
+        }
+    }
+}
+
+/// The operands of one forward tile: padded image, padded plane size, packed weights of 4
+/// output channels, tap offsets, and the tile's pixel vectors.
+type TileArgs<'a> = (
+    &'a [f32],
+    usize,
+    &'a [f32],
+    &'a [usize],
+    &'a [(usize, usize)],
+);
+
+/// [`tile_avx2`] compiled for AVX-512VL's 32 registers.
+///
+/// # Safety
+/// As [`tile_avx2`], on a CPU with AVX-512F and AVX-512VL.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn tile_avx512<const V: usize>(args: TileArgs, y: &mut [f32], plane: usize) {
+    tile_avx2::<V>(args, y, plane)
+}
+
+/// Sums of one weight-gradient tile of `rows.len()` (up to 4) weight rows, as
+/// [`wgrad_tile`]; columns past `rows.len()` are zero.
+///
+/// # Safety
+/// As [`wgrad_tile`], on a CPU that has `regs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn wgrad_tiles(
+    regs: Registers,
+    padded: &[f32],
+    image_p: usize,
+    dy: &[f32],
+    out_image: usize,
+    plane: usize,
+    co: usize,
+    rows: &[(usize, usize)],
+    vectors: &[(usize, usize)],
+) -> [[f32; 4]; TILE_CHANNELS] {
+    fn widen<const T: usize>(sums: [[f32; T]; TILE_CHANNELS]) -> [[f32; 4]; TILE_CHANNELS] {
+        let mut out = [[0f32; 4]; TILE_CHANNELS];
+        for (o, s) in out.iter_mut().zip(&sums) {
+            o[..T].copy_from_slice(s);
+        }
+        out
+    }
+    let args = (padded, image_p, dy, out_image, plane, co, rows, vectors);
+    match (regs, rows.len()) {
+        (Registers::Avx512, 4) => widen(wgrad_tile_avx512::<4>(args)),
+        (Registers::Avx512, 3) => widen(wgrad_tile_avx512::<3>(args)),
+        (_, 2) => widen(wgrad_tile::<2>(args)),
+        _ => widen(wgrad_tile::<1>(args)),
+    }
+}
+
+/// The operands of one weight-gradient tile: padded images, padded image size, output
+/// gradient, output image size, output plane size, first output channel, weight rows
+/// (channel plane offset, tap offset), pixel vectors.
+type WgradArgs<'a> = (
+    &'a [f32],
+    usize,
+    &'a [f32],
+    usize,
+    usize,
+    usize,
+    &'a [(usize, usize)],
+    &'a [(usize, usize)],
+);
+
+/// [`wgrad_tile`] compiled for AVX-512VL's 32 registers.
+///
+/// # Safety
+/// As [`wgrad_tile`], on a CPU with AVX-512F and AVX-512VL.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn wgrad_tile_avx512<const T: usize>(args: WgradArgs) -> [[f32; T]; TILE_CHANNELS] {
+    wgrad_tile::<T>(args)
+}
+
 /// One forward register tile: 4 output channels x `V` pixel vectors.
 ///
 /// `tile[v]` is (offset of the vector's top-left source in a padded plane, offset of the
@@ -240,15 +344,9 @@ fn pad_image(g: &Geometry, image: &[f32], padded: &mut [f32]) {
 /// # Safety
 /// The CPU supports AVX2 and FMA, and the offsets are as described.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const V: usize>(
-    padded: &[f32],
-    plane_p: usize,
-    weights: &[f32],
-    taps: &[usize],
-    tile: &[(usize, usize)],
-    y: &mut [f32],
-    plane: usize,
-) {
+#[inline]
+unsafe fn tile_avx2<const V: usize>(args: TileArgs, y: &mut [f32], plane: usize) {
+    let (padded, plane_p, weights, taps, tile) = args;
     debug_assert_eq!(tile.len(), V);
     let c_in = padded.len() / plane_p;
     debug_assert_eq!(weights.len(), c_in * taps.len() * TILE_CHANNELS);
@@ -294,17 +392,9 @@ unsafe fn tile_avx2<const V: usize>(
 /// # Safety
 /// The CPU supports AVX2 and FMA, and the offsets are as described.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn wgrad_tile<const T: usize>(
-    padded: &[f32],
-    image_p: usize,
-    dy: &[f32],
-    out_image: usize,
-    plane: usize,
-    co: usize,
-    rows: &[(usize, usize)],
-    vectors: &[(usize, usize)],
-) -> [[f32; T]; TILE_CHANNELS] {
+#[inline]
+unsafe fn wgrad_tile<const T: usize>(args: WgradArgs) -> [[f32; T]; TILE_CHANNELS] {
+    let (padded, image_p, dy, out_image, plane, co, rows, vectors) = args;
     debug_assert_eq!(rows.len(), T);
     let mut acc = [[_mm256_setzero_ps(); T]; TILE_CHANNELS];
     for n in 0..padded.len() / image_p {
