@@ -92,9 +92,9 @@ fn matches_candle_on_resnet_shapes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shapes the direct AVX2 kernels take (stride 1, same size, width a multiple of 8, output
-/// channels a multiple of 4; weight gradient from 256 pixels), with their remainder tiles,
-/// next to one that falls back to the GEMM.
+/// Shapes the direct AVX2 kernels take (stride 1 at the same size, or stride 2; output
+/// width a multiple of 8, output channels a multiple of 4; weight gradient from 256 output
+/// pixels), with their remainder tiles, next to one that falls back to the GEMM.
 #[test]
 fn direct_kernels_match_candle() -> anyhow::Result<()> {
     check(2, 16, 16, 32, 3, 1, 1, 1)?; // ResNet stage 1
@@ -104,6 +104,13 @@ fn direct_kernels_match_candle() -> anyhow::Result<()> {
     check(2, 4, 8, 16, 5, 1, 2, 1)?; // 5x5, padding 2
     check_hw(2, 3, 4, (8, 24), 7, 1, 3, 1)?; // 7x7, padding 3, wider than tall
     check(2, 4, 6, 16, 3, 1, 1, 1)?; // 6 output channels: the GEMM path
+                                     // Stride 2, rows split into even and odd columns:
+    check(2, 16, 32, 16, 3, 2, 1, 1)?; // ResNet downsampling conv
+    check(2, 16, 32, 16, 1, 2, 0, 1)?; // projection shortcut
+    check(2, 4, 8, 32, 3, 2, 1, 1)?; // 256 output pixels: the direct weight gradient
+    check(2, 3, 8, 15, 3, 2, 1, 1)?; // odd width: the odd columns are one fewer
+    check(2, 3, 4, 16, 7, 2, 3, 1)?; // ImageNet stem: 7x7, padding 3
+    check_hw(2, 4, 4, (5, 33), 3, 2, 0, 1)?; // no padding, 2 x 16 outputs
     Ok(())
 }
 

@@ -1,28 +1,30 @@
-//! Direct convolution on AVX2 + FMA for the stride-1 convolutions that keep the image size
-//! (3x3 with padding 1: nearly every convolution of a ResNet, and, through the flipped
-//! kernel, their input gradients), and their weight gradients.
+//! Direct convolution on AVX2 + FMA for the convolutions of a ResNet: stride 1 keeping the
+//! image size (3x3 with padding 1, and through the flipped kernel their input gradients)
+//! and stride 2 (downsampling and projection shortcuts), forward and weight gradient.
 //!
 //! The GEMM path materialises im2col columns, nine times the input, and the gemm crate
 //! packs them once more. Here each image is copied once into a zero-bordered plane per
-//! channel and read from there:
+//! channel, at stride 2 with each row split into its even and odd columns ([`Padded`]), so
+//! that 8 neighbouring output pixels read 8 consecutive floats under every kernel tap:
 //!
-//! - forward: a register tile of 4 output channels x 2 vectors of 8 pixels; for every input
-//!   channel and kernel tap, 2 unaligned loads of shifted pixels, 4 broadcast weights and 8
-//!   FMAs. (3 vectors need all 16 AVX2 registers; the compiler then spilled one accumulator
-//!   and the kernel ran at half speed.)
-//! - weight gradient: a tile of 4 output channels x 2 weight rows (input channel, tap),
-//!   summed over every pixel vector of a group of images, 8 lanes per sum.
+//! - forward: a register tile of 4 output channels x 2 vectors of 8 pixels (4 x 4 with
+//!   AVX-512VL's 32 registers); for every input channel and kernel tap, one unaligned load
+//!   per vector, 4 broadcast weights and an FMA per accumulator. (3 vectors on AVX2 need all
+//!   16 registers; the compiler then spilled an accumulator and the kernel ran at half
+//!   speed.)
+//! - weight gradient: a tile of 4 output channels x 2 (or 4) weight rows (input channel,
+//!   tap), summed over every pixel vector of a group of images, 8 lanes per sum.
 //!
 //! An output row is a whole number of vectors (width a multiple of 8), so no lane ever
-//! reads across a padded row's end. Summation order is fixed by the shapes alone (input
-//! channels, then taps, in order; images in fixed groups): results do not depend on the
-//! thread count.
+//! reads across a row's end ([`Padded::fits`]). Summation order is fixed by the shapes
+//! alone (input channels, then taps, in order; images in fixed groups): results do not
+//! depend on the thread count.
 //!
 //! x86-64 only; elsewhere, and on CPUs without AVX2, the GEMM path runs.
 //!
-//! Batch 128, 2 threads (`cargo bench -p auglocal-core --bench ops`): a 3x3 16->16
-//! convolution on 32x32 runs forward in 3.5 ms against 6.9 for the GEMM path, 64->64 on
-//! 8x8 in 3.3 against 4.0.
+//! Batch 128, 2 threads, AVX-512VL tiles (`cargo bench -p auglocal-core --bench ops`),
+//! forward against the GEMM path: 3x3 16->16 on 32x32 3.2 ms against 6.9, 64->64 on 8x8
+//! 3.0 against 4.0, 16->32 at stride 2 on 32x32 2.1 against 3.6.
 
 use std::arch::x86_64::*;
 
@@ -34,17 +36,20 @@ use super::conv_cpu::Geometry;
 const TILE_CHANNELS: usize = 4;
 const LANES: usize = 8;
 
-/// Whether [`forward`] runs this convolution: stride 1, output as large as the input,
-/// one group, rows of whole vectors, whole tiles of output channels, and a CPU with AVX2
-/// and FMA.
+/// Whether [`forward`] runs this convolution: one group, stride 1 with the output as large
+/// as the input (k > 1), or stride 2; output rows of whole vectors, whole tiles of output
+/// channels, and a CPU with AVX2 and FMA.
 pub(crate) fn supported(g: &Geometry) -> bool {
+    let shape = match g.stride {
+        1 => g.k > 1 && g.h_out == g.h && g.w_out == g.w,
+        2 => true,
+        _ => false,
+    };
     g.groups == 1
-        && g.stride == 1
-        && g.k > 1
-        && g.h_out == g.h
-        && g.w_out == g.w
-        && g.w.is_multiple_of(LANES)
+        && shape
+        && g.w_out.is_multiple_of(LANES)
         && g.c_out.is_multiple_of(TILE_CHANNELS)
+        && Padded::new(g).fits(g)
         && cpu_has_avx2_fma()
 }
 
@@ -53,7 +58,108 @@ pub(crate) fn supported(g: &Geometry) -> bool {
 /// an 8x8 plane of 64 channels, batch 128, took 5.6 ms on AVX2 tiles against the GEMM's
 /// 4.2, and AVX-512 tiles only drew even.
 pub(crate) fn supports_weight_grad(g: &Geometry) -> bool {
-    supported(g) && g.h * g.w >= 256
+    supported(g) && g.h_out * g.w_out >= 256
+}
+
+/// How an image sits in the kernels' input buffer: each channel zero-bordered by the
+/// padding, and at stride 2 each row split into its even columns, then its odd ones. An
+/// output vector's 8 pixels then read 8 consecutive floats for every tap:
+/// output (oy, ox) under tap (ky, kx) reads padded pixel (s·oy + ky, s·ox + kx), stored at
+/// `(s·oy + ky)·row + (kx mod s)·phase + ox + kx div s`.
+#[derive(Debug, Clone, Copy)]
+struct Padded {
+    stride: usize,
+    /// Padded rows.
+    rows: usize,
+    /// Floats of one stored row.
+    row: usize,
+    /// Floats of one column phase of a row (the whole row at stride 1).
+    phase: usize,
+}
+
+impl Padded {
+    fn new(g: &Geometry) -> Self {
+        let (rows, cols) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
+        let phase = cols.div_ceil(g.stride);
+        Padded {
+            stride: g.stride,
+            rows,
+            row: phase * g.stride,
+            phase,
+        }
+    }
+
+    /// Floats of one channel.
+    fn plane(&self) -> usize {
+        self.rows * self.row
+    }
+
+    /// Where padded pixel (py, px) is stored within its channel.
+    fn at(&self, py: usize, px: usize) -> usize {
+        py * self.row + (px % self.stride) * self.phase + px / self.stride
+    }
+
+    /// Offset of tap (ky, kx) from an output vector's source offset.
+    fn tap(&self, ky: usize, kx: usize) -> usize {
+        self.at(ky, kx)
+    }
+
+    /// Offset of output pixel (oy, ox)'s source at tap (0, 0).
+    fn source(&self, oy: usize, ox: usize) -> usize {
+        self.stride * oy * self.row + ox
+    }
+
+    /// Whether every read of every tap stays inside its phase of its row: the last vector
+    /// of a row at the last tap ends at most at the phase's end.
+    fn fits(&self, g: &Geometry) -> bool {
+        let (ky, kx) = (g.k - 1, g.k - 1);
+        let last_row = self.stride * (g.h_out - 1) + ky;
+        let last_col = (g.w_out - 1) + kx / self.stride;
+        g.h_out > 0
+            && last_row < self.rows
+            && last_col < self.phase
+            && (kx % self.stride) * self.phase + last_col < self.row
+    }
+
+    /// Copies one image (C_in, H, W) into `padded`, zero elsewhere.
+    fn fill(&self, g: &Geometry, image: &[f32], padded: &mut [f32]) {
+        let p = g.padding;
+        for (c, dst) in padded.chunks_exact_mut(self.plane()).enumerate() {
+            let channel = &image[c * g.h * g.w..(c + 1) * g.h * g.w];
+            if self.stride == 1 {
+                dst[..p * self.row].fill(0.0);
+                dst[(g.h + p) * self.row..].fill(0.0);
+                for (iy, src) in channel.chunks_exact(g.w).enumerate() {
+                    let line = &mut dst[(iy + p) * self.row..(iy + p + 1) * self.row];
+                    line[..p].fill(0.0);
+                    line[p + g.w..].fill(0.0);
+                    line[p..p + g.w].copy_from_slice(src);
+                }
+                continue;
+            }
+            // Stride 2: input column ix lands at padded column ix + p, in the even half
+            // of its row when that is even.
+            dst.fill(0.0);
+            let first_even = p % 2;
+            for (iy, src) in channel.chunks_exact(g.w).enumerate() {
+                let (even, odd) = dst[(iy + p) * self.row..][..self.row].split_at_mut(self.phase);
+                let even_at = (first_even + p) / 2;
+                for (d, &v) in even[even_at..]
+                    .iter_mut()
+                    .zip(src.iter().skip(first_even).step_by(2))
+                {
+                    *d = v;
+                }
+                let odd_at = (1 - first_even + p - 1) / 2;
+                for (d, &v) in odd[odd_at..]
+                    .iter_mut()
+                    .zip(src.iter().skip(1 - first_even).step_by(2))
+                {
+                    *d = v;
+                }
+            }
+        }
+    }
 }
 
 /// The vector registers the kernels may use. Both run 8-lane vectors; what differs is how
@@ -93,42 +199,41 @@ fn cpu_has_avx2_fma() -> bool {
 /// [`supported`] first.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(supported(g), "conv_direct::forward called on {g:?}");
-    let (k, p) = (g.k, g.padding);
-    let (hp, wp) = (g.h + 2 * p, g.w + 2 * p);
-    let taps: Vec<usize> = (0..k * k).map(|t| (t / k) * wp + t % k).collect();
+    let k = g.k;
+    let layout = Padded::new(g);
+    let taps: Vec<usize> = (0..k * k).map(|t| layout.tap(t / k, t % k)).collect();
     let packed = pack_weights(g, weight);
-    let vectors = pixel_vectors(g);
+    let vectors = pixel_vectors(g, &layout);
     let regs = Registers::detect();
-    let (in_image, plane) = (g.c_in * g.h * g.w, g.h * g.w);
+    let (in_image, plane, plane_p) = (g.c_in * g.h * g.w, g.h_out * g.w_out, layout.plane());
     let mut out = vec![0f32; g.batch * g.c_out * plane];
     out.par_chunks_mut(g.c_out * plane)
         .enumerate()
         .for_each_init(
-            || vec![0f32; g.c_in * hp * wp],
+            || vec![0f32; g.c_in * plane_p],
             |padded, (n, y)| {
-                pad_image(g, &x[n * in_image..(n + 1) * in_image], padded);
+                layout.fill(g, &x[n * in_image..(n + 1) * in_image], padded);
                 let per_block = g.c_in * k * k * TILE_CHANNELS;
                 for (block, w) in packed.chunks_exact(per_block).enumerate() {
                     let y =
                         &mut y[block * TILE_CHANNELS * plane..(block + 1) * TILE_CHANNELS * plane];
                     // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the
                     // offsets stay inside `padded` and `y` (see `tile_avx2`).
-                    unsafe { forward_tiles(regs, padded, hp * wp, w, &taps, &vectors, y, plane) }
+                    unsafe { forward_tiles(regs, padded, plane_p, w, &taps, &vectors, y, plane) }
                 }
             },
         );
     out
 }
 
-/// The output plane's vectors of 8 pixels: (offset of the first pixel's top-left source in
-/// a padded plane, offset of the first pixel in an output plane).
-fn pixel_vectors(g: &Geometry) -> Vec<(usize, usize)> {
-    let wp = g.w + 2 * g.padding;
-    (0..g.h)
+/// The output plane's vectors of 8 pixels: (offset of the first pixel's source at tap
+/// (0, 0) in a padded channel, offset of the first pixel in an output plane).
+fn pixel_vectors(g: &Geometry, layout: &Padded) -> Vec<(usize, usize)> {
+    (0..g.h_out)
         .flat_map(|oy| {
-            (0..g.w)
+            (0..g.w_out)
                 .step_by(LANES)
-                .map(move |ox| (oy * wp + ox, oy * g.w + ox))
+                .map(move |ox| (layout.source(oy, ox), oy * g.w_out + ox))
         })
         .collect()
 }
@@ -143,17 +248,17 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
         supports_weight_grad(g),
         "conv_direct::weight_grad called on {g:?}"
     );
-    let (k, p) = (g.k, g.padding);
-    let (hp, wp) = (g.h + 2 * p, g.w + 2 * p);
-    let (plane, plane_p, rows) = (g.h * g.w, hp * wp, g.c_in * k * k);
-    let (in_image, out_image) = (g.c_in * plane, g.c_out * plane);
-    let vectors = pixel_vectors(g);
+    let k = g.k;
+    let layout = Padded::new(g);
+    let (plane, plane_p, rows) = (g.h_out * g.w_out, layout.plane(), g.c_in * k * k);
+    let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
+    let vectors = pixel_vectors(g, &layout);
     let regs = Registers::detect();
     // Each row of dW: (input channel plane's offset in a padded image, tap offset).
     let sources: Vec<(usize, usize)> = (0..rows)
         .map(|r| {
             let (ci, tap) = (r / (k * k), r % (k * k));
-            (ci * plane_p, (tap / k) * wp + tap % k)
+            (ci * plane_p, layout.tap(tap / k, tap % k))
         })
         .collect();
     let starts: Vec<usize> = (0..g.batch).step_by(images_per_sum.max(1)).collect();
@@ -164,7 +269,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             let mut padded = vec![0f32; count * g.c_in * plane_p];
             for (i, dst) in padded.chunks_exact_mut(g.c_in * plane_p).enumerate() {
                 let n = first + i;
-                pad_image(g, &x[n * in_image..(n + 1) * in_image], dst);
+                layout.fill(g, &x[n * in_image..(n + 1) * in_image], dst);
             }
             let dy = &dy[first * out_image..(first + count) * out_image];
             let mut dw = vec![0f32; g.c_out * rows];
@@ -215,22 +320,6 @@ fn pack_weights(g: &Geometry, weight: &[f32]) -> Vec<f32> {
         }
     }
     packed
-}
-
-/// Copies one image into `padded` (C_in, H + 2p, W + 2p) with zero borders.
-fn pad_image(g: &Geometry, image: &[f32], padded: &mut [f32]) {
-    let (p, wp) = (g.padding, g.w + 2 * g.padding);
-    let plane_p = (g.h + 2 * p) * wp;
-    for (c, dst) in padded.chunks_exact_mut(plane_p).enumerate() {
-        dst[..p * wp].fill(0.0);
-        dst[(g.h + p) * wp..].fill(0.0);
-        for iy in 0..g.h {
-            let line = &mut dst[(iy + p) * wp..(iy + p + 1) * wp];
-            line[..p].fill(0.0);
-            line[p + g.w..].fill(0.0);
-            line[p..p + g.w].copy_from_slice(&image[(c * g.h + iy) * g.w..][..g.w]);
-        }
-    }
 }
 
 /// Runs forward tiles over `vectors`, `regs.tile_width()` at a time, the last one narrower.
