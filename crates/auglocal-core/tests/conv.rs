@@ -221,6 +221,11 @@ fn bad_groups_are_rejected() {
         .unwrap_err()
         .to_string();
     assert_eq!(err, "invalid convolution groups: 4 for 6 -> 4 channels (valid: a number >= 1 that divides both channel counts)");
+    let err = Conv2d::new(4, 4, 0, 1, 0, &pb).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "invalid convolution kernel and stride: kernel 0, stride 1 (valid: both >= 1)"
+    );
 }
 
 #[test]

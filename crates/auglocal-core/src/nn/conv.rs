@@ -49,6 +49,13 @@ impl Conv2d {
                 valid: "a number >= 1 that divides both channel counts".into(),
             });
         }
+        if kernel == 0 || stride == 0 {
+            return Err(crate::Error::InvalidSetting {
+                setting: "convolution kernel and stride",
+                value: format!("kernel {kernel}, stride {stride}"),
+                valid: "both >= 1".into(),
+            });
+        }
         let std = (2.0 / (kernel * kernel * out_channels) as f64).sqrt();
         let weight = pb.param(
             "weight",

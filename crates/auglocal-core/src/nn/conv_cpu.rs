@@ -66,7 +66,13 @@ impl Geometry {
         let (&[batch, c_in, h, w], &[c_out, c_in_w, k, k2]) = (x, weight) else {
             bail!("conv2d expects input (N, C, H, W) and weight (O, C / groups, k, k), got {x:?} and {weight:?}");
         };
-        if groups == 0 || c_in != c_in_w * groups || c_out % groups != 0 || k != k2 || stride == 0 {
+        if groups == 0
+            || c_in != c_in_w * groups
+            || c_out % groups != 0
+            || k != k2
+            || k == 0
+            || stride == 0
+        {
             bail!("conv2d: input {x:?} does not fit weight {weight:?} at stride {stride} with {groups} groups");
         }
         if h + 2 * padding < k || w + 2 * padding < k {

@@ -47,6 +47,8 @@ pub(crate) fn supported(g: &Geometry) -> bool {
     };
     g.groups == 1
         && shape
+        && g.c_in > 0
+        && g.c_out > 0
         && g.w_out.is_multiple_of(LANES)
         && g.c_out.is_multiple_of(TILE_CHANNELS)
         && Padded::new(g).fits(g)
@@ -112,13 +114,13 @@ impl Padded {
     /// Whether every read of every tap stays inside its phase of its row: the last vector
     /// of a row at the last tap ends at most at the phase's end.
     fn fits(&self, g: &Geometry) -> bool {
-        let (ky, kx) = (g.k - 1, g.k - 1);
-        let last_row = self.stride * (g.h_out - 1) + ky;
-        let last_col = (g.w_out - 1) + kx / self.stride;
-        g.h_out > 0
-            && last_row < self.rows
-            && last_col < self.phase
-            && (kx % self.stride) * self.phase + last_col < self.row
+        if g.k == 0 || g.h_out == 0 || g.w_out == 0 {
+            return false;
+        }
+        let last_tap = g.k - 1;
+        let last_row = self.stride * (g.h_out - 1) + last_tap;
+        let last_col = (g.w_out - 1) + last_tap / self.stride;
+        last_row < self.rows && last_col < self.phase
     }
 
     /// Copies one image (C_in, H, W) into `padded`, zero elsewhere.
@@ -342,8 +344,9 @@ unsafe fn forward_tiles(
         match (regs, tile.len()) {
             (Registers::Avx512, 4) => tile_avx512::<4>(args, y, plane),
             (Registers::Avx512, 3) => tile_avx512::<3>(args, y, plane),
-            (Registers::Avx512, 2) | (Registers::Avx2, 2) => tile_avx2::<2>(args, y, plane),
-            _ => tile_avx2::<1>(args, y, plane),
+            (_, 2) => tile_avx2::<2>(args, y, plane),
+            (_, 1) => tile_avx2::<1>(args, y, plane),
+            (_, width) => unreachable!("a forward tile of {width} vectors"),
         }
     }
 }
@@ -396,7 +399,8 @@ unsafe fn wgrad_tiles(
         (Registers::Avx512, 4) => widen(wgrad_tile_avx512::<4>(args)),
         (Registers::Avx512, 3) => widen(wgrad_tile_avx512::<3>(args)),
         (_, 2) => widen(wgrad_tile::<2>(args)),
-        _ => widen(wgrad_tile::<1>(args)),
+        (_, 1) => widen(wgrad_tile::<1>(args)),
+        (_, width) => unreachable!("a weight-gradient tile of {width} rows"),
     }
 }
 
