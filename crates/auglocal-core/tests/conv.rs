@@ -101,10 +101,12 @@ fn direct_kernels_match_candle() -> anyhow::Result<()> {
     check(2, 3, 16, 16, 3, 1, 1, 1)?; // stem: 27 weight rows, an odd one left over
     check_hw(2, 8, 12, (3, 8), 3, 1, 1, 1)?; // 3 pixel vectors: a one-vector tile
     check_hw(3, 5, 8, (17, 16), 3, 1, 1, 1)?; // 272 pixels, 45 weight rows
+    check(6, 4, 8, 16, 3, 1, 1, 1)?; // weight gradient over a group of 4 images, then 2
     check(2, 4, 8, 16, 5, 1, 2, 1)?; // 5x5, padding 2
     check_hw(2, 3, 4, (8, 24), 7, 1, 3, 1)?; // 7x7, padding 3, wider than tall
     check(2, 4, 6, 16, 3, 1, 1, 1)?; // 6 output channels: the GEMM path
-                                     // Stride 2, rows split into even and odd columns:
+
+    // Stride 2, rows split into even and odd columns:
     check(2, 16, 32, 16, 3, 2, 1, 1)?; // ResNet downsampling conv
     check(2, 16, 32, 16, 1, 2, 0, 1)?; // projection shortcut
     check(2, 4, 8, 32, 3, 2, 1, 1)?; // 256 output pixels: the direct weight gradient

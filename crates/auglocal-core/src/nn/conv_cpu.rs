@@ -11,15 +11,18 @@
 //! weight grad   dW    = Σ_n dy[n] · cols(x[n])ᵀ          (C_out x HW) · (HW x R)
 //! ```
 //!
-//! with R = C_in·k·k. Stride-1 convolutions that keep the image size (most of a ResNet) skip
-//! all this on AVX2 CPUs: `conv_direct` convolves straight from the image. Here,
-//! the weight gradient's GEMM writes dWᵀ, transposed once at the end:
-//! the gemm crate vectorises along the destination's contiguous axis, and C_out x R rows of
-//! 16 channels run it at a third of its speed (`examples/gemm_layouts.rs`). The forward
-//! pass keeps NCHW: written transposed, its GEMM is faster alone but the transpose back and
-//! the extra operand packing ate the gain in whole training steps. A stride-1 convolution
-//! whose output keeps the input's size (3x3, padding 1) unfolds each column row as one
-//! shifted copy of the input plane. Images run in parallel on rayon. The weight gradient sums images in
+//! with R = C_in·k·k. On x86-64 with AVX2, most convolutions of a ResNet skip this path:
+//! `conv_direct` convolves straight from the image (forward and weight gradient at stride 1
+//! keeping the image size and at stride 2, and the stride-1 input gradient through the
+//! forward pass). What stays here: stride-2 input gradients, weight gradients of small
+//! planes, grouped and pointwise convolutions, and every convolution on other CPUs.
+//!
+//! The weight gradient's GEMM writes dWᵀ and transposes it once at the end: at 16 channels
+//! the gemm crate fills that layout about 3x faster than dW's own (`examples/gemm_layouts.rs`).
+//! The forward pass keeps NCHW: written transposed, its GEMM was faster alone, but the
+//! transpose back and the extra operand packing ate the gain in whole training steps. A
+//! stride-1 convolution keeping the image size unfolds each column row as one shifted copy
+//! of the input plane. Images run in parallel on rayon. The weight gradient sums images in
 //! fixed chunks, then the chunks in order, so results do not depend on the thread count.
 //! The input gradient is skipped when the input does not need one (a detached module
 //! input, the network's images), which local learning hits in every module.
@@ -413,7 +416,7 @@ impl<'a> Mat<'a> {
 }
 
 /// How a GEMM lays out its `m x n` destination.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Order {
     /// Row-major: `dst[i * n + j]`.
     Rows,
@@ -424,8 +427,8 @@ enum Order {
 /// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)`, single-threaded (callers parallelise
 /// over images).
 ///
-/// The gemm crate's speed depends on the destination's layout: it tiles 16 rows of its
-/// contiguous axis at a time, so a short contiguous axis wastes most of each tile.
+/// At our shapes the gemm crate's speed depends on the destination's layout by up to 3x
+/// (`examples/gemm_layouts.rs`); callers pick the faster `order`.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     m: usize,

@@ -96,14 +96,10 @@ impl Padded {
         self.rows * self.row
     }
 
-    /// Where padded pixel (py, px) is stored within its channel.
+    /// Where padded pixel (py, px) is stored within its channel; also the offset of tap
+    /// (ky, kx) = (py, px) from an output vector's source.
     fn at(&self, py: usize, px: usize) -> usize {
         py * self.row + (px % self.stride) * self.phase + px / self.stride
-    }
-
-    /// Offset of tap (ky, kx) from an output vector's source offset.
-    fn tap(&self, ky: usize, kx: usize) -> usize {
-        self.at(ky, kx)
     }
 
     /// Offset of output pixel (oy, ox)'s source at tap (0, 0).
@@ -203,7 +199,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(supported(g), "conv_direct::forward called on {g:?}");
     let k = g.k;
     let layout = Padded::new(g);
-    let taps: Vec<usize> = (0..k * k).map(|t| layout.tap(t / k, t % k)).collect();
+    let taps: Vec<usize> = (0..k * k).map(|t| layout.at(t / k, t % k)).collect();
     let packed = pack_weights(g, weight);
     let vectors = pixel_vectors(g, &layout);
     let regs = Registers::detect();
@@ -260,15 +256,16 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
     let sources: Vec<(usize, usize)> = (0..rows)
         .map(|r| {
             let (ci, tap) = (r / (k * k), r % (k * k));
-            (ci * plane_p, layout.tap(tap / k, tap % k))
+            (ci * plane_p, layout.at(tap / k, tap % k))
         })
         .collect();
     let starts: Vec<usize> = (0..g.batch).step_by(images_per_sum.max(1)).collect();
     let partials: Vec<Vec<f32>> = starts
         .par_iter()
-        .map(|&first| {
+        .map_init(Vec::new, |padded, &first| {
             let count = images_per_sum.max(1).min(g.batch - first);
-            let mut padded = vec![0f32; count * g.c_in * plane_p];
+            // `fill` writes every float of each image's planes, so the buffer is reused as is.
+            padded.resize(count * g.c_in * plane_p, 0.0);
             for (i, dst) in padded.chunks_exact_mut(g.c_in * plane_p).enumerate() {
                 let n = first + i;
                 layout.fill(g, &x[n * in_image..(n + 1) * in_image], dst);
@@ -283,7 +280,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
                     let sums = unsafe {
                         wgrad_tiles(
                             regs,
-                            &padded,
+                            padded,
                             g.c_in * plane_p,
                             dy,
                             out_image,
