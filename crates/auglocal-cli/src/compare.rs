@@ -335,7 +335,7 @@ fn report(base: &TrainConfig, train: &dyn Dataset, test: &dyn Dataset, table: &s
         base.momentum,
         base.nesterov,
         base.weight_decay,
-        rayon::current_num_threads(),
+        auglocal_core::parallel::threads(),
         base.device,
         base.aux_depth,
         base.pyramid,

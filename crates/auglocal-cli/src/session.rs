@@ -72,8 +72,9 @@ impl RunState {
     }
 }
 
-/// Sets the number of worker threads for rayon and Candle's CPU kernels (0: all cores).
-/// Must run before any tensor work.
+/// Sets the number of threads of the CPU kernels, Candle's and ours (they share Candle's
+/// pool, see [`auglocal_core::parallel`]), and of rayon's pool, which decodes and augments
+/// images (0: all cores). Must run before any tensor work.
 /// The first call in a process decides; later calls (tests running several commands in one
 /// process) keep the pool already running.
 pub fn set_threads(threads: usize) -> Result<()> {
@@ -81,7 +82,7 @@ pub fn set_threads(threads: usize) -> Result<()> {
     let mut result = Ok(());
     if threads > 0 {
         CONFIGURED.call_once(|| {
-            // Candle's CPU kernels read RAYON_NUM_THREADS to size their own parallelism.
+            // Candle sizes its worker pool from RAYON_NUM_THREADS at its first use.
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
             result = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod net;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod plan;
 

@@ -15,10 +15,10 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::contiguous_f32;
 use super::elementwise_cpu::relu_grad;
+use crate::parallel;
 
 /// Per-channel batch statistics of one forward pass.
 #[derive(Debug, Clone)]
@@ -114,15 +114,12 @@ impl CustomOp3 for BatchNormTrain {
             );
         }
         let count = (n * s) as f64;
-        let moments: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mean = channel_sum(x, n, c, s, ch, |v, _| v) / count;
-                let m = mean as f32;
-                let var = channel_sum(x, n, c, s, ch, |v, _| (v - m) * (v - m)) / count;
-                (mean as f32, var as f32)
-            })
-            .collect();
+        let moments: Vec<(f32, f32)> = parallel::map(c, |ch| {
+            let mean = channel_sum(x, n, c, s, ch, |v, _| v) / count;
+            let m = mean as f32;
+            let var = channel_sum(x, n, c, s, ch, |v, _| (v - m) * (v - m)) / count;
+            (mean as f32, var as f32)
+        });
         let mean: Vec<f32> = moments.iter().map(|m| m.0).collect();
         let var: Vec<f32> = moments.iter().map(|m| m.1).collect();
         let inv_std: Vec<f32> = var
@@ -130,20 +127,17 @@ impl CustomOp3 for BatchNormTrain {
             .map(|v| 1.0 / ((*v as f64 + self.eps).sqrt() as f32))
             .collect();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .enumerate()
-            .for_each(|(i, (yo, xi))| {
-                let ch = i % c;
-                let scale = inv_std[ch] * w[ch];
-                let shift = b[ch] - mean[ch] * scale;
-                for (o, v) in yo.iter_mut().zip(xi) {
-                    *o = v * scale + shift;
-                }
-                if self.relu {
-                    yo.iter_mut().for_each(|o| *o = o.max(0.0));
-                }
-            });
+        parallel::for_each_chunk_mut(&mut y, s, |i, yo| {
+            let ch = i % c;
+            let scale = inv_std[ch] * w[ch];
+            let shift = b[ch] - mean[ch] * scale;
+            for (o, v) in yo.iter_mut().zip(&x[i * s..(i + 1) * s]) {
+                *o = v * scale + shift;
+            }
+            if self.relu {
+                yo.iter_mut().for_each(|o| *o = o.max(0.0));
+            }
+        });
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(BatchStats { mean, var, inv_std });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -194,15 +188,12 @@ impl CustomOp2 for ParamGrads {
         let dy = contiguous_f32("batch norm", dys, dyl, "output gradient")?;
         let x = contiguous_f32("batch norm", xs, xl, "input")?;
         let st = &self.0;
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mean, inv) = (st.mean[ch], st.inv_std[ch]);
-                let dw = channel_sum(x, n, c, s, ch, |v, i| dy[i] * (v - mean) * inv);
-                let db = channel_sum(dy, n, c, s, ch, |g, _| g);
-                (dw as f32, db as f32)
-            })
-            .collect();
+        let sums: Vec<(f32, f32)> = parallel::map(c, |ch| {
+            let (mean, inv) = (st.mean[ch], st.inv_std[ch]);
+            let dw = channel_sum(x, n, c, s, ch, |v, i| dy[i] * (v - mean) * inv);
+            let db = channel_sum(dy, n, c, s, ch, |g, _| g);
+            (dw as f32, db as f32)
+        });
         let mut out: Vec<f32> = sums.iter().map(|p| p.0).collect();
         out.extend(sums.iter().map(|p| p.1));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
@@ -240,7 +231,7 @@ impl CustomOp3 for InputGrad {
         let st = &self.0;
         let m = (n * s) as f32;
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(s).enumerate().for_each(|(i, out)| {
+        parallel::for_each_chunk_mut(&mut dx, s, |i, out| {
             let ch = i % c;
             let (mean, inv) = (st.mean[ch], st.inv_std[ch]);
             let k = w[ch] * inv / m;

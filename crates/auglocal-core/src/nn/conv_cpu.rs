@@ -22,7 +22,7 @@
 //! The forward pass keeps NCHW: written transposed, its GEMM was faster alone, but the
 //! transpose back and the extra operand packing ate the gain in whole training steps. A
 //! stride-1 convolution keeping the image size unfolds each column row as one shifted copy
-//! of the input plane. Images run in parallel on rayon. The weight gradient sums images in
+//! of the input plane. Images run in parallel on Candle's worker pool ([`crate::parallel`]). The weight gradient sums images in
 //! fixed chunks, then the chunks in order, so results do not depend on the thread count.
 //! The input gradient is skipped when the input does not need one (a detached module
 //! input, the network's images), which local learning hits in every module.
@@ -30,12 +30,12 @@
 #[cfg(feature = "cudnn")]
 use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::contiguous_f32;
 #[cfg(target_arch = "x86_64")]
 use super::conv_direct;
 use super::depthwise_cpu;
+use crate::parallel;
 
 /// Images per partial sum of the weight gradient: fixed, for thread-count-independent sums.
 const WEIGHT_GRAD_CHUNK: usize = 4;
@@ -198,7 +198,9 @@ impl Geometry {
         let g = self;
         let mut out = vec![0f32; g.batch * g.out_image()];
         let (rows, plane) = (g.rows(), g.out_plane());
-        out.par_chunks_mut(g.out_image()).enumerate().for_each_init(
+        parallel::for_each_chunk_mut_init(
+            &mut out,
+            g.out_image(),
             || {
                 if g.is_pointwise() {
                     Vec::new()
@@ -206,7 +208,7 @@ impl Geometry {
                     vec![0f32; rows * plane]
                 }
             },
-            |cols, (n, y)| {
+            |cols, n, y| {
                 let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
                 for grp in 0..g.groups {
                     let part = &image[g.in_range(grp)];
@@ -615,9 +617,11 @@ impl CustomOp2 for InputGrad {
         }
         let (rows, plane) = (g.rows(), g.out_plane());
         let mut dx = vec![0f32; g.batch * g.in_image()];
-        dx.par_chunks_mut(g.in_image()).enumerate().for_each_init(
+        parallel::for_each_chunk_mut_init(
+            &mut dx,
+            g.in_image(),
             || vec![0f32; rows * plane],
-            |cols, (n, image)| {
+            |cols, n, image| {
                 let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
                 for grp in 0..g.groups {
                     let part = &mut image[g.in_range(grp)];
@@ -680,44 +684,42 @@ impl CustomOp2 for WeightGrad {
         }
         let (rows, plane) = (g.rows(), g.out_plane());
         let chunks: Vec<usize> = (0..g.batch).step_by(WEIGHT_GRAD_CHUNK).collect();
-        let partials: Vec<Vec<f32>> = chunks
-            .par_iter()
-            .map(|&first| {
-                let mut dw = vec![0f32; g.c_out * rows];
-                let mut cols = if g.is_pointwise() {
-                    Vec::new()
-                } else {
-                    vec![0f32; rows * plane]
-                };
-                for n in first..(first + WEIGHT_GRAD_CHUNK).min(g.batch) {
-                    let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
-                    let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
-                    for grp in 0..g.groups {
-                        let part = &image[g.in_range(grp)];
-                        let cols: &[f32] = if g.is_pointwise() {
-                            part
-                        } else {
-                            g.im2col(part, &mut cols);
-                            &cols
-                        };
-                        // Column order: dW is written as dWᵀ (R x C_out), the layout
-                        // the gemm crate fills fastest here (16 channels: 89 against 33
-                        // GFLOP/s on one core, `examples/gemm_layouts.rs`).
-                        matmul(
-                            g.group_out(),
-                            rows,
-                            plane,
-                            &mut dw[g.weight_range(grp)],
-                            Order::Columns,
-                            n > first,
-                            Mat::rows(&dyn_[g.out_range(grp)], plane),
-                            Mat::transposed(cols, plane),
-                        );
-                    }
+        let partials: Vec<Vec<f32>> = parallel::map(chunks.len(), |chunk| {
+            let first = chunks[chunk];
+            let mut dw = vec![0f32; g.c_out * rows];
+            let mut cols = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0f32; rows * plane]
+            };
+            for n in first..(first + WEIGHT_GRAD_CHUNK).min(g.batch) {
+                let image = &x[n * g.in_image()..(n + 1) * g.in_image()];
+                let dyn_ = &dy[n * g.out_image()..(n + 1) * g.out_image()];
+                for grp in 0..g.groups {
+                    let part = &image[g.in_range(grp)];
+                    let cols: &[f32] = if g.is_pointwise() {
+                        part
+                    } else {
+                        g.im2col(part, &mut cols);
+                        &cols
+                    };
+                    // Column order: dW is written as dWᵀ (R x C_out), the layout
+                    // the gemm crate fills fastest here (16 channels: 89 against 33
+                    // GFLOP/s on one core, `examples/gemm_layouts.rs`).
+                    matmul(
+                        g.group_out(),
+                        rows,
+                        plane,
+                        &mut dw[g.weight_range(grp)],
+                        Order::Columns,
+                        n > first,
+                        Mat::rows(&dyn_[g.out_range(grp)], plane),
+                        Mat::transposed(cols, plane),
+                    );
                 }
-                dw
-            })
-            .collect();
+            }
+            dw
+        });
         let sum = sum_in_order(partials, g.c_out * rows);
         let mut dw = vec![0f32; g.c_out * rows];
         for grp in 0..g.groups {

@@ -28,8 +28,6 @@
 
 use std::arch::x86_64::*;
 
-use rayon::prelude::*;
-
 use super::conv_cpu::Geometry;
 
 /// Output channels of one register tile.
@@ -205,22 +203,21 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let regs = Registers::detect();
     let (in_image, plane, plane_p) = (g.c_in * g.h * g.w, g.h_out * g.w_out, layout.plane());
     let mut out = vec![0f32; g.batch * g.c_out * plane];
-    out.par_chunks_mut(g.c_out * plane)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; g.c_in * plane_p],
-            |padded, (n, y)| {
-                layout.fill(g, &x[n * in_image..(n + 1) * in_image], padded);
-                let per_block = g.c_in * k * k * TILE_CHANNELS;
-                for (block, w) in packed.chunks_exact(per_block).enumerate() {
-                    let y =
-                        &mut y[block * TILE_CHANNELS * plane..(block + 1) * TILE_CHANNELS * plane];
-                    // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the
-                    // offsets stay inside `padded` and `y` (see `tile_avx2`).
-                    unsafe { forward_tiles(regs, padded, plane_p, w, &taps, &vectors, y, plane) }
-                }
-            },
-        );
+    crate::parallel::for_each_chunk_mut_init(
+        &mut out,
+        g.c_out * plane,
+        || vec![0f32; g.c_in * plane_p],
+        |padded, n, y| {
+            layout.fill(g, &x[n * in_image..(n + 1) * in_image], padded);
+            let per_block = g.c_in * k * k * TILE_CHANNELS;
+            for (block, w) in packed.chunks_exact(per_block).enumerate() {
+                let y = &mut y[block * TILE_CHANNELS * plane..(block + 1) * TILE_CHANNELS * plane];
+                // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the
+                // offsets stay inside `padded` and `y` (see `tile_avx2`).
+                unsafe { forward_tiles(regs, padded, plane_p, w, &taps, &vectors, y, plane) }
+            }
+        },
+    );
     out
 }
 
@@ -260,9 +257,9 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
         })
         .collect();
     let starts: Vec<usize> = (0..g.batch).step_by(images_per_sum.max(1)).collect();
-    let partials: Vec<Vec<f32>> = starts
-        .par_iter()
-        .map_init(Vec::new, |padded, &first| {
+    let partials: Vec<Vec<f32>> =
+        crate::parallel::map_init(starts.len(), Vec::new, |padded, group| {
+            let first = starts[group];
             let count = images_per_sum.max(1).min(g.batch - first);
             // `fill` writes every float of each image's planes, so the buffer is reused as is.
             padded.resize(count * g.c_in * plane_p, 0.0);
@@ -297,8 +294,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
                 }
             }
             dw
-        })
-        .collect();
+        });
     super::conv_cpu::sum_in_order(partials, g.c_out * rows)
 }
 

@@ -8,7 +8,7 @@
 //! weight gradient sums images in order per channel, so results do not depend on the thread
 //! count.
 
-use rayon::prelude::*;
+use crate::parallel;
 
 use super::conv_cpu::Geometry;
 
@@ -42,26 +42,24 @@ fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, usize, usize, usize)) {
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.k * g.k);
     let mut y = vec![0f32; g.batch * g.c_out * plane_out];
-    y.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each(|(p, out)| {
-            let c = p % g.c_in;
-            let src = &x[p * plane_in..(p + 1) * plane_in];
-            let w = &weight[c * taps..(c + 1) * taps];
-            for_each_tap(g, |tap, o, i, len| {
-                let wv = w[tap];
-                let out = &mut out[o..o + len];
-                if g.stride == 1 {
-                    for (v, s) in out.iter_mut().zip(&src[i..i + len]) {
-                        *v += wv * s;
-                    }
-                } else {
-                    for (v, s) in out.iter_mut().zip(src[i..].iter().step_by(g.stride)) {
-                        *v += wv * s;
-                    }
+    parallel::for_each_chunk_mut(&mut y, plane_out, |p, out| {
+        let c = p % g.c_in;
+        let src = &x[p * plane_in..(p + 1) * plane_in];
+        let w = &weight[c * taps..(c + 1) * taps];
+        for_each_tap(g, |tap, o, i, len| {
+            let wv = w[tap];
+            let out = &mut out[o..o + len];
+            if g.stride == 1 {
+                for (v, s) in out.iter_mut().zip(&src[i..i + len]) {
+                    *v += wv * s;
                 }
-            });
+            } else {
+                for (v, s) in out.iter_mut().zip(src[i..].iter().step_by(g.stride)) {
+                    *v += wv * s;
+                }
+            }
         });
+    });
     y
 }
 
@@ -69,26 +67,24 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.k * g.k);
     let mut dx = vec![0f32; g.batch * g.c_in * plane_in];
-    dx.par_chunks_mut(plane_in)
-        .enumerate()
-        .for_each(|(p, dst)| {
-            let c = p % g.c_in;
-            let grad = &dy[p * plane_out..(p + 1) * plane_out];
-            let w = &weight[c * taps..(c + 1) * taps];
-            for_each_tap(g, |tap, o, i, len| {
-                let wv = w[tap];
-                let grad = &grad[o..o + len];
-                if g.stride == 1 {
-                    for (d, s) in dst[i..i + len].iter_mut().zip(grad) {
-                        *d += wv * s;
-                    }
-                } else {
-                    for (d, s) in dst[i..].iter_mut().step_by(g.stride).zip(grad) {
-                        *d += wv * s;
-                    }
+    parallel::for_each_chunk_mut(&mut dx, plane_in, |p, dst| {
+        let c = p % g.c_in;
+        let grad = &dy[p * plane_out..(p + 1) * plane_out];
+        let w = &weight[c * taps..(c + 1) * taps];
+        for_each_tap(g, |tap, o, i, len| {
+            let wv = w[tap];
+            let grad = &grad[o..o + len];
+            if g.stride == 1 {
+                for (d, s) in dst[i..i + len].iter_mut().zip(grad) {
+                    *d += wv * s;
                 }
-            });
+            } else {
+                for (d, s) in dst[i..].iter_mut().step_by(g.stride).zip(grad) {
+                    *d += wv * s;
+                }
+            }
         });
+    });
     dx
 }
 
@@ -96,7 +92,7 @@ pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.k * g.k);
     let mut dw = vec![0f32; g.c_out * taps];
-    dw.par_chunks_mut(taps).enumerate().for_each(|(c, acc)| {
+    parallel::for_each_chunk_mut(&mut dw, taps, |c, acc| {
         for n in 0..g.batch {
             let p = n * g.c_in + c;
             let src = &x[p * plane_in..(p + 1) * plane_in];

@@ -2,7 +2,8 @@
 //! pass each instead of Candle's add, relu, and its four-pass relu backward.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+
+use crate::parallel;
 
 use super::contiguous_f32;
 
@@ -20,13 +21,12 @@ fn check_same(op: &str, l1: &Layout, l2: &Layout) -> Result<()> {
 /// `f(a[i], b[i])` for every i, in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(out, (a, b))| {
-            for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-                *o = f(*a, *b);
-            }
-        });
+    parallel::for_each_chunk_mut(&mut out, CHUNK, |i, out| {
+        let range = i * CHUNK..i * CHUNK + out.len();
+        for ((o, a), b) in out.iter_mut().zip(&a[range.clone()]).zip(&b[range]) {
+            *o = f(*a, *b);
+        }
+    });
     out
 }
 

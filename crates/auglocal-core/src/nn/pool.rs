@@ -6,7 +6,8 @@
 //! each window, as PyTorch's does.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+
+use crate::parallel;
 
 use super::contiguous_f32;
 
@@ -103,7 +104,7 @@ impl CustomOp1 for MaxPool2d {
         let x = contiguous_f32("max pool", s, l, "input")?;
         let (ho, wo) = (self.output_size(h), self.output_size(w));
         let mut y = vec![0f32; n * c * ho * wo];
-        y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, out)| {
+        parallel::for_each_chunk_mut(&mut y, ho * wo, |p, out| {
             let plane = &x[p * h * w..(p + 1) * h * w];
             for oy in 0..ho {
                 for ox in 0..wo {
@@ -150,7 +151,7 @@ impl CustomOp2 for MaxPoolGrad {
         let dy = contiguous_f32("max pool", dys, dyl, "output gradient")?;
         let x = contiguous_f32("max pool", xs, xl, "input")?;
         let mut dx = vec![0f32; n * c * h * w];
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+        parallel::for_each_chunk_mut(&mut dx, h * w, |p, dst| {
             let plane = &x[p * h * w..(p + 1) * h * w];
             let grad = &dy[p * ho * wo..(p + 1) * ho * wo];
             for oy in 0..ho {
