@@ -74,7 +74,9 @@ impl RunState {
 
 /// Sets the number of threads of the CPU kernels, Candle's and ours (they share Candle's
 /// pool, see [`auglocal_core::parallel`]), and of rayon's pool, which decodes and augments
-/// images (0: all cores). Must run before any tensor work.
+/// images. 0 leaves the defaults: Candle's pool takes the physical cores, rayon's all
+/// logical CPUs; `CANDLE_NUM_THREADS`, when set, sizes Candle's pool whatever is asked
+/// here. Must run before any tensor work.
 /// The first call in a process decides; later calls (tests running several commands in one
 /// process) keep the pool already running.
 pub fn set_threads(threads: usize) -> Result<()> {

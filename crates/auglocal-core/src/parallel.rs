@@ -3,13 +3,18 @@
 //! Candle's CPU backend splits its elementwise ops over a pool of spinning workers
 //! (`candle_core::utils::barrier_pool`). Our kernels used to run on rayon's pool instead:
 //! two pools of busy-waiting threads on the same cores, each spinning while the other
-//! worked, and every hand-over woke a sleeping thread. Sharing Candle's pool keeps one
-//! worker per core for the whole step. Its size is fixed at first use from
-//! `CANDLE_NUM_THREADS` or `RAYON_NUM_THREADS` (all physical cores when neither is set).
+//! worked, and every hand-over woke a sleeping thread. Now the convolutions, BatchNorm,
+//! pooling and Candle's elementwise ops all run on one worker per core. (Candle's own
+//! matmul, used by the small linear heads, still runs on rayon's pool.) The pool's size is
+//! fixed at its first use from `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else
+//! Candle's default: the physical cores of the CPU mask it is allowed (it does not read
+//! cgroup CPU quotas; set one of the variables, or `--threads`, in a limited container).
 //!
 //! Work is handed out in ranges of consecutive indices from a shared cursor, so a fast
 //! thread takes over a slow one's share. Results never depend on which thread ran what.
 //! A loop started from inside another runs inline on the thread that started it.
+//! A panic inside a loop (a bug: inputs are checked before any loop starts) poisons the
+//! pool's lock, and every later CPU op in the process fails.
 
 use std::cell::Cell;
 use std::ops::Range;
