@@ -22,8 +22,9 @@
 //! The forward pass keeps NCHW: written transposed, its GEMM was faster alone, but the
 //! transpose back and the extra operand packing ate the gain in whole training steps. A
 //! stride-1 convolution keeping the image size unfolds each column row as one shifted copy
-//! of the input plane. Images run in parallel on Candle's worker pool ([`crate::parallel`]). The weight gradient sums images in
-//! fixed chunks, then the chunks in order, so results do not depend on the thread count.
+//! of the input plane. Images run in parallel on Candle's worker pool
+//! ([`crate::parallel`]). The weight gradient sums images in fixed chunks, then the chunks
+//! in order, so results do not depend on the thread count.
 //! The input gradient is skipped when the input does not need one (a detached module
 //! input, the network's images), which local learning hits in every module.
 
