@@ -13,11 +13,16 @@
 //! Work is handed out in ranges of consecutive indices from a shared cursor, so a fast
 //! thread takes over a slow one's share. Results never depend on which thread ran what.
 //! A loop started from inside another runs inline on the thread that started it.
-//! A panic inside a loop (a bug: inputs are checked before any loop starts) poisons the
-//! pool's lock, and every later CPU op in the process fails.
+//! A panic inside a loop (a bug: inputs are checked before any loop starts) is caught on
+//! the thread where it happened and raised again on the calling thread once every thread
+//! is done: left to unwind through Candle's pool, it would poison the pool's lock and fail
+//! every later CPU op in the process.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The number of threads the loops here run on, the calling thread included.
@@ -46,7 +51,28 @@ fn for_each_range(n: usize, f: impl Fn(Range<usize>) + Sync) {
     }
     IN_LOOP.set(true);
     let _leave = Leave;
-    candle_core::utils::barrier_pool().execute_chunked(n, f);
+    let panicked: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
+    let failed = AtomicBool::new(false);
+    candle_core::utils::barrier_pool().execute_chunked(n, |range| {
+        // Once a range has panicked the loop's result is lost: skip the rest.
+        if failed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(range))) {
+            failed.store(true, Ordering::Relaxed);
+            lock(&panicked).get_or_insert(payload);
+        }
+    });
+    let payload = lock(&panicked).take();
+    if let Some(payload) = payload {
+        panic::resume_unwind(payload);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Calls `f(state, i)` for every `i` in `0..n`; `init` makes a `state` (a scratch buffer)
@@ -79,9 +105,7 @@ pub(crate) fn map_init<S, R: Send>(
     for_each_range(n, |range| {
         let mut state = init();
         let results: Vec<(usize, R)> = range.map(|i| (i, f(&mut state, i))).collect();
-        done.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(results);
+        lock(&done).extend(results);
     });
     let mut done = done
         .into_inner()
@@ -155,6 +179,34 @@ mod tests {
             }
         });
         assert_eq!(data, (1..=1003).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panic_reaches_the_caller_and_leaves_the_pool_working() {
+        let caught = std::panic::catch_unwind(|| {
+            map(64, |i| {
+                assert!(i != 37, "index 37 is bad");
+                i
+            })
+        });
+        let payload = caught.expect_err("the panic must reach the caller");
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        assert_eq!(message, Some("index 37 is bad"));
+        // The pool and Candle's own ops on it still run.
+        assert_eq!(map(100, |i| i + 1).iter().sum::<usize>(), 5050);
+        let big =
+            candle_core::Tensor::ones(1 << 17, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        let sum: f32 = (&big + &big)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(sum, (2 << 17) as f32);
     }
 
     #[test]
