@@ -115,45 +115,54 @@ pub(crate) fn map_init<S, R: Send>(
     done.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Calls `f(i, chunk)` for the `i`-th `chunk_len`-long chunk of `data` (the last one may be
-/// shorter), as `data.chunks_mut(chunk_len).enumerate()` would hand them out.
-pub(crate) fn for_each_chunk_mut<T: Send>(
-    data: &mut [T],
+/// A vector of `len` floats, built by `f(i, chunk)` from the `i`-th `chunk_len`-long chunk
+/// (the last one may be shorter), each chunk handed over zeroed, as
+/// `vec![0.0; len].chunks_mut(chunk_len).enumerate()` would hand them out.
+///
+/// Each chunk is zeroed by the thread that fills it, just before `f` runs: `vec![0.0; len]`
+/// on the calling thread is one serial memset (glibc's calloc zeroes reused heap memory)
+/// while every other thread waits.
+pub(crate) fn zeroed_chunks(
+    len: usize,
     chunk_len: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
-) {
-    for_each_chunk_mut_init(data, chunk_len, || (), |_, i, chunk| f(i, chunk));
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    zeroed_chunks_init(len, chunk_len, || (), |_, i, chunk| f(i, chunk))
 }
 
-/// [`for_each_chunk_mut`] with a scratch `state` per range of chunks, as in
-/// [`for_each_init`].
-pub(crate) fn for_each_chunk_mut_init<T: Send, S>(
-    data: &mut [T],
+/// [`zeroed_chunks`] with a scratch `state` per range of chunks, as in [`for_each_init`].
+pub(crate) fn zeroed_chunks_init<S>(
+    len: usize,
     chunk_len: usize,
     init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, &mut [T]) + Sync,
-) {
-    assert!(
-        chunk_len > 0,
-        "parallel::for_each_chunk_mut: chunk length 0"
-    );
-    let len = data.len();
-    let base = SharedMut(data.as_mut_ptr());
+    f: impl Fn(&mut S, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    assert!(chunk_len > 0, "parallel::zeroed_chunks: chunk length 0");
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let base = SharedMut(out.as_mut_ptr());
     let base = &base;
     for_each_init(len.div_ceil(chunk_len), init, move |state, i| {
         let start = i * chunk_len;
         let end = len.min(start + chunk_len);
-        // SAFETY: each index `i` is handed out exactly once, so the chunks
-        // `start..end` are disjoint and inside `data`, which stays mutably borrowed (and
-        // alive) until every worker is done.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+        // SAFETY: each index `i` is handed out exactly once, so the chunks `start..end` are
+        // disjoint and inside the allocation's capacity, which lives until every worker is
+        // done; every float is written (zeroed) before the slice over it is made.
+        let chunk = unsafe {
+            let first = base.0.add(start);
+            std::ptr::write_bytes(first, 0, end - start);
+            std::slice::from_raw_parts_mut(first, end - start)
+        };
         f(state, i, chunk)
     });
+    // SAFETY: the loop above zeroed every chunk of 0..len (had any range panicked, the
+    // panic would have been raised again before this line).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// A pointer to the start of a slice whose disjoint chunks go to different threads.
 struct SharedMut<T>(*mut T);
-// SAFETY: only used by `for_each_chunk_mut_init`, which gives every thread its own chunks.
+// SAFETY: only used by `zeroed_chunks_init`, which gives every thread its own chunks.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 #[cfg(test)]
@@ -170,15 +179,16 @@ mod tests {
     }
 
     #[test]
-    fn chunks_cover_the_slice_once_with_a_short_last_chunk() {
-        let mut data = vec![0usize; 1003];
-        for_each_chunk_mut(&mut data, 10, |i, chunk| {
+    fn chunks_come_zeroed_and_cover_the_vector_once_with_a_short_last_chunk() {
+        let data = zeroed_chunks(1003, 10, |i, chunk| {
             assert_eq!(chunk.len(), if i == 100 { 3 } else { 10 });
             for (j, x) in chunk.iter_mut().enumerate() {
-                *x += i * 10 + j + 1;
+                assert_eq!(*x, 0.0);
+                *x += (i * 10 + j + 1) as f32;
             }
         });
-        assert_eq!(data, (1..=1003).collect::<Vec<_>>());
+        assert_eq!(data, (1..=1003).map(|v| v as f32).collect::<Vec<_>>());
+        assert!(zeroed_chunks(0, 4, |_, _| unreachable!()).is_empty());
     }
 
     #[test]

@@ -126,8 +126,7 @@ impl CustomOp3 for BatchNormTrain {
             .iter()
             .map(|v| 1.0 / ((*v as f64 + self.eps).sqrt() as f32))
             .collect();
-        let mut y = vec![0f32; x.len()];
-        parallel::for_each_chunk_mut(&mut y, s, |i, yo| {
+        let y = parallel::zeroed_chunks(x.len(), s, |i, yo| {
             let ch = i % c;
             let scale = inv_std[ch] * w[ch];
             let shift = b[ch] - mean[ch] * scale;
@@ -230,8 +229,7 @@ impl CustomOp3 for InputGrad {
         let (w, dw, db) = (&p[..c], &p[c..2 * c], &p[2 * c..]);
         let st = &self.0;
         let m = (n * s) as f32;
-        let mut dx = vec![0f32; x.len()];
-        parallel::for_each_chunk_mut(&mut dx, s, |i, out| {
+        let dx = parallel::zeroed_chunks(x.len(), s, |i, out| {
             let ch = i % c;
             let (mean, inv) = (st.mean[ch], st.inv_std[ch]);
             let k = w[ch] * inv / m;

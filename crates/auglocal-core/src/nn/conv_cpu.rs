@@ -197,10 +197,9 @@ impl Geometry {
             return conv_direct::forward(self, x, weight);
         }
         let g = self;
-        let mut out = vec![0f32; g.batch * g.out_image()];
         let (rows, plane) = (g.rows(), g.out_plane());
-        parallel::for_each_chunk_mut_init(
-            &mut out,
+        let out = parallel::zeroed_chunks_init(
+            g.batch * g.out_image(),
             g.out_image(),
             || {
                 if g.is_pointwise() {
@@ -617,9 +616,8 @@ impl CustomOp2 for InputGrad {
             return Ok((CpuStorage::F32(full.forward(dy, &flipped)), g.input_shape()));
         }
         let (rows, plane) = (g.rows(), g.out_plane());
-        let mut dx = vec![0f32; g.batch * g.in_image()];
-        parallel::for_each_chunk_mut_init(
-            &mut dx,
+        let dx = parallel::zeroed_chunks_init(
+            g.batch * g.in_image(),
             g.in_image(),
             || vec![0f32; rows * plane],
             |cols, n, image| {

@@ -202,9 +202,8 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let vectors = pixel_vectors(g, &layout);
     let regs = Registers::detect();
     let (in_image, plane, plane_p) = (g.c_in * g.h * g.w, g.h_out * g.w_out, layout.plane());
-    let mut out = vec![0f32; g.batch * g.c_out * plane];
-    crate::parallel::for_each_chunk_mut_init(
-        &mut out,
+    let out = crate::parallel::zeroed_chunks_init(
+        g.batch * g.c_out * plane,
         g.c_out * plane,
         || vec![0f32; g.c_in * plane_p],
         |padded, n, y| {

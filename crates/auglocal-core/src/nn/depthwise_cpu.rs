@@ -41,8 +41,7 @@ fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, usize, usize, usize)) {
 /// `y[n, c] = x[n, c] ⋆ w[c]` for input (N, C, H, W) and weight (C, 1, k, k).
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.k * g.k);
-    let mut y = vec![0f32; g.batch * g.c_out * plane_out];
-    parallel::for_each_chunk_mut(&mut y, plane_out, |p, out| {
+    let y = parallel::zeroed_chunks(g.batch * g.c_out * plane_out, plane_out, |p, out| {
         let c = p % g.c_in;
         let src = &x[p * plane_in..(p + 1) * plane_in];
         let w = &weight[c * taps..(c + 1) * taps];
@@ -66,8 +65,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// The input gradient from the output gradient `dy` and the weight.
 pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.k * g.k);
-    let mut dx = vec![0f32; g.batch * g.c_in * plane_in];
-    parallel::for_each_chunk_mut(&mut dx, plane_in, |p, dst| {
+    let dx = parallel::zeroed_chunks(g.batch * g.c_in * plane_in, plane_in, |p, dst| {
         let c = p % g.c_in;
         let grad = &dy[p * plane_out..(p + 1) * plane_out];
         let w = &weight[c * taps..(c + 1) * taps];
@@ -91,8 +89,7 @@ pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 /// The weight gradient from the output gradient `dy` and the input `x`.
 pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.k * g.k);
-    let mut dw = vec![0f32; g.c_out * taps];
-    parallel::for_each_chunk_mut(&mut dw, taps, |c, acc| {
+    let dw = parallel::zeroed_chunks(g.c_out * taps, taps, |c, acc| {
         for n in 0..g.batch {
             let p = n * g.c_in + c;
             let src = &x[p * plane_in..(p + 1) * plane_in];

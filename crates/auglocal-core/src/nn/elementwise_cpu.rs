@@ -20,8 +20,7 @@ fn check_same(op: &str, l1: &Layout, l2: &Layout) -> Result<()> {
 
 /// `f(a[i], b[i])` for every i, in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    parallel::for_each_chunk_mut(&mut out, CHUNK, |i, out| {
+    let out = parallel::zeroed_chunks(a.len(), CHUNK, |i, out| {
         let range = i * CHUNK..i * CHUNK + out.len();
         for ((o, a), b) in out.iter_mut().zip(&a[range.clone()]).zip(&b[range]) {
             *o = f(*a, *b);

@@ -103,8 +103,7 @@ impl CustomOp1 for MaxPool2d {
         let (n, c, h, w) = self.check(l.dims())?;
         let x = contiguous_f32("max pool", s, l, "input")?;
         let (ho, wo) = (self.output_size(h), self.output_size(w));
-        let mut y = vec![0f32; n * c * ho * wo];
-        parallel::for_each_chunk_mut(&mut y, ho * wo, |p, out| {
+        let y = parallel::zeroed_chunks(n * c * ho * wo, ho * wo, |p, out| {
             let plane = &x[p * h * w..(p + 1) * h * w];
             for oy in 0..ho {
                 for ox in 0..wo {
@@ -150,8 +149,7 @@ impl CustomOp2 for MaxPoolGrad {
         }
         let dy = contiguous_f32("max pool", dys, dyl, "output gradient")?;
         let x = contiguous_f32("max pool", xs, xl, "input")?;
-        let mut dx = vec![0f32; n * c * h * w];
-        parallel::for_each_chunk_mut(&mut dx, h * w, |p, dst| {
+        let dx = parallel::zeroed_chunks(n * c * h * w, h * w, |p, dst| {
             let plane = &x[p * h * w..(p + 1) * h * w];
             let grad = &dy[p * ho * wo..(p + 1) * ho * wo];
             for oy in 0..ho {
