@@ -17,7 +17,7 @@ fn main() -> ExitCode {
 /// the kernel. A training step frees and re-allocates the same large activation buffers every
 /// time; by default glibc maps the largest ones afresh and trims the heap's free top, so each
 /// step pays page faults and kernel zeroing for all of them again (ResNet-32 BP on 2 cores:
-/// 0.556 -> 0.490 s/step, see the README). Peak memory is unchanged; the process just does
+/// 0.540 -> 0.467 s/step, see the README). Peak memory is unchanged; the process just does
 /// not shrink between steps. Settings the user gave glibc in the environment win.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
