@@ -255,11 +255,13 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             (ci * plane_p, layout.at(tap / k, tap % k))
         })
         .collect();
-    let starts: Vec<usize> = (0..g.batch).step_by(images_per_sum.max(1)).collect();
-    let partials: Vec<Vec<f32>> =
-        crate::parallel::map_init(starts.len(), Vec::new, |padded, group| {
-            let first = starts[group];
-            let count = images_per_sum.max(1).min(g.batch - first);
+    let images_per_sum = images_per_sum.max(1);
+    let partials: Vec<Vec<f32>> = crate::parallel::map_init(
+        g.batch.div_ceil(images_per_sum),
+        Vec::new,
+        |padded, group| {
+            let first = group * images_per_sum;
+            let count = images_per_sum.min(g.batch - first);
             // `fill` writes every float of each image's planes, so the buffer is reused as is.
             padded.resize(count * g.c_in * plane_p, 0.0);
             for (i, dst) in padded.chunks_exact_mut(g.c_in * plane_p).enumerate() {
@@ -293,7 +295,8 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
                 }
             }
             dw
-        });
+        },
+    );
     super::conv_cpu::sum_in_order(partials, g.c_out * rows)
 }
 
