@@ -20,6 +20,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,9 +161,45 @@ pub(crate) fn zeroed_chunks_init<S>(
     out
 }
 
+/// [`zeroed_chunks_init`] for kernels that write every float of their chunk themselves:
+/// the chunks are handed over uninitialised, which saves a pass over memory (zeroing an
+/// op's output was ~5% of a ResNet-32 step).
+///
+/// # Safety
+/// `f` writes every element of the chunk it is handed (it may not read any before writing
+/// it); otherwise the returned vector holds uninitialised floats.
+pub(crate) unsafe fn written_chunks_init<S>(
+    len: usize,
+    chunk_len: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    assert!(chunk_len > 0, "parallel::written_chunks: chunk length 0");
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let base = SharedMut(out.as_mut_ptr());
+    let base = &base;
+    for_each_init(len.div_ceil(chunk_len), init, move |state, i| {
+        let start = i * chunk_len;
+        let end = len.min(start + chunk_len);
+        // SAFETY: as in `zeroed_chunks_init`; a slice of `MaybeUninit` may cover memory not
+        // written yet.
+        let chunk = unsafe {
+            std::slice::from_raw_parts_mut(
+                base.0.add(start).cast::<MaybeUninit<f32>>(),
+                end - start,
+            )
+        };
+        f(state, i, chunk)
+    });
+    // SAFETY: the caller's `f` wrote every chunk of 0..len (had any range panicked, the
+    // panic would have been raised again before this line).
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// A pointer to the start of a slice whose disjoint chunks go to different threads.
 struct SharedMut<T>(*mut T);
-// SAFETY: only used by `zeroed_chunks_init`, which gives every thread its own chunks.
+// SAFETY: only used by `zeroed_chunks_init` and `written_chunks_init`, which give every thread its own chunks.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 #[cfg(test)]
@@ -189,6 +226,26 @@ mod tests {
         });
         assert_eq!(data, (1..=1003).map(|v| v as f32).collect::<Vec<_>>());
         assert!(zeroed_chunks(0, 4, |_, _| unreachable!()).is_empty());
+    }
+
+    #[test]
+    fn written_chunks_cover_the_vector_once_with_a_short_last_chunk() {
+        // SAFETY: the closure writes every element of its chunk.
+        let data = unsafe {
+            written_chunks_init(
+                1003,
+                10,
+                || 0usize,
+                |calls, i, chunk| {
+                    *calls += 1;
+                    assert_eq!(chunk.len(), if i == 100 { 3 } else { 10 });
+                    for (j, x) in chunk.iter_mut().enumerate() {
+                        x.write((i * 10 + j + 1) as f32);
+                    }
+                },
+            )
+        };
+        assert_eq!(data, (1..=1003).map(|v| v as f32).collect::<Vec<_>>());
     }
 
     #[test]

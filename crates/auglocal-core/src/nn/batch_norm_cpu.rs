@@ -12,6 +12,7 @@
 //! Every per-channel sum runs sequentially inside its channel, so results do not depend on
 //! the thread count.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -126,17 +127,22 @@ impl CustomOp3 for BatchNormTrain {
             .iter()
             .map(|v| 1.0 / ((*v as f64 + self.eps).sqrt() as f32))
             .collect();
-        let y = parallel::zeroed_chunks(x.len(), s, |i, yo| {
+        let normalise = |i: usize, yo: &mut [MaybeUninit<f32>]| {
             let ch = i % c;
             let scale = inv_std[ch] * w[ch];
             let shift = b[ch] - mean[ch] * scale;
-            for (o, v) in yo.iter_mut().zip(&x[i * s..(i + 1) * s]) {
-                *o = v * scale + shift;
-            }
+            let pairs = yo.iter_mut().zip(&x[i * s..(i + 1) * s]);
             if self.relu {
-                yo.iter_mut().for_each(|o| *o = o.max(0.0));
+                pairs.for_each(|(o, v)| _ = o.write((v * scale + shift).max(0.0)));
+            } else {
+                pairs.for_each(|(o, v)| _ = o.write(v * scale + shift));
             }
-        });
+        };
+        // SAFETY: `normalise` writes every element of its chunk (a channel plane, as long as
+        // the matching slice of `x`).
+        let y = unsafe {
+            parallel::written_chunks_init(x.len(), s, || (), |_, i, yo| normalise(i, yo))
+        };
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(BatchStats { mean, var, inv_std });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -229,16 +235,20 @@ impl CustomOp3 for InputGrad {
         let (w, dw, db) = (&p[..c], &p[c..2 * c], &p[2 * c..]);
         let st = &self.0;
         let m = (n * s) as f32;
-        let dx = parallel::zeroed_chunks(x.len(), s, |i, out| {
+        let backward = |i: usize, out: &mut [MaybeUninit<f32>]| {
             let ch = i % c;
             let (mean, inv) = (st.mean[ch], st.inv_std[ch]);
             let k = w[ch] * inv / m;
             let base = i * s;
             for (j, o) in out.iter_mut().enumerate() {
                 let xhat = (x[base + j] - mean) * inv;
-                *o = k * (m * dy[base + j] - db[ch] - xhat * dw[ch]);
+                o.write(k * (m * dy[base + j] - db[ch] - xhat * dw[ch]));
             }
-        });
+        };
+        // SAFETY: `backward` writes every element of its chunk.
+        let dx = unsafe {
+            parallel::written_chunks_init(x.len(), s, || (), |_, i, out| backward(i, out))
+        };
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }

@@ -12,9 +12,10 @@
 //! ```
 //!
 //! with R = C_in·k·k. On x86-64 with AVX2, most convolutions of a ResNet skip this path:
-//! `conv_direct` convolves straight from the image (forward and weight gradient at stride 1
-//! keeping the image size and at stride 2, and the stride-1 input gradient through the
-//! forward pass). What stays here: stride-2 input gradients, weight gradients of small
+//! `winograd` runs the 3x3 stride-1 forward passes that keep the image size (and through
+//! the flipped kernel their input gradients) in F(2x2, 3x3), and `conv_direct` convolves
+//! straight from the image (the other forward passes and weight gradients at stride 1
+//! keeping the image size and at stride 2, and their stride-1 input gradients). What stays here: stride-2 input gradients, weight gradients of small
 //! planes, grouped and pointwise convolutions, and every convolution on other CPUs.
 //!
 //! The weight gradient's GEMM writes dWᵀ and transposes it once at the end: at 16 channels
@@ -36,6 +37,8 @@ use super::contiguous_f32;
 #[cfg(target_arch = "x86_64")]
 use super::conv_direct;
 use super::depthwise_cpu;
+#[cfg(target_arch = "x86_64")]
+use super::winograd;
 use crate::parallel;
 
 /// Images per partial sum of the weight gradient: fixed, for thread-count-independent sums.
@@ -192,6 +195,10 @@ impl Geometry {
 
     /// The convolution of a batch `x` (N, C_in, H, W) with `weight` (C_out, C_in, k, k).
     fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if winograd::supported(self) {
+            return winograd::forward(self, x, weight);
+        }
         #[cfg(target_arch = "x86_64")]
         if conv_direct::supported(self) {
             return conv_direct::forward(self, x, weight);

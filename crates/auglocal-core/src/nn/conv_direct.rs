@@ -27,6 +27,7 @@
 //! 3.0 against 4.0, 16->32 at stride 2 on 32x32 2.1 against 3.6.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::conv_cpu::Geometry;
 
@@ -161,7 +162,7 @@ impl Padded {
 /// The vector registers the kernels may use. Both run 8-lane vectors; what differs is how
 /// many registers hold a tile's accumulators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Registers {
+pub(crate) enum Registers {
     /// AVX2's 16: tiles of 4 output channels x 2 (pixel vectors, or weight rows). Wider
     /// tiles need all 16 and the compiler spilled an accumulator: half speed.
     Avx2,
@@ -170,7 +171,7 @@ enum Registers {
 }
 
 impl Registers {
-    fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
             Registers::Avx512
         } else {
@@ -179,7 +180,7 @@ impl Registers {
     }
 
     /// Pixel vectors of a forward tile, and weight rows of a weight-gradient tile.
-    fn tile_width(self) -> usize {
+    pub(crate) fn tile_width(self) -> usize {
         match self {
             Registers::Avx2 => 2,
             Registers::Avx512 => 4,
@@ -187,7 +188,7 @@ impl Registers {
     }
 }
 
-fn cpu_has_avx2_fma() -> bool {
+pub(crate) fn cpu_has_avx2_fma() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
@@ -202,22 +203,26 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let vectors = pixel_vectors(g, &layout);
     let regs = Registers::detect();
     let (in_image, plane, plane_p) = (g.c_in * g.h * g.w, g.h_out * g.w_out, layout.plane());
-    let out = crate::parallel::zeroed_chunks_init(
-        g.batch * g.c_out * plane,
-        g.c_out * plane,
-        || vec![0f32; g.c_in * plane_p],
-        |padded, n, y| {
-            layout.fill(g, &x[n * in_image..(n + 1) * in_image], padded);
-            let per_block = g.c_in * k * k * TILE_CHANNELS;
-            for (block, w) in packed.chunks_exact(per_block).enumerate() {
-                let y = &mut y[block * TILE_CHANNELS * plane..(block + 1) * TILE_CHANNELS * plane];
-                // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the
-                // offsets stay inside `padded` and `y` (see `tile_avx2`).
-                unsafe { forward_tiles(regs, padded, plane_p, w, &taps, &vectors, y, plane) }
-            }
-        },
-    );
-    out
+    let convolve = |padded: &mut Vec<f32>, n: usize, y: &mut [MaybeUninit<f32>]| {
+        layout.fill(g, &x[n * in_image..(n + 1) * in_image], padded);
+        let per_block = g.c_in * k * k * TILE_CHANNELS;
+        for (block, w) in packed.chunks_exact(per_block).enumerate() {
+            let y = &mut y[block * TILE_CHANNELS * plane..(block + 1) * TILE_CHANNELS * plane];
+            // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the offsets stay
+            // inside `padded` and `y` (see `tile_avx2`).
+            unsafe { forward_tiles(regs, padded, plane_p, w, &taps, &vectors, y, plane) }
+        }
+    };
+    // SAFETY: `convolve` writes every output: each block of 4 channels stores every pixel
+    // vector of their planes, and the vectors tile each plane (rows of whole vectors).
+    unsafe {
+        crate::parallel::written_chunks_init(
+            g.batch * g.c_out * plane,
+            g.c_out * plane,
+            || vec![0f32; g.c_in * plane_p],
+            convolve,
+        )
+    }
 }
 
 /// The output plane's vectors of 8 pixels: (offset of the first pixel's source at tap
@@ -331,7 +336,7 @@ unsafe fn forward_tiles(
     weights: &[f32],
     taps: &[usize],
     vectors: &[(usize, usize)],
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     plane: usize,
 ) {
     for tile in vectors.chunks(regs.tile_width()) {
@@ -361,7 +366,7 @@ type TileArgs<'a> = (
 /// # Safety
 /// As [`tile_avx2`], on a CPU with AVX-512F and AVX-512VL.
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-unsafe fn tile_avx512<const V: usize>(args: TileArgs, y: &mut [f32], plane: usize) {
+unsafe fn tile_avx512<const V: usize>(args: TileArgs, y: &mut [MaybeUninit<f32>], plane: usize) {
     tile_avx2::<V>(args, y, plane)
 }
 
@@ -433,7 +438,7 @@ unsafe fn wgrad_tile_avx512<const T: usize>(args: WgradArgs) -> [[f32; T]; TILE_
 /// The CPU supports AVX2 and FMA, and the offsets are as described.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile_avx2<const V: usize>(args: TileArgs, y: &mut [f32], plane: usize) {
+unsafe fn tile_avx2<const V: usize>(args: TileArgs, y: &mut [MaybeUninit<f32>], plane: usize) {
     let (padded, plane_p, weights, taps, tile) = args;
     debug_assert_eq!(tile.len(), V);
     let c_in = padded.len() / plane_p;
@@ -465,7 +470,7 @@ unsafe fn tile_avx2<const V: usize>(args: TileArgs, y: &mut [f32], plane: usize)
         for v in 0..V {
             let at = m * plane + tile[v].1;
             debug_assert!(at + LANES <= y.len());
-            _mm256_storeu_ps(y.as_mut_ptr().add(at), row[v]);
+            _mm256_storeu_ps(y.as_mut_ptr().cast::<f32>().add(at), row[v]);
         }
     }
 }

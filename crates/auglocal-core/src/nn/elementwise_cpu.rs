@@ -1,6 +1,8 @@
 //! Fused elementwise ops on the CPU: the residual `relu(a + b)` and the ReLU gradient, one
 //! pass each instead of Candle's add, relu, and its four-pass relu backward.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use crate::parallel;
@@ -20,13 +22,15 @@ fn check_same(op: &str, l1: &Layout, l2: &Layout) -> Result<()> {
 
 /// `f(a[i], b[i])` for every i, in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let out = parallel::zeroed_chunks(a.len(), CHUNK, |i, out| {
+    assert_eq!(a.len(), b.len());
+    let map = |i: usize, out: &mut [MaybeUninit<f32>]| {
         let range = i * CHUNK..i * CHUNK + out.len();
         for ((o, a), b) in out.iter_mut().zip(&a[range.clone()]).zip(&b[range]) {
-            *o = f(*a, *b);
+            o.write(f(*a, *b));
         }
-    });
-    out
+    };
+    // SAFETY: `map` writes every element of its chunk: `a` and `b` are as long as the output.
+    unsafe { parallel::written_chunks_init(a.len(), CHUNK, || (), |_, i, out| map(i, out)) }
 }
 
 /// `relu(a + b)`.

@@ -16,6 +16,8 @@ mod depthwise_cpu;
 mod elementwise_cpu;
 mod linear;
 mod pool;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 pub use batch_norm::{BatchNorm1d, BatchNorm2d};
 pub use conv::Conv2d;
