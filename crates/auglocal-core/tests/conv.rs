@@ -116,17 +116,23 @@ fn direct_kernels_match_candle() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shapes Winograd F(2x2, 3x3) takes (3x3, stride 1, padding 1, even height, width a
-/// multiple of 8, whole vectors of 8 tiles, output channels a multiple of 4), forward and
-/// input gradient, with the remainders of its image groups and register tiles.
+/// Shapes Winograd takes (3x3, stride 1, padding 1, output channels a multiple of 4, planes
+/// of whole vectors of 8 tiles): F(4x4, 3x3) where the height is a multiple of 4 and the
+/// width of 16, F(2x2, 3x3) on the rest; forward and input gradient, with the remainders
+/// of their image groups and register tiles.
 #[test]
 fn winograd_matches_candle() -> anyhow::Result<()> {
-    check(2, 16, 16, 32, 3, 1, 1, 1)?; // ResNet stage 1: one image a group, 4-vector tiles
-    check(3, 32, 32, 16, 3, 1, 1, 1)?; // stage 2: 64 tiles, one image a group
-    check(5, 64, 64, 8, 3, 1, 1, 1)?; // stage 3: groups of 4 images, then 1 (2 vectors)
-    check(3, 3, 16, 8, 3, 1, 1, 1)?; // the stem: 3 input channels, no input gradient needed
+    // F(4x4):
+    check(2, 16, 16, 32, 3, 1, 1, 1)?; // ResNet stage 1: 64 tiles an image
+    check(3, 32, 32, 16, 3, 1, 1, 1)?; // stage 2: 16 tiles, groups of 2 images, then 1
+    check_hw(3, 4, 8, (4, 32), 3, 1, 1, 1)?; // one row of 8 tiles
+    check_hw(2, 5, 12, (8, 48), 3, 1, 1, 1)?; // 12 tiles a row: vectors across tile rows
+    check(2, 3, 16, 16, 3, 1, 1, 1)?; // the stem: 3 input channels, no input gradient
+                                      // F(2x2):
+    check(5, 64, 64, 8, 3, 1, 1, 1)?; // stage 3: groups of 2 images, then 1
+    check(3, 3, 16, 8, 3, 1, 1, 1)?; // 3 input channels
     check(2, 5, 12, 8, 3, 1, 1, 1)?; // 5 -> 12 channels; the input gradient falls back
-    check_hw(3, 8, 8, (4, 16), 3, 1, 1, 1)?; // 8 tiles an image: 8 images a group
+    check_hw(3, 8, 8, (4, 16), 3, 1, 1, 1)?; // 4 tiles of 4x4 would not fill a vector
     check_hw(2, 4, 8, (2, 32), 3, 1, 1, 1)?; // one row of tiles, 16 of them
     check_hw(3, 4, 8, (6, 24), 3, 1, 1, 1)?; // 12 tiles a row: vectors across tile rows
     Ok(())

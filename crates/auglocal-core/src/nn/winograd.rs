@@ -1,28 +1,36 @@
-//! Winograd F(2x2, 3x3) for the 3x3, stride-1, padding-1 convolutions of a ResNet: the
+//! Winograd convolution for the 3x3, stride-1, padding-1 convolutions of a ResNet: the
 //! forward pass and, through the flipped kernel, its input gradient.
 //!
-//! Each 2x2 block of outputs comes from the 4x4 block of inputs around it:
+//! Each m x m block of outputs (a tile) comes from the (m + 2) x (m + 2) block of inputs
+//! around it:
 //!
 //! ```text
 //! y = Aᵀ [ Σ_ci (G g Gᵀ) ⊙ (Bᵀ d B) ] A
 //! ```
 //!
-//! 16 multiplications per pair of channels where the direct kernel makes 36. The sum over
-//! input channels runs in the transformed domain, as one GEMM per position ξ of the 4x4 block:
-//! M[ξ] (C_out x tiles) = U[ξ] (C_out x C_in) · V[ξ] (C_in x tiles). Per group of images, on
-//! one thread: the input transform fills V for every channel; then, 4 output channels at a
-//! time, the 16 GEMMs fill M in a register tile like the direct kernel's (4 channels x up
-//! to 4 vectors of 8 tiles), and the output transform writes the 4 output planes.
+//! F(4x4, 3x3) makes 36 multiplications per pair of channels for 16 outputs, F(2x2, 3x3) 16
+//! for 4, where the direct kernel makes 9 an output. The sum over input channels runs in
+//! the transformed domain, as one GEMM per position ξ of the block: M[ξ] (C_out x tiles) =
+//! U[ξ] (C_out x C_in) · V[ξ] (C_in x tiles). Per chunk of up to 32 tiles, on one thread:
+//! the input transform fills V for every channel; then, 4 output channels at a time, the
+//! GEMMs fill M in a register tile like the direct kernel's (4 channels x up to 4 vectors
+//! of 8 tiles), and the output transform writes the 4 channels' outputs.
 //!
-//! The transforms add and subtract only, and the weight transform halves (exact in f32);
-//! the result differs from the direct sum by rounding alone, and `tests/conv.rs` holds it
-//! within 1e-4 of Candle's convolution. The summation order is fixed by the shapes (input
-//! channels in order in every GEMM), so results do not depend on the thread count or on
-//! how images are grouped.
+//! F(4x4) runs where the tiles fit (height a multiple of 4, width of 16: the 32x32 and 16x16
+//! planes of a CIFAR ResNet), F(2x2) on smaller ones (8x8). The transforms are exact in
+//! real arithmetic, so the result differs from the direct sum by rounding alone;
+//! `tests/conv.rs` holds it within 1e-4 of Candle's convolution. The summation order is
+//! fixed by the shapes (input channels in order in every GEMM), so results do not depend on
+//! the thread count or on how images are grouped.
 //!
-//! Batch 128, 2 threads, forward (`cargo bench -p auglocal-core --bench ops`, alternated
-//! 3 times with the direct kernel): 16->16 on 32x32 2.95 ms against 3.2, 64->64 on 8x8 2.0
-//! against 3.0, 64->64 on 32x32 (batch 64) 14.7 against 24.
+//! Batch 128, 2 threads, forward (`cargo bench -p auglocal-core --bench ops`, each run
+//! twice or more, alternated with the other kernels):
+//!
+//! | convolution | direct kernel | F(2x2) | F(4x4) |
+//! |---|---|---|---|
+//! | 16->16 on 32x32 | 3.2 ms | 2.95 ms | 2.0-2.2 ms |
+//! | 64->64 on 32x32, batch 64 | 24 ms | 14.7 ms | 10.6 ms |
+//! | 64->64 on 8x8 | 3.0 ms | 2.0 ms | (does not tile) |
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -34,61 +42,126 @@ use super::conv_direct::{cpu_has_avx2_fma, Registers};
 const TILE_CHANNELS: usize = 4;
 /// Tiles of one vector.
 const LANES: usize = 8;
-/// Positions ξ in a 4x4 transformed block.
-const POSITIONS: usize = 16;
 
-/// Whether [`forward`] runs this convolution: one group, 3x3, stride 1, padding 1, an even
-/// height, a width that is a multiple of 8 and planes of whole vectors of tiles, whole
-/// register tiles of output channels, on a CPU with AVX2 and FMA.
-pub(crate) fn supported(g: &Geometry) -> bool {
-    g.groups == 1
+/// The two transforms: F(m x m, 3x3) for m = 2 or 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transform {
+    F2,
+    F4,
+}
+
+impl Transform {
+    /// Outputs along one side of a tile.
+    fn m(self) -> usize {
+        match self {
+            Transform::F2 => 2,
+            Transform::F4 => 4,
+        }
+    }
+
+    /// Inputs along one side of a tile.
+    fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// Positions ξ of a transformed block.
+    fn positions(self) -> usize {
+        self.alpha() * self.alpha()
+    }
+
+    /// The kernel transform G (alpha x 3).
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            Transform::F2 => &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+            Transform::F4 => &[
+                [0.25, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        }
+    }
+
+    /// The largest tile that fits the planes in whole vectors of tiles, each vector two runs
+    /// of 4 tiles within a row of tiles: a width of 4m tiles' worth of columns, planes of a
+    /// multiple of 8 tiles.
+    fn for_plane(h: usize, w: usize) -> Option<Transform> {
+        [Transform::F4, Transform::F2].into_iter().find(|t| {
+            let m = t.m();
+            h > 0
+                && h.is_multiple_of(m)
+                && w.is_multiple_of(4 * m)
+                && ((h / m) * (w / m)).is_multiple_of(LANES)
+        })
+    }
+}
+
+/// The transform [`forward`] runs this convolution with: one group, 3x3, stride 1, padding
+/// 1, planes that [`Transform::for_plane`] tiles, whole register tiles of output channels,
+/// on a CPU with AVX2 and FMA.
+fn transform_for(g: &Geometry) -> Option<Transform> {
+    let shape = g.groups == 1
         && g.k == 3
         && g.stride == 1
         && g.padding == 1
         && g.h_out == g.h
         && g.w_out == g.w
-        && g.h.is_multiple_of(2)
-        && g.h > 0
-        && g.w.is_multiple_of(LANES)
-        && ((g.h / 2) * (g.w / 2)).is_multiple_of(LANES)
         && g.c_in > 0
         && g.c_out > 0
-        && g.c_out.is_multiple_of(TILE_CHANNELS)
-        && cpu_has_avx2_fma()
+        && g.c_out.is_multiple_of(TILE_CHANNELS);
+    if !shape || !cpu_has_avx2_fma() {
+        return None;
+    }
+    Transform::for_plane(g.h, g.w)
+}
+
+/// Whether [`forward`] runs this convolution.
+pub(crate) fn supported(g: &Geometry) -> bool {
+    transform_for(g).is_some()
 }
 
 /// The tiles of one image and how an image sits in the input transform's buffer.
 ///
 /// Each channel is zero-bordered (one row and column each side) and each padded row is
-/// split into its even columns, then its odd ones, `half = W/2 + 1` floats each. Tile
-/// (ty, tx) reads padded rows 2ty..2ty+4 and columns 2tx..2tx+4, which are at
-/// `even[tx], odd[tx], even[tx + 1], odd[tx + 1]`: 4 consecutive tiles read 4 consecutive
-/// floats for each of the 16 inputs.
+/// split into m phases by column modulo m, `phase = W/m + 1` floats each. Tile (ty, tx)
+/// reads padded rows m·ty .. m·ty + m + 2 and columns m·tx + c for c < m + 2, stored at
+/// `phase[c mod m][tx + c div m]`: 4 consecutive tiles read 4 consecutive floats for each
+/// of their inputs.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
+    m: usize,
     /// Tile rows and columns of an image.
     rows: usize,
     cols: usize,
     /// Output plane size and width.
     plane: usize,
     width: usize,
-    /// Floats of one padded row half, one padded row, one padded channel.
-    half: usize,
+    /// Floats of one phase of a padded row, one padded row, one padded channel.
+    phase: usize,
     row: usize,
     padded_plane: usize,
 }
 
 impl Tiles {
-    fn new(g: &Geometry) -> Self {
-        let half = g.w / 2 + 1;
+    fn new(g: &Geometry, transform: Transform) -> Self {
+        let m = transform.m();
+        let phase = g.w / m + 1;
         Tiles {
-            rows: g.h / 2,
-            cols: g.w / 2,
+            m,
+            rows: g.h / m,
+            cols: g.w / m,
             plane: g.h * g.w,
             width: g.w,
-            half,
-            row: 2 * half,
-            padded_plane: (g.h + 2) * 2 * half,
+            phase,
+            row: m * phase,
+            padded_plane: (g.h + 2) * m * phase,
         }
     }
 
@@ -99,46 +172,124 @@ impl Tiles {
     /// Offset of tile t's input at (row 0, column 0) in a padded channel.
     fn source(&self, t: usize) -> usize {
         let (ty, tx) = (t / self.cols, t % self.cols);
-        2 * ty * self.row + tx
+        self.m * ty * self.row + tx
     }
 
     /// Offset of the input at (row r, column c) of a tile from the tile's source.
     fn tap(&self, r: usize, c: usize) -> usize {
-        r * self.row + (c % 2) * self.half + c / 2
+        r * self.row + (c % self.m) * self.phase + c / self.m
     }
 
     /// Offset of tile t's top-left output in an output plane.
     fn output(&self, t: usize) -> usize {
         let (ty, tx) = (t / self.cols, t % self.cols);
-        2 * ty * self.width + 2 * tx
+        self.m * (ty * self.width + tx)
+    }
+
+    /// Copies the channels of one image (C, H, W) into `padded`, zero elsewhere.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill(&self, image: &[f32], padded: &mut [f32]) {
+        for (dst, channel) in padded
+            .chunks_exact_mut(self.padded_plane)
+            .zip(image.chunks_exact(self.plane))
+        {
+            dst[..self.row].fill(0.0);
+            dst[(self.m * self.rows + 1) * self.row..].fill(0.0);
+            for (iy, line) in channel.chunks_exact(self.width).enumerate() {
+                let row = &mut dst[(iy + 1) * self.row..][..self.row];
+                if self.m == 2 {
+                    self.split_row_2(line, row);
+                } else {
+                    self.split_row_4(line, row);
+                }
+            }
+        }
+    }
+
+    /// One row into its two phases: input column x is padded column x + 1, so odd x lands
+    /// in the even phase.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn split_row_2(&self, line: &[f32], row: &mut [f32]) {
+        let (even, odd) = row.split_at_mut(self.phase);
+        even[0] = 0.0;
+        odd[self.cols] = 0.0;
+        let mut j = 0;
+        while 2 * j + 2 * LANES <= line.len() {
+            let a = _mm256_loadu_ps(line.as_ptr().add(2 * j));
+            let b = _mm256_loadu_ps(line.as_ptr().add(2 * j + LANES));
+            // [a0 a2 b0 b2 a4 a6 b4 b6] and the odd ones, then the middle 64-bit lanes
+            // swapped: [a0 a2 a4 a6 b0 b2 b4 b6].
+            let evens = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odds = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let evens = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                evens,
+            )));
+            let odds = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                odds,
+            )));
+            _mm256_storeu_ps(odd[j..j + LANES].as_mut_ptr(), evens);
+            _mm256_storeu_ps(even[j + 1..j + 1 + LANES].as_mut_ptr(), odds);
+            j += LANES;
+        }
+        for (j, pair) in line.chunks_exact(2).enumerate().skip(j) {
+            odd[j] = pair[0];
+            even[j + 1] = pair[1];
+        }
+    }
+
+    /// One row into its four phases: input column x = 4i + r is padded column x + 1, in
+    /// phase r + 1 at index i, or phase 0 at index i + 1 for r = 3. Each 16 columns are a
+    /// 4x4 transpose.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn split_row_4(&self, line: &[f32], row: &mut [f32]) {
+        let phase = self.phase;
+        row[0] = 0.0;
+        row[phase + self.cols..phase + phase].fill(0.0);
+        row[2 * phase + self.cols..]
+            .iter_mut()
+            .step_by(phase)
+            .for_each(|v| *v = 0.0);
+        debug_assert!(line.len().is_multiple_of(16));
+        let p = row.as_mut_ptr();
+        for (i, group) in line.chunks_exact(16).enumerate() {
+            let s = group.as_ptr();
+            let (r0, r1) = (_mm_loadu_ps(s), _mm_loadu_ps(s.add(4)));
+            let (r2, r3) = (_mm_loadu_ps(s.add(8)), _mm_loadu_ps(s.add(12)));
+            let (t0, t1) = (_mm_unpacklo_ps(r0, r1), _mm_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm_unpacklo_ps(r2, r3), _mm_unpackhi_ps(r2, r3));
+            let at = 4 * i;
+            debug_assert!(3 * phase + at + 4 <= row.len() && at + 5 <= phase);
+            _mm_storeu_ps(p.add(phase + at), _mm_movelh_ps(t0, t2));
+            _mm_storeu_ps(p.add(2 * phase + at), _mm_movehl_ps(t2, t0));
+            _mm_storeu_ps(p.add(3 * phase + at), _mm_movelh_ps(t1, t3));
+            _mm_storeu_ps(p.add(at + 1), _mm_movehl_ps(t3, t1));
+        }
     }
 }
 
-/// The 16 transformed 3x3 kernels, packed as [ξ][C_out / 4][C_in][4]: the 4 values one step
-/// of a register tile broadcasts, together.
-fn transform_weights(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+/// The transformed kernels U = G g Gᵀ (in f64, rounded once), packed as
+/// [ξ][C_out / 4][C_in][4]: the 4 values one step of a register tile broadcasts, together.
+fn transform_weights(g: &Geometry, transform: Transform, weight: &[f32]) -> Vec<f32> {
+    let gm = transform.g();
+    let alpha = transform.alpha();
     let blocks = g.c_out / TILE_CHANNELS;
-    let mut packed = vec![0f32; POSITIONS * g.c_out * g.c_in];
+    let mut packed = vec![0f32; transform.positions() * g.c_out * g.c_in];
     for co in 0..g.c_out {
+        let (block, lane) = (co / TILE_CHANNELS, co % TILE_CHANNELS);
         for ci in 0..g.c_in {
             let k = &weight[(co * g.c_in + ci) * 9..][..9];
-            // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2; then the same on
-            // the columns.
-            let mut gg = [[0f32; 3]; 4];
-            for c in 0..3 {
-                let (a, b, d) = (k[c], k[3 + c], k[6 + c]);
-                gg[0][c] = a;
-                gg[1][c] = 0.5 * (a + b + d);
-                gg[2][c] = 0.5 * (a - b + d);
-                gg[3][c] = d;
-            }
-            for (i, row) in gg.iter().enumerate() {
-                let [a, b, d] = *row;
-                let u = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (j, &value) in u.iter().enumerate() {
-                    let xi = 4 * i + j;
-                    let (block, m) = (co / TILE_CHANNELS, co % TILE_CHANNELS);
-                    packed[((xi * blocks + block) * g.c_in + ci) * TILE_CHANNELS + m] = value;
+            for (i, gi) in gm.iter().enumerate() {
+                // Row i of G g.
+                let row: [f64; 3] =
+                    std::array::from_fn(|c| (0..3).map(|r| gi[r] * k[3 * r + c] as f64).sum());
+                for (j, gj) in gm.iter().enumerate() {
+                    let value: f64 = (0..3).map(|c| row[c] * gj[c]).sum();
+                    let xi = alpha * i + j;
+                    packed[((xi * blocks + block) * g.c_in + ci) * TILE_CHANNELS + lane] =
+                        value as f32;
                 }
             }
         }
@@ -161,21 +312,24 @@ struct Scratch {
 /// The convolution of `x` (N, C_in, H, W) with `weight` (C_out, C_in, 3, 3); callers check
 /// [`supported`] first.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    assert!(supported(g), "winograd::forward called on {g:?}");
-    let tiles = Tiles::new(g);
+    let Some(transform) = transform_for(g) else {
+        panic!("winograd::forward called on {g:?}");
+    };
+    let positions = transform.positions();
+    let tiles = Tiles::new(g, transform);
     let per_image = tiles.per_image();
     let regs = Registers::detect();
     let width = regs.tile_width();
     // Images per task: enough for one whole chunk of tile vectors.
     let group = (width * LANES).div_ceil(per_image);
-    let u = transform_weights(g, weight);
+    let u = transform_weights(g, transform, weight);
     let blocks = g.c_out / TILE_CHANNELS;
     let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
     let padded_image = g.c_in * tiles.padded_plane;
     let init = || Scratch {
         padded: vec![0f32; group * padded_image],
-        v: vec![0f32; g.c_in * POSITIONS * width * LANES],
-        m: vec![0f32; TILE_CHANNELS * POSITIONS * width * LANES],
+        v: vec![0f32; g.c_in * positions * width * LANES],
+        m: vec![0f32; TILE_CHANNELS * positions * width * LANES],
     };
     let convolve = |scratch: &mut Scratch, index: usize, y: &mut [MaybeUninit<f32>]| {
         let images = y.len() / out_image;
@@ -194,26 +348,34 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
             let chunk = Chunk {
                 first,
                 len: (vectors - first).min(width),
+                positions,
             };
-            let v = &mut scratch.v[..g.c_in * POSITIONS * chunk.len * LANES];
-            let m = &mut scratch.m[..TILE_CHANNELS * POSITIONS * chunk.len * LANES];
+            let v = &mut scratch.v[..g.c_in * chunk.floats()];
+            let m = &mut scratch.m[..TILE_CHANNELS * chunk.floats()];
             // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the buffers have
             // the sizes each function states.
             unsafe {
-                transform_inputs(&tiles, g.c_in, padded, chunk, v);
+                match transform {
+                    Transform::F2 => inputs_f2(&tiles, g.c_in, padded, chunk, v),
+                    Transform::F4 => inputs_f4(&tiles, g.c_in, padded, chunk, v),
+                }
                 for block in 0..blocks {
-                    for xi in 0..POSITIONS {
+                    for xi in 0..positions {
                         let u = &u[(xi * blocks + block) * g.c_in * TILE_CHANNELS..]
                             [..g.c_in * TILE_CHANNELS];
-                        gemm(regs, u, v, m, xi, chunk.len);
+                        gemm(regs, u, v, m, xi, chunk);
                     }
-                    transform_outputs(&tiles, m, chunk, (&mut *y, out_image), block);
+                    let y = (&mut *y, out_image);
+                    match transform {
+                        Transform::F2 => outputs_f2(&tiles, m, chunk, y, block),
+                        Transform::F4 => outputs_f4(&tiles, m, chunk, y, block),
+                    }
                 }
             }
         }
     };
     // SAFETY: `convolve` writes every output of its images: its chunks cover all their tile
-    // vectors, and each block of 4 channels writes the 2x2 outputs of every tile.
+    // vectors, and each block of 4 channels writes the m x m outputs of every tile.
     unsafe {
         crate::parallel::written_chunks_init(g.batch * out_image, group * out_image, init, convolve)
     }
@@ -225,6 +387,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 struct Chunk {
     first: usize,
     len: usize,
+    positions: usize,
 }
 
 impl Chunk {
@@ -233,91 +396,64 @@ impl Chunk {
         let tile = (self.first + k) * LANES;
         (tile / tiles.per_image(), tile % tiles.per_image())
     }
-}
 
-impl Tiles {
-    /// Copies the channels of one image (C, H, W) into `padded`, zero elsewhere.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn fill(&self, image: &[f32], padded: &mut [f32]) {
-        let w = self.width;
-        for (dst, channel) in padded
-            .chunks_exact_mut(self.padded_plane)
-            .zip(image.chunks_exact(self.plane))
-        {
-            dst[..self.row].fill(0.0);
-            dst[(2 * self.rows + 1) * self.row..].fill(0.0);
-            for (iy, line) in channel.chunks_exact(w).enumerate() {
-                let (even, odd) = dst[(iy + 1) * self.row..][..self.row].split_at_mut(self.half);
-                // Input column x is padded column x + 1: odd x lands in the even half.
-                even[0] = 0.0;
-                odd[self.cols] = 0.0;
-                let mut j = 0;
-                while 2 * j + 2 * LANES <= w {
-                    let a = _mm256_loadu_ps(line.as_ptr().add(2 * j));
-                    let b = _mm256_loadu_ps(line.as_ptr().add(2 * j + LANES));
-                    // [a0 a2 b0 b2 a4 a6 b4 b6] and the odd ones, then the middle 64-bit
-                    // lanes swapped: [a0 a2 a4 a6 b0 b2 b4 b6].
-                    let evens = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-                    let odds = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-                    let evens = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
-                        _mm256_castps_pd(evens),
-                    ));
-                    let odds = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
-                        _mm256_castps_pd(odds),
-                    ));
-                    _mm256_storeu_ps(odd[j..j + LANES].as_mut_ptr(), evens);
-                    _mm256_storeu_ps(even[j + 1..j + 1 + LANES].as_mut_ptr(), odds);
-                    j += LANES;
-                }
-                for (j, pair) in line.chunks_exact(2).enumerate().skip(j) {
-                    odd[j] = pair[0];
-                    even[j + 1] = pair[1];
-                }
-            }
-        }
+    /// Floats of one channel's transformed block in V or M: [ξ][vector][8].
+    fn floats(&self) -> usize {
+        self.positions * self.len * LANES
+    }
+
+    /// Offset of position ξ of vector k in row (channel) `c` of V or M.
+    fn at(&self, c: usize, xi: usize, k: usize) -> usize {
+        ((c * self.positions + xi) * self.len + k) * LANES
     }
 }
 
-/// V[c][ξ][k][·] = (Bᵀ d B)[ξ] for every channel c and the tiles of the chunk's vectors k,
-/// with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; `v` holds C · 16 · len · 8 floats.
+/// The 16 (or 36) input vectors of one channel's tiles of vector k, loaded from `plane` as
+/// two runs of 4 tiles (one load when the runs are adjacent in one row of tiles).
+///
+/// # Safety
+/// The CPU supports AVX2; the runs' reads stay inside `plane` (asserted).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load_tile_inputs<const N: usize>(
+    plane: &[f32],
+    (lo, hi): (usize, usize),
+    taps: &[usize; N],
+) -> [__m256; N] {
+    let last = taps[N - 1] + 4;
+    assert!(lo + last <= plane.len() && hi + last <= plane.len());
+    let p = plane.as_ptr();
+    let one_row = hi == lo + 4;
+    std::array::from_fn(|i| {
+        if one_row {
+            _mm256_loadu_ps(p.add(lo + taps[i]))
+        } else {
+            _mm256_loadu2_m128(p.add(hi + taps[i]), p.add(lo + taps[i]))
+        }
+    })
+}
+
+/// Tap offsets of an alpha x alpha tile, row by row.
+fn tile_taps<const N: usize>(tiles: &Tiles, alpha: usize) -> [usize; N] {
+    std::array::from_fn(|i| tiles.tap(i / alpha, i % alpha))
+}
+
+/// F(2x2): V[c][ξ][k] = (Bᵀ d B)[ξ] for every channel c and the tiles of the chunk's vectors
+/// k, with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; `v` holds C · 16 · len · 8 floats.
 ///
 /// # Safety
 /// The CPU supports AVX2; `padded` holds whole padded images of `channels` channels.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_inputs(
-    tiles: &Tiles,
-    channels: usize,
-    padded: &[f32],
-    chunk: Chunk,
-    v: &mut [f32],
-) {
-    assert_eq!(v.len(), channels * POSITIONS * chunk.len * LANES);
-    let mut taps = [0usize; 16];
-    for (i, tap) in taps.iter_mut().enumerate() {
-        *tap = tiles.tap(i / 4, i % 4);
-    }
-    let last = tiles.tap(3, 3) + 4;
+unsafe fn inputs_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, v: &mut [f32]) {
+    assert_eq!(v.len(), channels * chunk.floats());
+    let taps: [usize; 16] = tile_taps(tiles, 4);
     let vp = v.as_mut_ptr();
     for k in 0..chunk.len {
         let (n, t) = chunk.vector(tiles, k);
-        // Two runs of 4 tiles, each within one tile row.
-        let (lo, hi) = (tiles.source(t), tiles.source(t + 4));
-        let one_row = hi == lo + 4;
+        let runs = (tiles.source(t), tiles.source(t + 4));
         for c in 0..channels {
             let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
-            assert!(lo + last <= plane.len() && hi + last <= plane.len());
-            let p = plane.as_ptr();
-            let mut d = [_mm256_setzero_ps(); 16];
-            for (i, &tap) in taps.iter().enumerate() {
-                d[i] = if one_row {
-                    _mm256_loadu_ps(p.add(lo + tap))
-                } else {
-                    _mm256_loadu2_m128(p.add(hi + tap), p.add(lo + tap))
-                };
-            }
+            let d = load_tile_inputs(plane, runs, &taps);
             // Rows: z = Bᵀ d.
             let mut z = [_mm256_setzero_ps(); 16];
             for j in 0..4 {
@@ -336,7 +472,83 @@ unsafe fn transform_inputs(
                     _mm256_sub_ps(r[1], r[3]),
                 ];
                 for (j, value) in out.into_iter().enumerate() {
-                    let at = ((c * POSITIONS + 4 * i + j) * chunk.len + k) * LANES;
+                    let at = chunk.at(c, 4 * i + j, k);
+                    debug_assert!(at + LANES <= v.len());
+                    _mm256_storeu_ps(vp.add(at), value);
+                }
+            }
+        }
+    }
+}
+
+/// F(4x4)'s Bᵀ applied to 6 vectors:
+/// Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+///       0 4 0 -5 0 1].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn bt_f4(d: [__m256; 6]) -> [__m256; 6] {
+    let (four, five) = (_mm256_set1_ps(4.0), _mm256_set1_ps(5.0));
+    // d4 - 4 d2 ± (d3 - 4 d1), and d4 - d2 ± 2 (d3 - d1).
+    let a = _mm256_fnmadd_ps(four, d[2], d[4]);
+    let b = _mm256_fnmadd_ps(four, d[1], d[3]);
+    let c = _mm256_sub_ps(d[4], d[2]);
+    let e = _mm256_sub_ps(d[3], d[1]);
+    let e = _mm256_add_ps(e, e);
+    [
+        _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4])),
+        _mm256_add_ps(a, b),
+        _mm256_sub_ps(a, b),
+        _mm256_add_ps(c, e),
+        _mm256_sub_ps(c, e),
+        _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5])),
+    ]
+}
+
+/// F(4x4)'s Aᵀ applied to 6 vectors: Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0;
+/// 0 1 -1 8 -8 1].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn at_f4(s: [__m256; 6]) -> [__m256; 4] {
+    let p = _mm256_add_ps(s[1], s[2]);
+    let q = _mm256_sub_ps(s[1], s[2]);
+    let r = _mm256_add_ps(s[3], s[4]);
+    let t = _mm256_sub_ps(s[3], s[4]);
+    [
+        _mm256_add_ps(_mm256_add_ps(s[0], p), r),
+        _mm256_fmadd_ps(_mm256_set1_ps(2.0), t, q),
+        _mm256_fmadd_ps(_mm256_set1_ps(4.0), r, p),
+        _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0), t, q), s[5]),
+    ]
+}
+
+/// F(4x4): V[c][ξ][k] = (Bᵀ d B)[ξ] as [`inputs_f2`], for 6x6 input tiles.
+///
+/// # Safety
+/// As [`inputs_f2`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn inputs_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, v: &mut [f32]) {
+    assert_eq!(v.len(), channels * chunk.floats());
+    let taps: [usize; 36] = tile_taps(tiles, 6);
+    let vp = v.as_mut_ptr();
+    for k in 0..chunk.len {
+        let (n, t) = chunk.vector(tiles, k);
+        let runs = (tiles.source(t), tiles.source(t + 4));
+        for c in 0..channels {
+            let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
+            let d = load_tile_inputs(plane, runs, &taps);
+            // Rows: z = Bᵀ d, column by column.
+            let mut z = [_mm256_setzero_ps(); 36];
+            for j in 0..6 {
+                let column = bt_f4(std::array::from_fn(|i| d[6 * i + j]));
+                for (i, value) in column.into_iter().enumerate() {
+                    z[6 * i + j] = value;
+                }
+            }
+            // Columns: z B, row by row.
+            for i in 0..6 {
+                let row = bt_f4(std::array::from_fn(|j| z[6 * i + j]));
+                for (j, value) in row.into_iter().enumerate() {
+                    let at = chunk.at(c, 6 * i + j, k);
                     debug_assert!(at + LANES <= v.len());
                     _mm256_storeu_ps(vp.add(at), value);
                 }
@@ -349,19 +561,18 @@ unsafe fn transform_inputs(
 /// vectors) in one register tile, input channels summed in order.
 ///
 /// # Safety
-/// The CPU has `regs`, AVX2 and FMA; `len <= regs.tile_width()`, `v` and `m` are a chunk's
-/// buffers for `len` vectors.
-unsafe fn gemm(regs: Registers, u: &[f32], v: &[f32], m: &mut [f32], xi: usize, len: usize) {
-    debug_assert_eq!(u.len() * POSITIONS * len * LANES, v.len() * TILE_CHANNELS);
-    debug_assert_eq!(m.len(), TILE_CHANNELS * POSITIONS * len * LANES);
-    let step = POSITIONS * len * LANES;
+/// The CPU has `regs`, AVX2 and FMA; `chunk.len <= regs.tile_width()`, `v` and `m` are the
+/// chunk's buffers.
+unsafe fn gemm(regs: Registers, u: &[f32], v: &[f32], m: &mut [f32], xi: usize, chunk: Chunk) {
+    debug_assert_eq!(u.len() * chunk.floats(), v.len() * TILE_CHANNELS);
+    debug_assert_eq!(m.len(), TILE_CHANNELS * chunk.floats());
     let args = (
         u,
-        v.as_ptr().add(xi * len * LANES),
-        m.as_mut_ptr().add(xi * len * LANES),
-        step,
+        v.as_ptr().add(chunk.at(0, xi, 0)),
+        m.as_mut_ptr().add(chunk.at(0, xi, 0)),
+        chunk.floats(),
     );
-    match (regs, len) {
+    match (regs, chunk.len) {
         (Registers::Avx512, 4) => gemm_tile_avx512::<4>(args),
         (Registers::Avx512, 3) => gemm_tile_avx512::<3>(args),
         (_, 2) => gemm_tile::<2>(args),
@@ -415,21 +626,18 @@ unsafe fn gemm_tile<const V: usize>(args: GemmArgs) {
     }
 }
 
-/// Writes output channels 4·block .. 4·block + 4 of the chunk's tiles in `y` (the group's
-/// images, `out_image` floats each) from M [4][ξ][k][·]: y = Aᵀ M A with
-/// Aᵀ = [1 1 1 0; 0 1 -1 -1].
+/// The output planes a chunk writes: the group's images, and the floats of one image.
+type Outputs<'a> = (&'a mut [MaybeUninit<f32>], usize);
+
+/// F(2x2): writes output channels 4·block .. 4·block + 4 of the chunk's tiles from
+/// M [4][ξ][k][·]: y = Aᵀ M A with Aᵀ = [1 1 1 0; 0 1 -1 -1].
 ///
 /// # Safety
-/// The CPU supports AVX2; `m` is a chunk's buffer and `y` holds the group's images.
+/// The CPU supports AVX2; `m` is the chunk's buffer and `y` holds the group's images.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_outputs(
-    tiles: &Tiles,
-    m: &[f32],
-    chunk: Chunk,
-    (y, out_image): (&mut [MaybeUninit<f32>], usize),
-    block: usize,
-) {
-    assert_eq!(m.len(), TILE_CHANNELS * POSITIONS * chunk.len * LANES);
+unsafe fn outputs_f2(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
+    let (y, out_image) = y;
+    assert_eq!(m.len(), TILE_CHANNELS * chunk.floats());
     let w = tiles.width;
     let yp = y.as_mut_ptr().cast::<f32>();
     for k in 0..chunk.len {
@@ -437,11 +645,8 @@ unsafe fn transform_outputs(
         for r in 0..TILE_CHANNELS {
             let plane = n * out_image + (block * TILE_CHANNELS + r) * tiles.plane;
             assert!(plane + tiles.plane <= y.len());
-            let mut s = [_mm256_setzero_ps(); 16];
-            for (xi, value) in s.iter_mut().enumerate() {
-                let at = ((r * POSITIONS + xi) * chunk.len + k) * LANES;
-                *value = _mm256_loadu_ps(m.as_ptr().add(at));
-            }
+            let s: [__m256; 16] =
+                std::array::from_fn(|xi| _mm256_loadu_ps(m.as_ptr().add(chunk.at(r, xi, k))));
             // Rows: Aᵀ M.
             let mut a = [_mm256_setzero_ps(); 8];
             for j in 0..4 {
@@ -464,6 +669,68 @@ unsafe fn transform_outputs(
                 _mm256_storeu_ps(
                     yp.add(hi + i * w),
                     _mm256_permute2f128_ps::<0x31>(first, second),
+                );
+            }
+        }
+    }
+}
+
+/// F(4x4): writes output channels 4·block .. 4·block + 4 of the chunk's tiles as
+/// [`outputs_f2`], with [`at_f4`].
+///
+/// # Safety
+/// As [`outputs_f2`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
+    let (y, out_image) = y;
+    assert_eq!(m.len(), TILE_CHANNELS * chunk.floats());
+    let w = tiles.width;
+    let yp = y.as_mut_ptr().cast::<f32>();
+    for k in 0..chunk.len {
+        let (n, t) = chunk.vector(tiles, k);
+        for r in 0..TILE_CHANNELS {
+            let plane = n * out_image + (block * TILE_CHANNELS + r) * tiles.plane;
+            assert!(plane + tiles.plane <= y.len());
+            let s: [__m256; 36] =
+                std::array::from_fn(|xi| _mm256_loadu_ps(m.as_ptr().add(chunk.at(r, xi, k))));
+            // Rows: a = Aᵀ M, column by column (4 x 6).
+            let mut a = [_mm256_setzero_ps(); 24];
+            for j in 0..6 {
+                let column = at_f4(std::array::from_fn(|i| s[6 * i + j]));
+                for (i, value) in column.into_iter().enumerate() {
+                    a[6 * i + j] = value;
+                }
+            }
+            let (lo, hi) = (plane + tiles.output(t), plane + tiles.output(t + 4));
+            for i in 0..4 {
+                // Columns: output row i of the 8 tiles, o[c] lane l = tile l's column c.
+                let o = at_f4(std::array::from_fn(|j| a[6 * i + j]));
+                // A 4x8 transpose: each tile's 4 outputs together, tiles 0-3 then 4-7.
+                let t0 = _mm256_unpacklo_ps(o[0], o[1]);
+                let t1 = _mm256_unpackhi_ps(o[0], o[1]);
+                let t2 = _mm256_unpacklo_ps(o[2], o[3]);
+                let t3 = _mm256_unpackhi_ps(o[2], o[3]);
+                let (t0, t1, t2, t3) = (
+                    _mm256_castps_pd(t0),
+                    _mm256_castps_pd(t1),
+                    _mm256_castps_pd(t2),
+                    _mm256_castps_pd(t3),
+                );
+                // [tile 0 | tile 4], [1 | 5], [2 | 6], [3 | 7].
+                let q0 = _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t2));
+                let q1 = _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t2));
+                let q2 = _mm256_castpd_ps(_mm256_unpacklo_pd(t1, t3));
+                let q3 = _mm256_castpd_ps(_mm256_unpackhi_pd(t1, t3));
+                let line = i * w;
+                _mm256_storeu_ps(yp.add(lo + line), _mm256_permute2f128_ps::<0x20>(q0, q1));
+                _mm256_storeu_ps(
+                    yp.add(lo + line + 8),
+                    _mm256_permute2f128_ps::<0x20>(q2, q3),
+                );
+                _mm256_storeu_ps(yp.add(hi + line), _mm256_permute2f128_ps::<0x31>(q0, q1));
+                _mm256_storeu_ps(
+                    yp.add(hi + line + 8),
+                    _mm256_permute2f128_ps::<0x31>(q2, q3),
                 );
             }
         }
