@@ -43,6 +43,10 @@ use crate::parallel;
 
 /// Images per partial sum of the weight gradient: fixed, for thread-count-independent sums.
 const WEIGHT_GRAD_CHUNK: usize = 4;
+/// The same for the Winograd weight gradient, whose register tiles sum each group's tiles
+/// in one pass: longer sums amortise their setup and final lane sums.
+#[cfg(target_arch = "x86_64")]
+const WINOGRAD_WEIGHT_GRAD_CHUNK: usize = 16;
 
 /// Shapes of one convolution (square kernel, same stride and padding on both axes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -689,6 +693,11 @@ impl CustomOp2 for WeightGrad {
         let x = contiguous_f32("conv2d", xs, xl, "input")?;
         if g.is_depthwise() {
             let dw = depthwise_cpu::weight_grad(&g, dy, x);
+            return Ok((CpuStorage::F32(dw), g.weight_shape()));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if winograd::supports_weight_grad(&g) {
+            let dw = winograd::weight_grad(&g, dy, x, WINOGRAD_WEIGHT_GRAD_CHUNK);
             return Ok((CpuStorage::F32(dw), g.weight_shape()));
         }
         #[cfg(target_arch = "x86_64")]

@@ -33,6 +33,7 @@
 //! | 64->64 on 8x8 | 3.0 ms | 2.0 ms | (does not tile) |
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use super::conv_cpu::Geometry;
@@ -328,8 +329,8 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let padded_image = g.c_in * tiles.padded_plane;
     let init = || Scratch {
         padded: vec![0f32; group * padded_image],
-        v: vec![0f32; g.c_in * positions * width * LANES],
-        m: vec![0f32; TILE_CHANNELS * positions * width * LANES],
+        v: Vec::new(),
+        m: Vec::new(),
     };
     let convolve = |scratch: &mut Scratch, index: usize, y: &mut [MaybeUninit<f32>]| {
         let images = y.len() / out_image;
@@ -345,13 +346,16 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
         }
         let vectors = images * per_image / LANES;
         for first in (0..vectors).step_by(width) {
-            let chunk = Chunk {
-                first,
-                len: (vectors - first).min(width),
-                positions,
-            };
-            let v = &mut scratch.v[..g.c_in * chunk.floats()];
-            let m = &mut scratch.m[..TILE_CHANNELS * chunk.floats()];
+            let chunk = Chunk::new(first, (vectors - first).min(width), positions);
+            // Every float a chunk reads is written first, so the buffers are reused as is.
+            scratch
+                .v
+                .resize(scratch.v.len().max(chunk.floats(g.c_in)), 0.0);
+            scratch
+                .m
+                .resize(scratch.m.len().max(chunk.floats(TILE_CHANNELS)), 0.0);
+            let v = &mut scratch.v[..chunk.floats(g.c_in)];
+            let m = &mut scratch.m[..chunk.floats(TILE_CHANNELS)];
             // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the buffers have
             // the sizes each function states.
             unsafe {
@@ -383,28 +387,42 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 
 /// Tile vectors `first .. first + len` of a group of images: vector q holds tiles 8q .. 8q + 8
 /// counted through the images in order, two runs of 4 tiles, each within one row of tiles.
+/// In V, M and T each channel holds [ξ][vector][8], `stride` floats apart.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
     first: usize,
     len: usize,
-    positions: usize,
+    stride: usize,
 }
 
 impl Chunk {
+    fn new(first: usize, len: usize, positions: usize) -> Self {
+        // Channels are padded to lie 512 bytes off a multiple of 4 KiB apart. A GEMM
+        // streams 4 to 8 channels at once; an exact multiple (36 positions x 32 vectors is
+        // 36 KiB) put them all in the same L1 cache sets.
+        let floats = positions * len * LANES;
+        let pad = (128 + 1024 - floats % 1024) % 1024;
+        Chunk {
+            first,
+            len,
+            stride: floats + pad,
+        }
+    }
+
     /// For the chunk's k-th vector: its image, and its first tile in that image.
     fn vector(&self, tiles: &Tiles, k: usize) -> (usize, usize) {
         let tile = (self.first + k) * LANES;
         (tile / tiles.per_image(), tile % tiles.per_image())
     }
 
-    /// Floats of one channel's transformed block in V or M: [ξ][vector][8].
-    fn floats(&self) -> usize {
-        self.positions * self.len * LANES
+    /// Floats of a buffer of `channels` channels.
+    fn floats(&self, channels: usize) -> usize {
+        channels * self.stride
     }
 
-    /// Offset of position ξ of vector k in row (channel) `c` of V or M.
+    /// Offset of position ξ of vector k in channel `c`.
     fn at(&self, c: usize, xi: usize, k: usize) -> usize {
-        ((c * self.positions + xi) * self.len + k) * LANES
+        c * self.stride + (xi * self.len + k) * LANES
     }
 }
 
@@ -445,7 +463,7 @@ fn tile_taps<const N: usize>(tiles: &Tiles, alpha: usize) -> [usize; N] {
 /// The CPU supports AVX2; `padded` holds whole padded images of `channels` channels.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn inputs_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, v: &mut [f32]) {
-    assert_eq!(v.len(), channels * chunk.floats());
+    assert_eq!(v.len(), chunk.floats(channels));
     let taps: [usize; 16] = tile_taps(tiles, 4);
     let vp = v.as_mut_ptr();
     for k in 0..chunk.len {
@@ -527,7 +545,7 @@ unsafe fn at_f4(s: [__m256; 6]) -> [__m256; 4] {
 /// As [`inputs_f2`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn inputs_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, v: &mut [f32]) {
-    assert_eq!(v.len(), channels * chunk.floats());
+    assert_eq!(v.len(), chunk.floats(channels));
     let taps: [usize; 36] = tile_taps(tiles, 6);
     let vp = v.as_mut_ptr();
     for k in 0..chunk.len {
@@ -564,13 +582,13 @@ unsafe fn inputs_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk
 /// The CPU has `regs`, AVX2 and FMA; `chunk.len <= regs.tile_width()`, `v` and `m` are the
 /// chunk's buffers.
 unsafe fn gemm(regs: Registers, u: &[f32], v: &[f32], m: &mut [f32], xi: usize, chunk: Chunk) {
-    debug_assert_eq!(u.len() * chunk.floats(), v.len() * TILE_CHANNELS);
-    debug_assert_eq!(m.len(), TILE_CHANNELS * chunk.floats());
+    debug_assert_eq!(u.len() * chunk.stride, v.len() * TILE_CHANNELS);
+    debug_assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
     let args = (
         u,
         v.as_ptr().add(chunk.at(0, xi, 0)),
         m.as_mut_ptr().add(chunk.at(0, xi, 0)),
-        chunk.floats(),
+        chunk.stride,
     );
     match (regs, chunk.len) {
         (Registers::Avx512, 4) => gemm_tile_avx512::<4>(args),
@@ -637,7 +655,7 @@ type Outputs<'a> = (&'a mut [MaybeUninit<f32>], usize);
 #[target_feature(enable = "avx2,fma")]
 unsafe fn outputs_f2(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
     let (y, out_image) = y;
-    assert_eq!(m.len(), TILE_CHANNELS * chunk.floats());
+    assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
     let w = tiles.width;
     let yp = y.as_mut_ptr().cast::<f32>();
     for k in 0..chunk.len {
@@ -683,7 +701,7 @@ unsafe fn outputs_f2(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
     let (y, out_image) = y;
-    assert_eq!(m.len(), TILE_CHANNELS * chunk.floats());
+    assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
     let w = tiles.width;
     let yp = y.as_mut_ptr().cast::<f32>();
     for k in 0..chunk.len {
@@ -735,4 +753,285 @@ unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: 
             }
         }
     }
+}
+
+/// Whether [`weight_grad`] runs this convolution: as [`supported`], with whole register
+/// tiles of input channels too (multiples of 4).
+pub(crate) fn supports_weight_grad(g: &Geometry) -> bool {
+    supported(g) && g.c_in.is_multiple_of(TILE_CHANNELS)
+}
+
+/// The weight gradient `dW[co][ci] = Σ_n Σ_pixels dy[n][co][pixel] · x[n][ci][pixel + tap]`
+/// for output gradient `dy` and input `x`, through the same transforms:
+///
+/// ```text
+/// dW = Gᵀ [ Σ_n Σ_tiles (A dy A ᵀ) ⊙ (Bᵀ d B) ] G
+/// ```
+///
+/// (the forward identity with the roles of A and G swapped: each dy tile is an m x m
+/// "kernel" correlated with its input tile into 3x3 outputs). The sum over tiles and
+/// images runs in the transformed domain, one GEMM per position ξ whose reduction runs over
+/// every tile of a group of `images_per_sum` images, 8 lanes per sum; the groups' sums are
+/// then added in order and transformed once: results do not depend on the thread count.
+pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: usize) -> Vec<f32> {
+    assert!(
+        supports_weight_grad(g),
+        "winograd::weight_grad called on {g:?}"
+    );
+    let Some(transform) = transform_for(g) else {
+        unreachable!("checked by supports_weight_grad");
+    };
+    let positions = transform.positions();
+    let tiles = Tiles::new(g, transform);
+    let per_image = tiles.per_image();
+    let regs = Registers::detect();
+    let images_per_sum = images_per_sum.max(1);
+    let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
+    let pairs = g.c_out * g.c_in;
+    let partials: Vec<Vec<f32>> = crate::parallel::map(g.batch.div_ceil(images_per_sum), |group| {
+        WEIGHT_GRAD_BUFFERS.with_borrow_mut(|[padded_x, padded_dy, v, t]| {
+            let first = group * images_per_sum;
+            let images = images_per_sum.min(g.batch - first);
+            let chunk = Chunk::new(0, images * per_image / LANES, positions);
+            // `fill` and the transforms write every float, so the buffers are reused as is.
+            padded_x.resize(images * g.c_in * tiles.padded_plane, 0.0);
+            padded_dy.resize(images * g.c_out * tiles.padded_plane, 0.0);
+            v.resize(chunk.floats(g.c_in), 0.0);
+            t.resize(chunk.floats(g.c_out), 0.0);
+            let x = &x[first * in_image..(first + images) * in_image];
+            let dy = &dy[first * out_image..(first + images) * out_image];
+            // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the buffers have
+            // the sizes each function states.
+            unsafe {
+                for (image, dst) in x
+                    .chunks_exact(in_image)
+                    .zip(padded_x.chunks_exact_mut(g.c_in * tiles.padded_plane))
+                {
+                    tiles.fill(image, dst);
+                }
+                for (image, dst) in dy
+                    .chunks_exact(out_image)
+                    .zip(padded_dy.chunks_exact_mut(g.c_out * tiles.padded_plane))
+                {
+                    tiles.fill(image, dst);
+                }
+                match transform {
+                    Transform::F2 => {
+                        inputs_f2(&tiles, g.c_in, padded_x, chunk, v);
+                        grads_f2(&tiles, g.c_out, padded_dy, chunk, t);
+                    }
+                    Transform::F4 => {
+                        inputs_f4(&tiles, g.c_in, padded_x, chunk, v);
+                        grads_f4(&tiles, g.c_out, padded_dy, chunk, t);
+                    }
+                }
+                // M[ξ][co][ci], summed over every tile of the group.
+                let mut m = vec![0f32; positions * pairs];
+                for xi in 0..positions {
+                    for co in (0..g.c_out).step_by(TILE_CHANNELS) {
+                        for ci in (0..g.c_in).step_by(regs.tile_width()) {
+                            let sums = wgrad_gemm(regs, t, v, chunk, xi, (co, ci));
+                            for (r, row) in sums.iter().enumerate() {
+                                let at = (xi * g.c_out + co + r) * g.c_in + ci;
+                                m[at..at + regs.tile_width()]
+                                    .copy_from_slice(&row[..regs.tile_width()]);
+                            }
+                        }
+                    }
+                }
+                m
+            }
+        })
+    });
+    let m = super::conv_cpu::sum_in_order(partials, positions * pairs);
+    // dW = Gᵀ M G per pair of channels, in f64.
+    let gm = transform.g();
+    let alpha = transform.alpha();
+    let mut dw = vec![0f32; pairs * 9];
+    for (pair, out) in dw.chunks_exact_mut(9).enumerate() {
+        for a in 0..3 {
+            for b in 0..3 {
+                let mut sum = 0f64;
+                for (i, gi) in gm.iter().enumerate() {
+                    for (j, gj) in gm.iter().enumerate() {
+                        sum += gi[a] * gj[b] * m[(alpha * i + j) * pairs + pair] as f64;
+                    }
+                }
+                out[3 * a + b] = sum as f32;
+            }
+        }
+    }
+    dw
+}
+
+thread_local! {
+    /// [`weight_grad`]'s buffers (padded inputs and output gradients, V, T), kept between
+    /// calls on each thread: a group's transformed tiles take megabytes, and zeroing fresh
+    /// ones at every call was ~2% of a ResNet-32 step.
+    static WEIGHT_GRAD_BUFFERS: RefCell<[Vec<f32>; 4]> =
+        const { RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Tap offsets of an m x m block of outputs inside a tile of the padded (one-bordered)
+/// output gradient: row and column i of the tile are padded row and column i + 1.
+fn grad_taps<const N: usize>(tiles: &Tiles) -> [usize; N] {
+    std::array::from_fn(|i| tiles.tap(i / tiles.m + 1, i % tiles.m + 1))
+}
+
+/// F(2x2)'s A applied to 2 vectors: A = [1 0; 1 1; 1 -1; 0 -1].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn a_f2(h: [__m256; 2]) -> [__m256; 4] {
+    [
+        h[0],
+        _mm256_add_ps(h[0], h[1]),
+        _mm256_sub_ps(h[0], h[1]),
+        _mm256_sub_ps(_mm256_setzero_ps(), h[1]),
+    ]
+}
+
+/// F(4x4)'s A applied to 4 vectors: A = Aᵀ's transpose, rows [1 0 0 0], [1 1 1 1],
+/// [1 -1 1 -1], [1 2 4 8], [1 -2 4 -8], [0 0 0 1].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn a_f4(h: [__m256; 4]) -> [__m256; 6] {
+    let even = _mm256_add_ps(h[0], h[2]);
+    let odd = _mm256_add_ps(h[1], h[3]);
+    let even4 = _mm256_fmadd_ps(_mm256_set1_ps(4.0), h[2], h[0]);
+    let odd8 = _mm256_fmadd_ps(_mm256_set1_ps(8.0), h[3], _mm256_add_ps(h[1], h[1]));
+    [
+        h[0],
+        _mm256_add_ps(even, odd),
+        _mm256_sub_ps(even, odd),
+        _mm256_add_ps(even4, odd8),
+        _mm256_sub_ps(even4, odd8),
+        h[3],
+    ]
+}
+
+/// F(2x2): T[c][ξ][k] = (A dy Aᵀ)[ξ] for every channel c of the padded output gradient and
+/// the tiles of the chunk's vectors k.
+///
+/// # Safety
+/// As [`inputs_f2`], with `padded` holding padded output gradients.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grads_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, out: &mut [f32]) {
+    assert_eq!(out.len(), chunk.floats(channels));
+    let taps: [usize; 4] = grad_taps(tiles);
+    let op = out.as_mut_ptr();
+    for k in 0..chunk.len {
+        let (n, t) = chunk.vector(tiles, k);
+        let runs = (tiles.source(t), tiles.source(t + 4));
+        for c in 0..channels {
+            let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
+            let h = load_tile_inputs(plane, runs, &taps);
+            let columns = [a_f2([h[0], h[2]]), a_f2([h[1], h[3]])];
+            for i in 0..4 {
+                for (j, value) in a_f2([columns[0][i], columns[1][i]]).into_iter().enumerate() {
+                    _mm256_storeu_ps(op.add(chunk.at(c, 4 * i + j, k)), value);
+                }
+            }
+        }
+    }
+}
+
+/// F(4x4): T[c][ξ][k] = (A dy Aᵀ)[ξ] as [`grads_f2`], for 4x4 blocks of outputs.
+///
+/// # Safety
+/// As [`grads_f2`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grads_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, out: &mut [f32]) {
+    assert_eq!(out.len(), chunk.floats(channels));
+    let taps: [usize; 16] = grad_taps(tiles);
+    let op = out.as_mut_ptr();
+    for k in 0..chunk.len {
+        let (n, t) = chunk.vector(tiles, k);
+        let runs = (tiles.source(t), tiles.source(t + 4));
+        for c in 0..channels {
+            let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
+            let h = load_tile_inputs(plane, runs, &taps);
+            // Rows: A h, column by column (6 x 4).
+            let columns: [[__m256; 6]; 4] =
+                std::array::from_fn(|j| a_f4(std::array::from_fn(|i| h[4 * i + j])));
+            for i in 0..6 {
+                let row = a_f4(std::array::from_fn(|j| columns[j][i]));
+                for (j, value) in row.into_iter().enumerate() {
+                    _mm256_storeu_ps(op.add(chunk.at(c, 6 * i + j, k)), value);
+                }
+            }
+        }
+    }
+}
+
+/// Sums Σ_k Σ_lanes T[co + r][ξ][k] · V[ci + s][ξ][k] for 4 output channels r and
+/// `regs.tile_width()` input channels s (columns past it are zero), lanes added in order.
+///
+/// # Safety
+/// The CPU has `regs`, AVX2 and FMA; `t` and `v` are the chunk's buffers and the channels
+/// inside them.
+unsafe fn wgrad_gemm(
+    regs: Registers,
+    t: &[f32],
+    v: &[f32],
+    chunk: Chunk,
+    xi: usize,
+    (co, ci): (usize, usize),
+) -> [[f32; 4]; TILE_CHANNELS] {
+    let width = regs.tile_width();
+    assert!(chunk.at(co + TILE_CHANNELS - 1, xi, chunk.len) <= t.len());
+    assert!(chunk.at(ci + width - 1, xi, chunk.len) <= v.len());
+    let args = (
+        t.as_ptr().add(chunk.at(co, xi, 0)),
+        v.as_ptr().add(chunk.at(ci, xi, 0)),
+        chunk.stride,
+        chunk.len,
+    );
+    match regs {
+        Registers::Avx512 => wgrad_gemm_tile_avx512::<4>(args),
+        Registers::Avx2 => wgrad_gemm_tile::<2>(args),
+    }
+}
+
+/// The operands of one weight-gradient GEMM tile: the first T and V vectors, the distance
+/// between channels, and the vectors to sum.
+type WgradArgs = (*const f32, *const f32, usize, usize);
+
+/// [`wgrad_gemm_tile`] compiled for AVX-512VL's 32 registers.
+///
+/// # Safety
+/// As [`wgrad_gemm_tile`], on a CPU with AVX-512F and AVX-512VL.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+unsafe fn wgrad_gemm_tile_avx512<const S: usize>(args: WgradArgs) -> [[f32; 4]; TILE_CHANNELS] {
+    wgrad_gemm_tile::<S>(args)
+}
+
+/// One register tile of [`wgrad_gemm`]: 4 x `S` sums, one 8-lane accumulator each.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; T and V hold `len` vectors for each of 4 and `S`
+/// channels, `step` floats apart.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn wgrad_gemm_tile<const S: usize>(args: WgradArgs) -> [[f32; 4]; TILE_CHANNELS] {
+    let (t, v, step, len) = args;
+    let mut acc = [[_mm256_setzero_ps(); S]; TILE_CHANNELS];
+    for k in 0..len {
+        let d: [__m256; TILE_CHANNELS] =
+            std::array::from_fn(|r| _mm256_loadu_ps(t.add(r * step + k * LANES)));
+        let x: [__m256; S] = std::array::from_fn(|s| _mm256_loadu_ps(v.add(s * step + k * LANES)));
+        for r in 0..TILE_CHANNELS {
+            for s in 0..S {
+                acc[r][s] = _mm256_fmadd_ps(d[r], x[s], acc[r][s]);
+            }
+        }
+    }
+    let mut sums = [[0f32; 4]; TILE_CHANNELS];
+    for r in 0..TILE_CHANNELS {
+        for s in 0..S {
+            let mut lanes = [0f32; LANES];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][s]);
+            sums[r][s] = lanes.iter().sum();
+        }
+    }
+    sums
 }
