@@ -844,24 +844,34 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
         })
     });
     let m = super::conv_cpu::sum_in_order(partials, positions * pairs);
-    // dW = Gᵀ M G per pair of channels, in f64.
+    // dW = Gᵀ M G per pair of channels, in f64, output channels in parallel.
     let gm = transform.g();
     let alpha = transform.alpha();
-    let mut dw = vec![0f32; pairs * 9];
-    for (pair, out) in dw.chunks_exact_mut(9).enumerate() {
-        for a in 0..3 {
-            for b in 0..3 {
-                let mut sum = 0f64;
-                for (i, gi) in gm.iter().enumerate() {
-                    for (j, gj) in gm.iter().enumerate() {
-                        sum += gi[a] * gj[b] * m[(alpha * i + j) * pairs + pair] as f64;
-                    }
+    let rows: Vec<Vec<f32>> = crate::parallel::map(g.c_out, |co| {
+        let mut out = vec![0f32; g.c_in * 9];
+        let mut block = [0f64; 36];
+        for (ci, out) in out.chunks_exact_mut(9).enumerate() {
+            let pair = co * g.c_in + ci;
+            for (xi, value) in block[..alpha * alpha].iter_mut().enumerate() {
+                *value = m[xi * pairs + pair] as f64;
+            }
+            // Gᵀ M (3 x alpha), then times G.
+            let mut left = [[0f64; 6]; 3];
+            for (a, row) in left.iter_mut().enumerate() {
+                for (j, value) in row[..alpha].iter_mut().enumerate() {
+                    *value = (0..alpha).map(|i| gm[i][a] * block[alpha * i + j]).sum();
                 }
-                out[3 * a + b] = sum as f32;
+            }
+            for a in 0..3 {
+                for b in 0..3 {
+                    let sum: f64 = (0..alpha).map(|j| left[a][j] * gm[j][b]).sum();
+                    out[3 * a + b] = sum as f32;
+                }
             }
         }
-    }
-    dw
+        out
+    });
+    rows.concat()
 }
 
 thread_local! {
