@@ -935,9 +935,9 @@ unsafe fn grads_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk,
         for c in 0..channels {
             let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
             let h = load_tile_inputs(plane, runs, &taps);
-            let columns = [a_f2([h[0], h[2]]), a_f2([h[1], h[3]])];
-            for i in 0..4 {
-                for (j, value) in a_f2([columns[0][i], columns[1][i]]).into_iter().enumerate() {
+            let (first, second) = (a_f2([h[0], h[2]]), a_f2([h[1], h[3]]));
+            for (i, pair) in first.into_iter().zip(second).enumerate() {
+                for (j, value) in a_f2(pair.into()).into_iter().enumerate() {
                     _mm256_storeu_ps(op.add(chunk.at(c, 4 * i + j, k)), value);
                 }
             }
@@ -963,9 +963,9 @@ unsafe fn grads_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk,
             // Rows: A h, column by column (6 x 4).
             let columns: [[__m256; 6]; 4] =
                 std::array::from_fn(|j| a_f4(std::array::from_fn(|i| h[4 * i + j])));
-            for i in 0..6 {
-                let row = a_f4(std::array::from_fn(|j| columns[j][i]));
-                for (j, value) in row.into_iter().enumerate() {
+            let rows: [[__m256; 4]; 6] = std::array::from_fn(|i| columns.map(|column| column[i]));
+            for (i, row) in rows.into_iter().enumerate() {
+                for (j, value) in a_f4(row).into_iter().enumerate() {
                     _mm256_storeu_ps(op.add(chunk.at(c, 6 * i + j, k)), value);
                 }
             }
