@@ -1,4 +1,4 @@
-use candle_core::{DType, Result, Tensor, Var, D};
+use candle_core::{DType, Result, Tensor, Var};
 
 use std::sync::{Arc, Mutex};
 
@@ -34,28 +34,36 @@ impl BatchNorm {
         })
     }
 
-    /// Normalises `x` viewed as (N, C, S): statistics over dims 0 and 2; then a ReLU if
-    /// `relu` (fused into the same pass on the CPU).
+    /// Normalises `x` (N, C, ...) per channel, statistics over every dimension but C; then
+    /// a ReLU if `relu` (fused into the same pass on the CPU).
+    ///
+    /// The CPU's fused op takes `x` in its own shape; the other paths view it as (N, C, S).
+    /// (A reshape is a node in Candle's graph, and each accumulates an activation-sized
+    /// gradient in the backward pass.)
     ///
     /// Mixed precision: a bf16 or f16 input is normalised in f32 and the result cast back, so
     /// statistics and running averages stay in f32.
     fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
+        let (n, c, s) = match x.dims() {
+            &[n, c, ref rest @ ..] => (n, c, rest.iter().product::<usize>()),
+            d => candle_core::bail!("batch norm expects (N, C, ...), got {d:?}"),
+        };
         if train && x.device().is_cpu() {
-            let (n, _, s) = x.dims3()?;
             self.check_count(&x, n * s)?;
             return self
                 .forward_train_fused(&x, (n * s) as f64, relu)?
                 .to_dtype(dtype);
         }
+        let flat = x.reshape((n, c, s))?;
         let y = if x.device().is_cuda() {
-            self.forward_cuda(&x, train)?
+            self.forward_cuda(&flat, train)?
         } else {
-            self.forward_generic(&x, train)?
+            self.forward_generic(&flat, train)?
         };
         let y = if relu { y.relu()? } else { y };
-        y.to_dtype(dtype)
+        y.reshape(x.dims())?.to_dtype(dtype)
     }
 
     /// The CUDA path: cuDNN in a build with the `cudnn` feature.
@@ -193,19 +201,15 @@ impl BatchNorm2d {
 impl BatchNorm2d {
     /// `relu(bn(x))`, fused on the CPU.
     pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        self.0
-            .forward(&x.reshape((n, c, h * w))?, train, true)?
-            .reshape((n, c, h, w))
+        x.dims4()?;
+        self.0.forward(x, train, true)
     }
 }
 
 impl candle_nn::ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        self.0
-            .forward(&x.reshape((n, c, h * w))?, train, false)?
-            .reshape((n, c, h, w))
+        x.dims4()?;
+        self.0.forward(x, train, false)
     }
 }
 
@@ -221,9 +225,7 @@ impl BatchNorm1d {
 
 impl candle_nn::ModuleT for BatchNorm1d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (n, c) = x.dims2()?;
-        self.0
-            .forward(&x.reshape((n, c, 1))?, train, false)?
-            .squeeze(D::Minus1)
+        x.dims2()?;
+        self.0.forward(x, train, false)
     }
 }

@@ -30,10 +30,13 @@ pub(crate) struct BatchStats {
     pub inv_std: Vec<f32>,
 }
 
+/// (N, C, S) of an input (N, C, ...): S is the product of the trailing dimensions (1 for
+/// (N, C)). The ops take (N, C, H, W) as it is: a reshape around them would be two more
+/// nodes in Candle's graph, each accumulating an activation-sized gradient.
 fn dims3(layout: &Layout) -> Result<(usize, usize, usize)> {
     match layout.dims() {
-        &[n, c, s] => Ok((n, c, s)),
-        d => bail!("batch norm expects (N, C, S), got {d:?}"),
+        &[n, c, ref rest @ ..] => Ok((n, c, rest.iter().product())),
+        d => bail!("batch norm expects (N, C, ...), got {d:?}"),
     }
 }
 
