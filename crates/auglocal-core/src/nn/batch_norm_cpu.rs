@@ -40,35 +40,65 @@ fn dims3(layout: &Layout) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Sums `f(v, i)` over one channel's values `v` (at flat index `i`) in a fixed order: eight
-/// f32 lanes within a row (so the loop vectorises), rows added in f64.
-fn channel_sum(
-    x: &[f32],
+/// Sums `f(v)` over one channel's values `v` in a fixed order: 4 x 8 f32 lanes within a row
+/// (independent chains, so the loop vectorises and is not bound by one add's latency),
+/// rows added in f64.
+fn channel_sum(x: &[f32], n: usize, c: usize, s: usize, ch: usize, f: impl Fn(f32) -> f32) -> f64 {
+    channel_sums(x, x, n, c, s, ch, |v, _| (f(v), 0.0)).0
+}
+
+/// Sums `f(a, b)` (two sums at once) over one channel's values of `a` and `b`, in the fixed
+/// order of [`channel_sum`].
+fn channel_sums(
+    a: &[f32],
+    b: &[f32],
     n: usize,
     c: usize,
     s: usize,
     ch: usize,
-    f: impl Fn(f32, usize) -> f32,
-) -> f64 {
-    let mut total = 0f64;
-    for b in 0..n {
-        let start = (b * c + ch) * s;
-        let row = &x[start..start + s];
-        let mut lanes = [0f32; 8];
-        let mut chunks = row.chunks_exact(8);
-        let mut i = start;
-        for chunk in &mut chunks {
-            for (lane, &v) in lanes.iter_mut().zip(chunk) {
-                *lane += f(v, i);
-                i += 1;
+    f: impl Fn(f32, f32) -> (f32, f32),
+) -> (f64, f64) {
+    super::vectorised(
+        #[inline(always)]
+        || channel_sums_plain(a, b, n, c, s, ch, f),
+    )
+}
+
+#[inline(always)]
+fn channel_sums_plain(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    ch: usize,
+    f: impl Fn(f32, f32) -> (f32, f32),
+) -> (f64, f64) {
+    const WIDTH: usize = 32;
+    let mut total = (0f64, 0f64);
+    for image in 0..n {
+        let start = (image * c + ch) * s;
+        let (a, b) = (&a[start..start + s], &b[start..start + s]);
+        let mut first = [0f32; WIDTH];
+        let mut second = [0f32; WIDTH];
+        let (whole, rest) = (s / WIDTH * WIDTH, s % WIDTH);
+        for (a, b) in a[..whole]
+            .chunks_exact(WIDTH)
+            .zip(b[..whole].chunks_exact(WIDTH))
+        {
+            for l in 0..WIDTH {
+                let (p, q) = f(a[l], b[l]);
+                first[l] += p;
+                second[l] += q;
             }
         }
-        let mut rest = 0f32;
-        for &v in chunks.remainder() {
-            rest += f(v, i);
-            i += 1;
+        for l in 0..rest {
+            let (p, q) = f(a[whole + l], b[whole + l]);
+            first[l] += p;
+            second[l] += q;
         }
-        total += lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64;
+        total.0 += first.iter().map(|&v| v as f64).sum::<f64>();
+        total.1 += second.iter().map(|&v| v as f64).sum::<f64>();
     }
     total
 }
@@ -119,9 +149,9 @@ impl CustomOp3 for BatchNormTrain {
         }
         let count = (n * s) as f64;
         let moments: Vec<(f32, f32)> = parallel::map(c, |ch| {
-            let mean = channel_sum(x, n, c, s, ch, |v, _| v) / count;
+            let mean = channel_sum(x, n, c, s, ch, |v| v) / count;
             let m = mean as f32;
-            let var = channel_sum(x, n, c, s, ch, |v, _| (v - m) * (v - m)) / count;
+            let var = channel_sum(x, n, c, s, ch, |v| (v - m) * (v - m)) / count;
             (mean as f32, var as f32)
         });
         let mean: Vec<f32> = moments.iter().map(|m| m.0).collect();
@@ -198,8 +228,7 @@ impl CustomOp2 for ParamGrads {
         let st = &self.0;
         let sums: Vec<(f32, f32)> = parallel::map(c, |ch| {
             let (mean, inv) = (st.mean[ch], st.inv_std[ch]);
-            let dw = channel_sum(x, n, c, s, ch, |v, i| dy[i] * (v - mean) * inv);
-            let db = channel_sum(dy, n, c, s, ch, |g, _| g);
+            let (dw, db) = channel_sums(x, dy, n, c, s, ch, |v, g| (g * (v - mean) * inv, g));
             (dw as f32, db as f32)
         });
         let mut out: Vec<f32> = sums.iter().map(|p| p.0).collect();

@@ -45,6 +45,24 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them. The crate builds for baseline
+/// x86-64 (SSE2), which leaves the plain loops of BatchNorm and the elementwise ops at half
+/// the vector width; `f` is inlined into a function that enables both. (Rust never fuses a
+/// multiply and an add on its own, so results are the same either way.)
+#[inline(always)]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
 /// `relu(a + b)`, the end of a residual block, fused into one pass on the CPU.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && a.dims() == b.dims() {
