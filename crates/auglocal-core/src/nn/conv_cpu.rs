@@ -12,11 +12,13 @@
 //! ```
 //!
 //! with R = C_in·k·k. On x86-64 with AVX2, most convolutions of a ResNet skip this path:
-//! `winograd` runs the 3x3 stride-1 forward passes that keep the image size (and through
-//! the flipped kernel their input gradients) in F(2x2, 3x3), and `conv_direct` convolves
-//! straight from the image (the other forward passes and weight gradients at stride 1
-//! keeping the image size and at stride 2, and their stride-1 input gradients). What stays here: stride-2 input gradients, weight gradients of small
-//! planes, grouped and pointwise convolutions, and every convolution on other CPUs.
+//! `winograd` runs the 3x3 stride-1 convolutions that keep the image size (forward, input
+//! gradient through the flipped kernel, and weight gradient) in F(4x4, 3x3) or F(2x2, 3x3);
+//! `conv_direct` convolves straight from the image (the other forward passes and weight
+//! gradients at stride 1 keeping the image size and at stride 2, their stride-1 input
+//! gradients, and the 3x3 stride-2 input gradient as four stride-1 phases). What stays
+//! here: other stride-2 input gradients, weight gradients of small planes, grouped and
+//! pointwise convolutions, and every convolution on other CPUs.
 //!
 //! The weight gradient's GEMM writes dWᵀ and transposes it once at the end: at 16 channels
 //! the gemm crate fills that layout about 3x faster than dW's own (`examples/gemm_layouts.rs`).
@@ -626,6 +628,11 @@ impl CustomOp2 for InputGrad {
         let weight = contiguous_f32("conv2d", ws, wl, "weight")?;
         if g.is_depthwise() {
             let dx = depthwise_cpu::input_grad(&g, dy, weight);
+            return Ok((CpuStorage::F32(dx), g.input_shape()));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if conv_direct::supports_input_grad_stride2(&g) {
+            let dx = conv_direct::input_grad_stride2(&g, dy, weight);
             return Ok((CpuStorage::F32(dx), g.input_shape()));
         }
         if let Some(full) = g.transposed_geometry() {

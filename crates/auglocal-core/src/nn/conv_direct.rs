@@ -1,6 +1,7 @@
-//! Direct convolution on AVX2 + FMA for the convolutions of a ResNet: stride 1 keeping the
-//! image size (3x3 with padding 1, and through the flipped kernel their input gradients)
-//! and stride 2 (downsampling and projection shortcuts), forward and weight gradient.
+//! Direct convolution on AVX2 + FMA for the convolutions of a ResNet that Winograd does not
+//! take: stride 1 keeping the image size (and through the flipped kernel their input
+//! gradients) and stride 2 (downsampling and projection shortcuts), forward and weight
+//! gradient, and the 3x3 stride-2 input gradient as four stride-1 phases.
 //!
 //! The GEMM path materialises im2col columns, nine times the input, and the gemm crate
 //! packs them once more. Here each image is copied once into a zero-bordered plane per
@@ -523,4 +524,159 @@ unsafe fn wgrad_tile<const T: usize>(args: WgradArgs) -> [[f32; T]; TILE_CHANNEL
         }
     }
     sums
+}
+
+/// Whether [`input_grad_stride2`] runs this convolution: one group, 3x3, stride 2, padding
+/// 1, an input twice the output (H = 2·H_out, W = 2·W_out), output rows of whole vectors,
+/// whole register tiles of input channels, and a CPU with AVX2 and FMA.
+pub(crate) fn supports_input_grad_stride2(g: &Geometry) -> bool {
+    g.groups == 1
+        && g.k == 3
+        && g.stride == 2
+        && g.padding == 1
+        && g.h == 2 * g.h_out
+        && g.w == 2 * g.w_out
+        && g.w_out.is_multiple_of(LANES)
+        && g.c_in.is_multiple_of(TILE_CHANNELS)
+        && g.c_in > 0
+        && g.c_out > 0
+        && cpu_has_avx2_fma()
+}
+
+/// One phase (a, b) of a stride-2 input gradient: its taps (kernel tap, offset in the
+/// padded output gradient) and the flipped weights packed for [`forward_tiles`].
+struct Phase {
+    rows: usize,
+    columns: usize,
+    taps: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+/// The input gradient of a 3x3, stride-2, padding-1 convolution as four stride-1
+/// convolutions of dy, one per phase (a, b) of dx's rows and columns:
+///
+/// ```text
+/// dx[ci][2i + a][2j + b] = Σ_co Σ w[co][ci][ky][kx] · dy[co][i + di][j + dj]
+/// ```
+///
+/// over the taps with ky ≡ a + 1 and kx ≡ b + 1 (mod 2): along each axis, ky = 1 at
+/// offset 0 for the even phase, ky = 0 at offset +1 and ky = 2 at offset 0 for the odd one.
+/// Each phase runs on the forward kernel's register tiles (input channels as its output
+/// channels), from dy bordered by one zero row and column; the phases are then interleaved
+/// into dx. The GEMM path it replaces computed all 9 taps' columns and scattered them back
+/// (col2im), ~10% of a ResNet-32 AugLocal step.
+pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(
+        supports_input_grad_stride2(g),
+        "conv_direct::input_grad_stride2 called on {g:?}"
+    );
+    let (h2, w2) = (g.h_out, g.w_out);
+    let row = w2 + 1;
+    let plane_p = (h2 + 1) * row;
+    let axis: [&[(usize, usize)]; 2] = [&[(1, 0)], &[(0, 1), (2, 0)]];
+    let phases: Vec<Phase> = (0..4)
+        .map(|p| {
+            let (ra, cb) = (axis[p / 2], axis[p % 2]);
+            let pairs: Vec<(usize, usize)> = ra
+                .iter()
+                .flat_map(|&(ky, dr)| cb.iter().map(move |&(kx, dc)| (3 * ky + kx, dr * row + dc)))
+                .collect();
+            let mut weights = Vec::with_capacity(g.c_in * g.c_out * pairs.len());
+            for block in 0..g.c_in / TILE_CHANNELS {
+                for co in 0..g.c_out {
+                    for &(tap, _) in &pairs {
+                        for m in 0..TILE_CHANNELS {
+                            let ci = block * TILE_CHANNELS + m;
+                            weights.push(weight[(co * g.c_in + ci) * 9 + tap]);
+                        }
+                    }
+                }
+            }
+            Phase {
+                rows: p / 2,
+                columns: p % 2,
+                taps: pairs.iter().map(|p| p.1).collect(),
+                weights,
+            }
+        })
+        .collect();
+    let vectors: Vec<(usize, usize)> = (0..h2)
+        .flat_map(|i| {
+            (0..w2)
+                .step_by(LANES)
+                .map(move |j| (i * row + j, i * w2 + j))
+        })
+        .collect();
+    let regs = Registers::detect();
+    let (in_image, out_image, phase_plane) = (g.c_in * g.h * g.w, g.c_out * h2 * w2, h2 * w2);
+    let init = || {
+        (
+            vec![0f32; g.c_out * plane_p],
+            vec![0f32; 4 * g.c_in * phase_plane],
+        )
+    };
+    let transpose =
+        |(padded, parts): &mut (Vec<f32>, Vec<f32>), n: usize, dx: &mut [MaybeUninit<f32>]| {
+            let dy = &dy[n * out_image..(n + 1) * out_image];
+            for (dst, src) in padded
+                .chunks_exact_mut(plane_p)
+                .zip(dy.chunks_exact(h2 * w2))
+            {
+                for (line, values) in dst.chunks_exact_mut(row).zip(src.chunks_exact(w2)) {
+                    line[..w2].copy_from_slice(values);
+                    line[w2] = 0.0;
+                }
+                dst[h2 * row..].fill(0.0);
+            }
+            let per_block = g.c_out * TILE_CHANNELS;
+            for (phase, part) in phases
+                .iter()
+                .zip(parts.chunks_exact_mut(g.c_in * phase_plane))
+            {
+                let per_block = per_block * phase.taps.len();
+                for (block, w) in phase.weights.chunks_exact(per_block).enumerate() {
+                    let y = &mut part[block * TILE_CHANNELS * phase_plane..]
+                        [..TILE_CHANNELS * phase_plane];
+                    // SAFETY: a `&mut [f32]` viewed as `MaybeUninit<f32>`s, which the kernel only
+                    // overwrites with floats.
+                    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                    // SAFETY: `supports_input_grad_stride2` checked AVX2 and FMA, `regs` the rest;
+                    // every read stays inside its zero-bordered plane (see `tile_avx2`).
+                    unsafe {
+                        forward_tiles(
+                            regs,
+                            padded,
+                            plane_p,
+                            w,
+                            &phase.taps,
+                            &vectors,
+                            y,
+                            phase_plane,
+                        )
+                    }
+                }
+            }
+            // Interleave: dx row 2i + a takes phase (a, 0)'s row i in its even columns and
+            // phase (a, 1)'s in its odd ones.
+            let part = |p: usize, ci: usize, i: usize| {
+                &parts[(p * g.c_in + ci) * phase_plane + i * w2..][..w2]
+            };
+            for ci in 0..g.c_in {
+                for i in 0..h2 {
+                    for a in 0..2 {
+                        let (even, odd) = (part(2 * a, ci, i), part(2 * a + 1, ci, i));
+                        debug_assert_eq!(phases[2 * a].rows, a);
+                        debug_assert_eq!(phases[2 * a + 1].columns, 1);
+                        let line = &mut dx[ci * g.h * g.w + (2 * i + a) * g.w..][..g.w];
+                        for (pair, (&e, &o)) in line.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                            pair[0].write(e);
+                            pair[1].write(o);
+                        }
+                    }
+                }
+            }
+        };
+    // SAFETY: `transpose` writes every float of its image: every channel, row (both row
+    // phases) and column (both column phases).
+    unsafe { crate::parallel::written_chunks_init(g.batch * in_image, in_image, init, transpose) }
 }
