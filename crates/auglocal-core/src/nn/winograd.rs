@@ -1035,13 +1035,40 @@ unsafe fn wgrad_gemm_tile<const S: usize>(args: WgradArgs) -> [[f32; 4]; TILE_CH
             }
         }
     }
-    let mut sums = [[0f32; 4]; TILE_CHANNELS];
-    for r in 0..TILE_CHANNELS {
-        for s in 0..S {
-            let mut lanes = [0f32; LANES];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][s]);
-            sums[r][s] = lanes.iter().sum();
+    // The lanes of each accumulator added 8 accumulators at a time, in a fixed order.
+    let flat: [__m256; 16] = std::array::from_fn(|i| {
+        let (r, s) = (i / S, i % S);
+        if r < TILE_CHANNELS {
+            acc[r][s]
+        } else {
+            _mm256_setzero_ps()
         }
+    });
+    let mut lanes = [0f32; 16];
+    for (group, out) in flat.chunks_exact(LANES).zip(lanes.chunks_exact_mut(LANES)) {
+        _mm256_storeu_ps(out.as_mut_ptr(), lane_sums(group));
+    }
+    let mut sums = [[0f32; 4]; TILE_CHANNELS];
+    for (r, row) in sums.iter_mut().enumerate() {
+        row[..S].copy_from_slice(&lanes[r * S..(r + 1) * S]);
     }
     sums
+}
+
+/// The sums of the 8 lanes of each of 8 vectors, as one vector: pairwise horizontal adds,
+/// then the two 128-bit halves added.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn lane_sums(v: &[__m256]) -> __m256 {
+    let h01 = _mm256_hadd_ps(v[0], v[1]);
+    let h23 = _mm256_hadd_ps(v[2], v[3]);
+    let h45 = _mm256_hadd_ps(v[4], v[5]);
+    let h67 = _mm256_hadd_ps(v[6], v[7]);
+    // [v0 v1 v2 v3 | v0 v1 v2 v3] (lower lanes | upper lanes), the same for v4..v7.
+    let low = _mm256_hadd_ps(h01, h23);
+    let high = _mm256_hadd_ps(h45, h67);
+    _mm256_add_ps(
+        _mm256_permute2f128_ps::<0x20>(low, high),
+        _mm256_permute2f128_ps::<0x31>(low, high),
+    )
 }
