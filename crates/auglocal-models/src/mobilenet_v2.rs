@@ -13,7 +13,7 @@
 //! a copy of the final unit is its conv1x1-BN-ReLU. The depthwise 3x3 convolutions run on
 //! the direct depthwise kernel of `auglocal-core`.
 
-use auglocal_core::nn::{global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear};
+use auglocal_core::nn::{conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear};
 use auglocal_core::params::{Owner, ParamBuilder};
 use auglocal_core::{LocalNet, UnitSpec};
 use candle_core::{Result, Tensor};
@@ -84,21 +84,13 @@ impl InvertedResidual {
 
 impl ModuleT for InvertedResidual {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self
-            .bn1
-            .forward_relu(&self.conv1.forward_t(x, train)?, train)?;
-        let h = self
-            .bn2
-            .forward_relu(&self.conv2.forward_t(&h, train)?, train)?;
-        let h = self
-            .bn3
-            .forward_t(&self.conv3.forward_t(&h, train)?, train)?;
+        let h = conv_bn(&self.conv1, &self.bn1, x, train, true)?;
+        let h = conv_bn(&self.conv2, &self.bn2, &h, train, true)?;
+        let h = conv_bn(&self.conv3, &self.bn3, &h, train, false)?;
         match &self.shortcut {
             Shortcut::None => Ok(h),
             Shortcut::Identity => h + x,
-            Shortcut::Projection(conv, bn) => {
-                h + bn.forward_t(&conv.forward_t(x, train)?, train)?
-            }
+            Shortcut::Projection(conv, bn) => h + conv_bn(conv, bn, x, train, false)?,
         }
     }
 }
@@ -135,7 +127,7 @@ impl ConvBnRelu {
 
 impl ModuleT for ConvBnRelu {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_relu(&self.conv.forward_t(x, train)?, train)
+        conv_bn(&self.conv, &self.bn, x, train, true)
     }
 }
 

@@ -8,7 +8,7 @@
 //! exported backbone loads into `torchvision.models.resnet50()` with `strict=True`.
 
 use auglocal_core::nn::{
-    add_relu, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear, MaxPool2d,
+    add_relu, conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear, MaxPool2d,
 };
 use auglocal_core::params::{Owner, ParamBuilder};
 use auglocal_core::plan::HeadKind;
@@ -89,17 +89,11 @@ impl Bottleneck {
 
 impl ModuleT for Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self
-            .bn1
-            .forward_relu(&self.conv1.forward_t(x, train)?, train)?;
-        let h = self
-            .bn2
-            .forward_relu(&self.conv2.forward_t(&h, train)?, train)?;
-        let h = self
-            .bn3
-            .forward_t(&self.conv3.forward_t(&h, train)?, train)?;
+        let h = conv_bn(&self.conv1, &self.bn1, x, train, true)?;
+        let h = conv_bn(&self.conv2, &self.bn2, &h, train, true)?;
+        let h = conv_bn(&self.conv3, &self.bn3, &h, train, false)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward_t(x, train)?, train)?,
+            Some((conv, bn)) => conv_bn(conv, bn, x, train, false)?,
             None => x.clone(),
         };
         add_relu(&h, &shortcut)
@@ -115,9 +109,7 @@ struct Stem {
 
 impl ModuleT for Stem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self
-            .bn1
-            .forward_relu(&self.conv1.forward_t(x, train)?, train)?;
+        let h = conv_bn(&self.conv1, &self.bn1, x, train, true)?;
         self.pool.forward_t(&h, train)
     }
 }

@@ -5,7 +5,9 @@
 //! Tensor names follow PyTorch's CIFAR ResNet: `conv1`, `bn1`, `layer{1,2,3}.{b}.conv1`,
 //! `...bn2`, `layer2.0.downsample.{0,1}`, `fc`.
 
-use auglocal_core::nn::{add_relu, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear};
+use auglocal_core::nn::{
+    add_relu, conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear,
+};
 use auglocal_core::params::{Owner, ParamBuilder};
 use auglocal_core::{LocalNet, UnitSpec};
 use candle_core::{Result, Tensor};
@@ -62,14 +64,10 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self
-            .bn1
-            .forward_relu(&self.conv1.forward_t(x, train)?, train)?;
-        let h = self
-            .bn2
-            .forward_t(&self.conv2.forward_t(&h, train)?, train)?;
+        let h = conv_bn(&self.conv1, &self.bn1, x, train, true)?;
+        let h = conv_bn(&self.conv2, &self.bn2, &h, train, false)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward_t(x, train)?, train)?,
+            Some((conv, bn)) => conv_bn(conv, bn, x, train, false)?,
             None => x.clone(),
         };
         add_relu(&h, &shortcut)
@@ -84,8 +82,7 @@ struct Stem {
 
 impl ModuleT for Stem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn1
-            .forward_relu(&self.conv1.forward_t(x, train)?, train)
+        conv_bn(&self.conv1, &self.bn1, x, train, true)
     }
 }
 

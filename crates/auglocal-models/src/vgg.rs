@@ -17,7 +17,8 @@
 //! auxiliary networks end in the reference's MLP head.
 
 use auglocal_core::nn::{
-    adaptive_avg_pool2d, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear, MaxPool2d,
+    adaptive_avg_pool2d, conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear,
+    MaxPool2d,
 };
 use auglocal_core::params::{Owner, ParamBuilder};
 use auglocal_core::plan::{Downsampling, HeadKind};
@@ -95,8 +96,7 @@ impl ModuleT for VggUnit {
             Some(pool) => pool.forward_t(x, train)?,
             None => x.clone(),
         };
-        self.bn
-            .forward_relu(&self.conv.forward_t(&h, train)?, train)
+        conv_bn(&self.conv, &self.bn, &h, train, true)
     }
 }
 

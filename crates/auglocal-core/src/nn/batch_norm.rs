@@ -2,7 +2,7 @@ use candle_core::{DType, Result, Tensor, Var};
 
 use std::sync::{Arc, Mutex};
 
-use super::batch_norm_cpu::BatchNormTrain;
+use super::batch_norm_cpu::{BatchNormTrain, BatchStats};
 use crate::params::{Init, ParamBuilder};
 
 const MOMENTUM: f64 = 0.1;
@@ -13,7 +13,7 @@ const EPS: f64 = 1e-5;
 /// in inference, use the running statistics. `num_batches_tracked` is kept (i64) so that
 /// exported weights load into PyTorch with `strict=True`.
 #[derive(Debug, Clone)]
-struct BatchNorm {
+pub(crate) struct BatchNorm {
     weight: Var,
     bias: Var,
     running_mean: Var,
@@ -148,24 +148,49 @@ impl BatchNorm {
 
     /// The CPU path: one fused op, statistics handed back for the running averages.
     fn forward_train_fused(&self, x: &Tensor, count: f64, relu: bool) -> Result<Tensor> {
-        let stats = Arc::new(Mutex::new(None));
-        let op = BatchNormTrain {
-            eps: EPS,
-            relu,
-            stats: stats.clone(),
-        };
+        let op = self.train_op(relu);
+        let stats = op.stats.clone();
         let y = x
             .contiguous()?
             .apply_op3(self.weight.as_tensor(), self.bias.as_tensor(), op)?;
+        self.finish_train(&stats, count, x.device())?;
+        Ok(y)
+    }
+
+    /// A fused training op for this layer (its statistics left in its `stats`).
+    pub(crate) fn train_op(&self, relu: bool) -> BatchNormTrain {
+        BatchNormTrain {
+            eps: EPS,
+            relu,
+            stats: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// After a training op's forward pass over `count` values per channel: moves the
+    /// running statistics by the batch's.
+    pub(crate) fn finish_train(
+        &self,
+        stats: &Mutex<Option<BatchStats>>,
+        count: f64,
+        device: &candle_core::Device,
+    ) -> Result<()> {
         let batch = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(batch) = batch else {
             candle_core::bail!("batch norm: the fused op left no statistics");
         };
-        let device = x.device();
         let mean = Tensor::from_slice(&batch.mean, batch.mean.len(), device)?;
         let var = Tensor::from_slice(&batch.var, batch.var.len(), device)?;
-        self.update_running(&mean, &var, count)?;
-        Ok(y)
+        self.update_running(&mean, &var, count)
+    }
+
+    /// The learned scale and shift.
+    pub(crate) fn affine(&self) -> (&Tensor, &Tensor) {
+        (self.weight.as_tensor(), self.bias.as_tensor())
+    }
+
+    /// Checks there is more than one value per channel to take statistics over.
+    pub(crate) fn check_train_count(&self, x: &Tensor, count: usize) -> Result<()> {
+        self.check_count(x, count)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: f64) -> Result<()> {
@@ -199,6 +224,10 @@ impl BatchNorm2d {
 }
 
 impl BatchNorm2d {
+    pub(crate) fn inner(&self) -> &BatchNorm {
+        &self.0
+    }
+
     /// `relu(bn(x))`, fused on the CPU.
     pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         x.dims4()?;

@@ -189,6 +189,21 @@ impl CustomOp3 for BatchNormTrain {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.backward(x, w, y, dy, x.track_op())
+    }
+}
+
+impl BatchNormTrain {
+    /// The gradients (dx when `input_grad`, dw, db) for input `x`, weight `w`, output `y`
+    /// and output gradient `dy`.
+    pub(crate) fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        input_grad: bool,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = Arc::new(self.stats()?);
         let dy = if self.relu {
             relu_grad(dy, y)?
@@ -198,7 +213,7 @@ impl CustomOp3 for BatchNormTrain {
         let sums = dy.apply_op2_no_bwd(x, &ParamGrads(stats.clone()))?;
         let dw = sums.get(0)?;
         let db = sums.get(1)?;
-        let dx = if x.track_op() {
+        let dx = if input_grad {
             Some(dy.apply_op3_no_bwd(x, &Tensor::stack(&[w, &dw, &db], 0)?, &InputGrad(stats))?)
         } else {
             None

@@ -82,6 +82,25 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         self.weight.as_tensor()
     }
+
+    /// Our CPU op for this convolution of `x`, where it runs one: f32 on the CPU, no bias.
+    pub(crate) fn cpu_op(&self, x: &Tensor) -> Option<Conv2dOp> {
+        (x.device().is_cpu() && x.dtype() == DType::F32 && self.bias.is_none()).then_some(
+            Conv2dOp {
+                stride: self.stride,
+                padding: self.padding,
+                groups: self.groups,
+            },
+        )
+    }
+
+    /// Counts the multiply-adds of output `y` from input `x` (see [`crate::flops`]): each
+    /// output element is a dot product over (in_channels / groups) x k x k weights.
+    pub(crate) fn record_flops(&self, y: &Tensor, x: &Tensor) -> Result<()> {
+        let w = self.weight.as_tensor();
+        crate::flops::record(y.elem_count() * (w.elem_count() / w.dim(0)?), x.track_op());
+        Ok(())
+    }
 }
 
 impl candle_nn::ModuleT for Conv2d {
@@ -113,8 +132,7 @@ impl candle_nn::ModuleT for Conv2d {
         } else {
             x.conv2d(w, self.padding, self.stride, 1, self.groups)?
         };
-        // Each output element is a dot product over (in_channels / groups) x k x k weights.
-        crate::flops::record(y.elem_count() * (w.elem_count() / w.dim(0)?), x.track_op());
+        self.record_flops(&y, x)?;
         match &self.bias {
             Some(b) => {
                 y.broadcast_add(&b.as_tensor().to_dtype(y.dtype())?.reshape((1, (), 1, 1))?)

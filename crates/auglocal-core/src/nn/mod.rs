@@ -7,6 +7,7 @@ mod batch_norm_cpu;
 #[cfg(feature = "cudnn")]
 mod batch_norm_cudnn;
 mod conv;
+mod conv_bn;
 mod conv_cpu;
 #[cfg(target_arch = "x86_64")]
 mod conv_direct;
@@ -21,6 +22,7 @@ mod winograd;
 
 pub use batch_norm::{BatchNorm1d, BatchNorm2d};
 pub use conv::Conv2d;
+pub use conv_bn::conv_bn;
 pub use linear::Linear;
 pub use pool::{adaptive_avg_pool1d, adaptive_avg_pool2d, MaxPool2d};
 
