@@ -1,12 +1,12 @@
 //! A convolution, then training-mode BatchNorm (and a ReLU), as one Candle op on the CPU.
 //!
 //! Apart, the convolution's output is a node of Candle's graph, and Candle's backward gives
-//! every node's gradient a zero-filled buffer and an add before passing it on (`zeros_like`
-//! + `add`): one more activation-sized pass per convolution. Fused, the convolution's
-//! output stays inside the op, kept for the backward pass as the separate BatchNorm kept
-//! it, and BatchNorm's input gradient goes straight into the convolution's backward. The
-//! kernels are the same ([`Conv2dOp`], [`BatchNormTrain`]), so results are identical to the
-//! two layers run one after the other; `tests/fused.rs` checks it.
+//! every node's gradient a zero-filled buffer and an add before passing it on
+//! (`zeros_like`, then `add`): one more activation-sized pass per convolution. Fused, the
+//! convolution's output stays inside the op, kept for the backward pass as the separate
+//! BatchNorm kept it, and BatchNorm's input gradient goes straight into the convolution's
+//! backward. The kernels are the same ([`Conv2dOp`], [`BatchNormTrain`]), so results are
+//! identical to the two layers run one after the other; `tests/fused.rs` checks it.
 
 use std::sync::{Arc, Mutex};
 
