@@ -277,25 +277,28 @@ fn transform_weights(g: &Geometry, transform: Transform, weight: &[f32]) -> Vec<
     let gm = transform.g();
     let alpha = transform.alpha();
     let blocks = g.c_out / TILE_CHANNELS;
-    let mut packed = vec![0f32; transform.positions() * g.c_out * g.c_in];
-    for co in 0..g.c_out {
-        let (block, lane) = (co / TILE_CHANNELS, co % TILE_CHANNELS);
-        for ci in 0..g.c_in {
-            let k = &weight[(co * g.c_in + ci) * 9..][..9];
-            for (i, gi) in gm.iter().enumerate() {
-                // Row i of G g.
-                let row: [f64; 3] =
-                    std::array::from_fn(|c| (0..3).map(|r| gi[r] * k[3 * r + c] as f64).sum());
-                for (j, gj) in gm.iter().enumerate() {
-                    let value: f64 = (0..3).map(|c| row[c] * gj[c]).sum();
-                    let xi = alpha * i + j;
-                    packed[((xi * blocks + block) * g.c_in + ci) * TILE_CHANNELS + lane] =
-                        value as f32;
+    // One (ξ, block) a task, in parallel: at 64 channels the f64 products run to a
+    // millisecond, which the worker threads otherwise wait out.
+    let parts = crate::parallel::map(transform.positions() * blocks, |index| {
+        let (xi, block) = (index / blocks, index % blocks);
+        let (gi, gj) = (gm[xi / alpha], gm[xi % alpha]);
+        let mut part = vec![0f32; g.c_in * TILE_CHANNELS];
+        for (ci, lanes) in part.chunks_exact_mut(TILE_CHANNELS).enumerate() {
+            for (lane, value) in lanes.iter_mut().enumerate() {
+                let co = block * TILE_CHANNELS + lane;
+                let k = &weight[(co * g.c_in + ci) * 9..][..9];
+                // (G g Gᵀ)[i][j] = Σ_r Σ_c G[i][r] g[r][c] G[j][c].
+                let mut sum = 0f64;
+                for (r, kr) in k.chunks_exact(3).enumerate() {
+                    let row: f64 = (0..3).map(|c| kr[c] as f64 * gj[c]).sum();
+                    sum += gi[r] * row;
                 }
+                *value = sum as f32;
             }
         }
-    }
-    packed
+        part
+    });
+    parts.concat()
 }
 
 /// Per-thread buffers: padded images, and for one chunk of tile vectors the transformed
