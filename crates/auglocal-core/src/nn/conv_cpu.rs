@@ -498,12 +498,20 @@ fn matmul(
 
 /// The element-wise sum of `partials` (each `len` long), added in order.
 pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
-    let mut partials = partials.into_iter();
-    let mut sum = partials.next().unwrap_or_else(|| vec![0f32; len]);
-    for p in partials {
-        sum.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
-    sum
+    // Each element's partials are added in the same order whatever the split: in parallel
+    // over slices of the sum.
+    const SLICE: usize = 1 << 14;
+    parallel::zeroed_chunks(len, SLICE, |i, sum| {
+        let range = i * SLICE..i * SLICE + sum.len();
+        for (k, p) in partials.iter().enumerate() {
+            let part = &p[range.clone()];
+            if k == 0 {
+                sum.copy_from_slice(part);
+            } else {
+                sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+            }
+        }
+    })
 }
 
 /// Writes the transpose of `src` (`rows x cols`, row-major) into `dst` (`cols x rows`).
