@@ -138,27 +138,14 @@ pub(crate) fn zeroed_chunks_init<S>(
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    assert!(chunk_len > 0, "parallel::zeroed_chunks: chunk length 0");
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let base = SharedMut(out.as_mut_ptr());
-    let base = &base;
-    for_each_init(len.div_ceil(chunk_len), init, move |state, i| {
-        let start = i * chunk_len;
-        let end = len.min(start + chunk_len);
-        // SAFETY: each index `i` is handed out exactly once, so the chunks `start..end` are
-        // disjoint and inside the allocation's capacity, which lives until every worker is
-        // done; every float is written (zeroed) before the slice over it is made.
-        let chunk = unsafe {
-            let first = base.0.add(start);
-            std::ptr::write_bytes(first, 0, end - start);
-            std::slice::from_raw_parts_mut(first, end - start)
-        };
+    let zero_then_fill = move |state: &mut S, i: usize, chunk: &mut [MaybeUninit<f32>]| {
+        chunk.fill(MaybeUninit::new(0.0));
+        // SAFETY: every element was just written.
+        let chunk = unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) };
         f(state, i, chunk)
-    });
-    // SAFETY: the loop above zeroed every chunk of 0..len (had any range panicked, the
-    // panic would have been raised again before this line).
-    unsafe { out.set_len(len) };
-    out
+    };
+    // SAFETY: `zero_then_fill` writes every element of its chunk before `f` sees it.
+    unsafe { written_chunks_init(len, chunk_len, init, zero_then_fill) }
 }
 
 /// [`zeroed_chunks_init`] for kernels that write every float of their chunk themselves:
@@ -174,15 +161,16 @@ pub(crate) unsafe fn written_chunks_init<S>(
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
-    assert!(chunk_len > 0, "parallel::written_chunks: chunk length 0");
+    assert!(chunk_len > 0, "parallel: chunks of length 0");
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let base = SharedMut(out.as_mut_ptr());
     let base = &base;
     for_each_init(len.div_ceil(chunk_len), init, move |state, i| {
         let start = i * chunk_len;
         let end = len.min(start + chunk_len);
-        // SAFETY: as in `zeroed_chunks_init`; a slice of `MaybeUninit` may cover memory not
-        // written yet.
+        // SAFETY: each index `i` is handed out exactly once, so the chunks `start..end` are
+        // disjoint and inside the allocation's capacity, which lives until every worker is
+        // done; a slice of `MaybeUninit` may cover memory not written yet.
         let chunk = unsafe {
             std::slice::from_raw_parts_mut(
                 base.0.add(start).cast::<MaybeUninit<f32>>(),
@@ -199,7 +187,7 @@ pub(crate) unsafe fn written_chunks_init<S>(
 
 /// A pointer to the start of a slice whose disjoint chunks go to different threads.
 struct SharedMut<T>(*mut T);
-// SAFETY: only used by `zeroed_chunks_init` and `written_chunks_init`, which give every thread its own chunks.
+// SAFETY: only used by `written_chunks_init`, which gives every thread its own chunks.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 #[cfg(test)]

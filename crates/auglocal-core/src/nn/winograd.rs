@@ -650,70 +650,96 @@ unsafe fn gemm_tile<const V: usize>(args: GemmArgs) {
 /// The output planes a chunk writes: the group's images, and the floats of one image.
 type Outputs<'a> = (&'a mut [MaybeUninit<f32>], usize);
 
-/// F(2x2): writes output channels 4·block .. 4·block + 4 of the chunk's tiles from
-/// M [4][ξ][k][·]: y = Aᵀ M A with Aᵀ = [1 1 1 0; 0 1 -1 -1].
+/// For each vector k of the chunk and each of the 4 output channels r of the block: the
+/// vector's P transformed values of M, loaded, and where its tiles 0 and 4 start in `y`
+/// (each a run of 4 tiles in one row of tiles), handed to `write` with `y`'s first float.
 ///
 /// # Safety
 /// The CPU supports AVX2; `m` is the chunk's buffer and `y` holds the group's images.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn outputs_f2(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
-    let (y, out_image) = y;
+#[inline]
+unsafe fn output_tiles<const P: usize>(
+    tiles: &Tiles,
+    m: &[f32],
+    chunk: Chunk,
+    (y, out_image): Outputs,
+    block: usize,
+    mut write: impl FnMut(*mut f32, &[__m256; P], (usize, usize)),
+) {
     assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
-    let w = tiles.width;
     let yp = y.as_mut_ptr().cast::<f32>();
     for k in 0..chunk.len {
         let (n, t) = chunk.vector(tiles, k);
         for r in 0..TILE_CHANNELS {
             let plane = n * out_image + (block * TILE_CHANNELS + r) * tiles.plane;
             assert!(plane + tiles.plane <= y.len());
-            let s: [__m256; 16] =
+            let s: [__m256; P] =
                 std::array::from_fn(|xi| _mm256_loadu_ps(m.as_ptr().add(chunk.at(r, xi, k))));
+            write(
+                yp,
+                &s,
+                (plane + tiles.output(t), plane + tiles.output(t + 4)),
+            );
+        }
+    }
+}
+
+/// F(2x2): writes output channels 4·block .. 4·block + 4 of the chunk's tiles from
+/// M [4][ξ][k][·]: y = Aᵀ M A with Aᵀ = [1 1 1 0; 0 1 -1 -1].
+///
+/// # Safety
+/// As [`output_tiles`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn outputs_f2(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
+    let w = tiles.width;
+    output_tiles(
+        tiles,
+        m,
+        chunk,
+        y,
+        block,
+        |yp, s: &[__m256; 16], (lo, hi)| {
             // Rows: Aᵀ M.
             let mut a = [_mm256_setzero_ps(); 8];
             for j in 0..4 {
                 a[j] = _mm256_add_ps(_mm256_add_ps(s[j], s[4 + j]), s[8 + j]);
                 a[4 + j] = _mm256_sub_ps(_mm256_sub_ps(s[4 + j], s[8 + j]), s[12 + j]);
             }
-            // Columns, and each tile's 2x2 outputs into place: a run of 4 tiles in a tile
-            // row is 8 consecutive outputs, the even columns from the first column of A, the
-            // odd ones from the second.
-            let (lo, hi) = (plane + tiles.output(t), plane + tiles.output(t + 4));
+            // Columns, and each tile's 2x2 outputs into place: a run of 4 tiles in a tile row
+            // is 8 consecutive outputs, the even columns from the first column of A, the odd
+            // ones from the second.
             for (i, row) in [&a[..4], &a[4..]].into_iter().enumerate() {
                 let even = _mm256_add_ps(_mm256_add_ps(row[0], row[1]), row[2]);
                 let odd = _mm256_sub_ps(_mm256_sub_ps(row[1], row[2]), row[3]);
                 let first = _mm256_unpacklo_ps(even, odd);
                 let second = _mm256_unpackhi_ps(even, odd);
-                _mm256_storeu_ps(
-                    yp.add(lo + i * w),
+                let runs = [
                     _mm256_permute2f128_ps::<0x20>(first, second),
-                );
-                _mm256_storeu_ps(
-                    yp.add(hi + i * w),
                     _mm256_permute2f128_ps::<0x31>(first, second),
-                );
+                ];
+                for (at, run) in [lo, hi].into_iter().zip(runs) {
+                    _mm256_storeu_ps(yp.add(at + i * w), run);
+                }
             }
-        }
-    }
+        },
+    )
 }
 
 /// F(4x4): writes output channels 4·block .. 4·block + 4 of the chunk's tiles as
 /// [`outputs_f2`], with [`at_f4`].
 ///
 /// # Safety
-/// As [`outputs_f2`].
+/// As [`output_tiles`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: usize) {
-    let (y, out_image) = y;
-    assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
     let w = tiles.width;
-    let yp = y.as_mut_ptr().cast::<f32>();
-    for k in 0..chunk.len {
-        let (n, t) = chunk.vector(tiles, k);
-        for r in 0..TILE_CHANNELS {
-            let plane = n * out_image + (block * TILE_CHANNELS + r) * tiles.plane;
-            assert!(plane + tiles.plane <= y.len());
-            let s: [__m256; 36] =
-                std::array::from_fn(|xi| _mm256_loadu_ps(m.as_ptr().add(chunk.at(r, xi, k))));
+    output_tiles(
+        tiles,
+        m,
+        chunk,
+        y,
+        block,
+        |yp, s: &[__m256; 36], (lo, hi)| {
             // Rows: a = Aᵀ M, column by column (4 x 6).
             let mut a = [_mm256_setzero_ps(); 24];
             for j in 0..6 {
@@ -722,21 +748,14 @@ unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: 
                     a[6 * i + j] = value;
                 }
             }
-            let (lo, hi) = (plane + tiles.output(t), plane + tiles.output(t + 4));
             for i in 0..4 {
                 // Columns: output row i of the 8 tiles, o[c] lane l = tile l's column c.
                 let o = at_f4(std::array::from_fn(|j| a[6 * i + j]));
                 // A 4x8 transpose: each tile's 4 outputs together, tiles 0-3 then 4-7.
-                let t0 = _mm256_unpacklo_ps(o[0], o[1]);
-                let t1 = _mm256_unpackhi_ps(o[0], o[1]);
-                let t2 = _mm256_unpacklo_ps(o[2], o[3]);
-                let t3 = _mm256_unpackhi_ps(o[2], o[3]);
-                let (t0, t1, t2, t3) = (
-                    _mm256_castps_pd(t0),
-                    _mm256_castps_pd(t1),
-                    _mm256_castps_pd(t2),
-                    _mm256_castps_pd(t3),
-                );
+                let t0 = _mm256_castps_pd(_mm256_unpacklo_ps(o[0], o[1]));
+                let t1 = _mm256_castps_pd(_mm256_unpackhi_ps(o[0], o[1]));
+                let t2 = _mm256_castps_pd(_mm256_unpacklo_ps(o[2], o[3]));
+                let t3 = _mm256_castps_pd(_mm256_unpackhi_ps(o[2], o[3]));
                 // [tile 0 | tile 4], [1 | 5], [2 | 6], [3 | 7].
                 let q0 = _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t2));
                 let q1 = _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t2));
@@ -754,8 +773,8 @@ unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: 
                     _mm256_permute2f128_ps::<0x31>(q2, q3),
                 );
             }
-        }
-    }
+        },
+    )
 }
 
 /// Whether [`weight_grad`] runs this convolution: as [`supported`], with whole register
