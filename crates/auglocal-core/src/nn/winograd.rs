@@ -363,8 +363,8 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
             // the sizes each function states.
             unsafe {
                 match transform {
-                    Transform::F2 => inputs_f2(&tiles, g.c_in, padded, chunk, v),
-                    Transform::F4 => inputs_f4(&tiles, g.c_in, padded, chunk, v),
+                    Transform::F2 => inputs_f2((&tiles, g.c_in, padded), chunk, v),
+                    Transform::F4 => inputs_f4((&tiles, g.c_in, padded), chunk, v),
                 }
                 for block in 0..blocks {
                     for xi in 0..positions {
@@ -459,47 +459,69 @@ fn tile_taps<const N: usize>(tiles: &Tiles, alpha: usize) -> [usize; N] {
     std::array::from_fn(|i| tiles.tap(i / alpha, i % alpha))
 }
 
-/// F(2x2): V[c][ξ][k] = (Bᵀ d B)[ξ] for every channel c and the tiles of the chunk's vectors
-/// k, with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; `v` holds C · 16 · len · 8 floats.
+/// For every channel c of the images in `padded` and vector k of the chunk: the N inputs
+/// at `taps` of the vector's tiles, transformed into P values stored at `out[c][ξ][k]`;
+/// `out` holds C · P · len · 8 floats.
 ///
 /// # Safety
 /// The CPU supports AVX2; `padded` holds whole padded images of `channels` channels.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn inputs_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, v: &mut [f32]) {
-    assert_eq!(v.len(), chunk.floats(channels));
-    let taps: [usize; 16] = tile_taps(tiles, 4);
-    let vp = v.as_mut_ptr();
+#[inline]
+unsafe fn transform_tiles<const N: usize, const P: usize>(
+    (tiles, channels, padded): Planes,
+    chunk: Chunk,
+    out: &mut [f32],
+    taps: &[usize; N],
+    transform: impl Fn(&[__m256; N]) -> [__m256; P],
+) {
+    assert_eq!(out.len(), chunk.floats(channels));
+    let op = out.as_mut_ptr();
     for k in 0..chunk.len {
         let (n, t) = chunk.vector(tiles, k);
         let runs = (tiles.source(t), tiles.source(t + 4));
         for c in 0..channels {
             let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
-            let d = load_tile_inputs(plane, runs, &taps);
-            // Rows: z = Bᵀ d.
-            let mut z = [_mm256_setzero_ps(); 16];
-            for j in 0..4 {
-                z[j] = _mm256_sub_ps(d[j], d[8 + j]);
-                z[4 + j] = _mm256_add_ps(d[4 + j], d[8 + j]);
-                z[8 + j] = _mm256_sub_ps(d[8 + j], d[4 + j]);
-                z[12 + j] = _mm256_sub_ps(d[4 + j], d[12 + j]);
-            }
-            // Columns: z B.
-            for i in 0..4 {
-                let r = &z[4 * i..4 * i + 4];
-                let out = [
-                    _mm256_sub_ps(r[0], r[2]),
-                    _mm256_add_ps(r[1], r[2]),
-                    _mm256_sub_ps(r[2], r[1]),
-                    _mm256_sub_ps(r[1], r[3]),
-                ];
-                for (j, value) in out.into_iter().enumerate() {
-                    let at = chunk.at(c, 4 * i + j, k);
-                    debug_assert!(at + LANES <= v.len());
-                    _mm256_storeu_ps(vp.add(at), value);
-                }
+            let values = transform(&load_tile_inputs(plane, runs, taps));
+            for (xi, value) in values.into_iter().enumerate() {
+                let at = chunk.at(c, xi, k);
+                debug_assert!(at + LANES <= out.len());
+                _mm256_storeu_ps(op.add(at), value);
             }
         }
     }
+}
+
+/// The images a transform reads: the tiles' layout, the channels of an image, the padded
+/// images.
+type Planes<'a> = (&'a Tiles, usize, &'a [f32]);
+
+/// F(2x2): V[c][ξ][k] = (Bᵀ d B)[ξ] for every channel c and the tiles of the chunk's vectors
+/// k, with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+///
+/// # Safety
+/// As [`transform_tiles`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn inputs_f2(planes: Planes, chunk: Chunk, v: &mut [f32]) {
+    let taps: [usize; 16] = tile_taps(planes.0, 4);
+    transform_tiles(planes, chunk, v, &taps, |d| {
+        // Rows: z = Bᵀ d.
+        let mut z = [_mm256_setzero_ps(); 16];
+        for j in 0..4 {
+            z[j] = _mm256_sub_ps(d[j], d[8 + j]);
+            z[4 + j] = _mm256_add_ps(d[4 + j], d[8 + j]);
+            z[8 + j] = _mm256_sub_ps(d[8 + j], d[4 + j]);
+            z[12 + j] = _mm256_sub_ps(d[4 + j], d[12 + j]);
+        }
+        // Columns: z B.
+        let mut out = [_mm256_setzero_ps(); 16];
+        for (r, o) in z.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+            o[0] = _mm256_sub_ps(r[0], r[2]);
+            o[1] = _mm256_add_ps(r[1], r[2]);
+            o[2] = _mm256_sub_ps(r[2], r[1]);
+            o[3] = _mm256_sub_ps(r[1], r[3]);
+        }
+        out
+    })
 }
 
 /// F(4x4)'s Bᵀ applied to 6 vectors:
@@ -545,37 +567,26 @@ unsafe fn at_f4(s: [__m256; 6]) -> [__m256; 4] {
 /// F(4x4): V[c][ξ][k] = (Bᵀ d B)[ξ] as [`inputs_f2`], for 6x6 input tiles.
 ///
 /// # Safety
-/// As [`inputs_f2`].
+/// As [`transform_tiles`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn inputs_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, v: &mut [f32]) {
-    assert_eq!(v.len(), chunk.floats(channels));
-    let taps: [usize; 36] = tile_taps(tiles, 6);
-    let vp = v.as_mut_ptr();
-    for k in 0..chunk.len {
-        let (n, t) = chunk.vector(tiles, k);
-        let runs = (tiles.source(t), tiles.source(t + 4));
-        for c in 0..channels {
-            let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
-            let d = load_tile_inputs(plane, runs, &taps);
-            // Rows: z = Bᵀ d, column by column.
-            let mut z = [_mm256_setzero_ps(); 36];
-            for j in 0..6 {
-                let column = bt_f4(std::array::from_fn(|i| d[6 * i + j]));
-                for (i, value) in column.into_iter().enumerate() {
-                    z[6 * i + j] = value;
-                }
-            }
-            // Columns: z B, row by row.
-            for i in 0..6 {
-                let row = bt_f4(std::array::from_fn(|j| z[6 * i + j]));
-                for (j, value) in row.into_iter().enumerate() {
-                    let at = chunk.at(c, 6 * i + j, k);
-                    debug_assert!(at + LANES <= v.len());
-                    _mm256_storeu_ps(vp.add(at), value);
-                }
+unsafe fn inputs_f4(planes: Planes, chunk: Chunk, v: &mut [f32]) {
+    let taps: [usize; 36] = tile_taps(planes.0, 6);
+    transform_tiles(planes, chunk, v, &taps, |d| {
+        // Rows: z = Bᵀ d, column by column.
+        let mut z = [_mm256_setzero_ps(); 36];
+        for j in 0..6 {
+            let column = bt_f4(std::array::from_fn(|i| d[6 * i + j]));
+            for (i, value) in column.into_iter().enumerate() {
+                z[6 * i + j] = value;
             }
         }
-    }
+        // Columns: z B, row by row.
+        let mut out = [_mm256_setzero_ps(); 36];
+        for (r, o) in z.chunks_exact(6).zip(out.chunks_exact_mut(6)) {
+            o.copy_from_slice(&bt_f4(std::array::from_fn(|j| r[j])));
+        }
+        out
+    })
 }
 
 /// M[·][ξ] (4 x len vectors) = U[ξ] (4 x C_in, packed [C_in][4]) · V[·][ξ] (C_in x len
@@ -839,12 +850,12 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
                 }
                 match transform {
                     Transform::F2 => {
-                        inputs_f2(&tiles, g.c_in, padded_x, chunk, v);
-                        grads_f2(&tiles, g.c_out, padded_dy, chunk, t);
+                        inputs_f2((&tiles, g.c_in, padded_x), chunk, v);
+                        grads_f2((&tiles, g.c_out, padded_dy), chunk, t);
                     }
                     Transform::F4 => {
-                        inputs_f4(&tiles, g.c_in, padded_x, chunk, v);
-                        grads_f4(&tiles, g.c_out, padded_dy, chunk, t);
+                        inputs_f4((&tiles, g.c_in, padded_x), chunk, v);
+                        grads_f4((&tiles, g.c_out, padded_dy), chunk, t);
                     }
                 }
                 // M[ξ][co][ci], summed over every tile of the group.
@@ -945,26 +956,22 @@ unsafe fn a_f4(h: [__m256; 4]) -> [__m256; 6] {
 /// the tiles of the chunk's vectors k.
 ///
 /// # Safety
-/// As [`inputs_f2`], with `padded` holding padded output gradients.
+/// As [`transform_tiles`], with `planes` holding padded output gradients.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn grads_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, out: &mut [f32]) {
-    assert_eq!(out.len(), chunk.floats(channels));
-    let taps: [usize; 4] = grad_taps(tiles);
-    let op = out.as_mut_ptr();
-    for k in 0..chunk.len {
-        let (n, t) = chunk.vector(tiles, k);
-        let runs = (tiles.source(t), tiles.source(t + 4));
-        for c in 0..channels {
-            let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
-            let h = load_tile_inputs(plane, runs, &taps);
-            let (first, second) = (a_f2([h[0], h[2]]), a_f2([h[1], h[3]]));
-            for (i, pair) in first.into_iter().zip(second).enumerate() {
-                for (j, value) in a_f2(pair.into()).into_iter().enumerate() {
-                    _mm256_storeu_ps(op.add(chunk.at(c, 4 * i + j, k)), value);
-                }
-            }
+unsafe fn grads_f2(planes: Planes, chunk: Chunk, out: &mut [f32]) {
+    let taps: [usize; 4] = grad_taps(planes.0);
+    transform_tiles(planes, chunk, out, &taps, |h| {
+        let (first, second) = (a_f2([h[0], h[2]]), a_f2([h[1], h[3]]));
+        let mut values = [_mm256_setzero_ps(); 16];
+        for ((a, b), o) in first
+            .into_iter()
+            .zip(second)
+            .zip(values.chunks_exact_mut(4))
+        {
+            o.copy_from_slice(&a_f2([a, b]));
         }
-    }
+        values
+    })
 }
 
 /// F(4x4): T[c][ξ][k] = (A dy Aᵀ)[ξ] as [`grads_f2`], for 4x4 blocks of outputs.
@@ -972,27 +979,18 @@ unsafe fn grads_f2(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk,
 /// # Safety
 /// As [`grads_f2`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn grads_f4(tiles: &Tiles, channels: usize, padded: &[f32], chunk: Chunk, out: &mut [f32]) {
-    assert_eq!(out.len(), chunk.floats(channels));
-    let taps: [usize; 16] = grad_taps(tiles);
-    let op = out.as_mut_ptr();
-    for k in 0..chunk.len {
-        let (n, t) = chunk.vector(tiles, k);
-        let runs = (tiles.source(t), tiles.source(t + 4));
-        for c in 0..channels {
-            let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
-            let h = load_tile_inputs(plane, runs, &taps);
-            // Rows: A h, column by column (6 x 4).
-            let columns: [[__m256; 6]; 4] =
-                std::array::from_fn(|j| a_f4(std::array::from_fn(|i| h[4 * i + j])));
-            let rows: [[__m256; 4]; 6] = std::array::from_fn(|i| columns.map(|column| column[i]));
-            for (i, row) in rows.into_iter().enumerate() {
-                for (j, value) in a_f4(row).into_iter().enumerate() {
-                    _mm256_storeu_ps(op.add(chunk.at(c, 6 * i + j, k)), value);
-                }
-            }
+unsafe fn grads_f4(planes: Planes, chunk: Chunk, out: &mut [f32]) {
+    let taps: [usize; 16] = grad_taps(planes.0);
+    transform_tiles(planes, chunk, out, &taps, |h| {
+        // Rows: A h, column by column (6 x 4); then each row's 4 into 6.
+        let columns: [[__m256; 6]; 4] =
+            std::array::from_fn(|j| a_f4(std::array::from_fn(|i| h[4 * i + j])));
+        let mut values = [_mm256_setzero_ps(); 36];
+        for (i, o) in values.chunks_exact_mut(6).enumerate() {
+            o.copy_from_slice(&a_f4(columns.map(|column| column[i])));
         }
-    }
+        values
+    })
 }
 
 /// Sums Σ_k Σ_lanes T[co + r][ξ][k] · V[ci + s][ξ][k] for 4 output channels r and
