@@ -130,6 +130,7 @@ fn winograd_matches_candle() -> anyhow::Result<()> {
     check(2, 3, 16, 16, 3, 1, 1, 1)?; // the stem: 3 input channels, no input gradient
                                       // F(2x2):
     check(5, 64, 64, 8, 3, 1, 1, 1)?; // stage 3: groups of 2 images, then 1
+    check(18, 8, 4, 8, 3, 1, 1, 1)?; // weight-gradient groups of 16 images, then 2
     check(3, 3, 16, 8, 3, 1, 1, 1)?; // 3 input channels
     check(2, 5, 12, 8, 3, 1, 1, 1)?; // 5 -> 12 channels; the input gradient falls back
     check_hw(3, 8, 8, (4, 16), 3, 1, 1, 1)?; // 4 tiles of 4x4 would not fill a vector
