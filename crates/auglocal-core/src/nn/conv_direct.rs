@@ -543,11 +543,10 @@ pub(crate) fn supports_input_grad_stride2(g: &Geometry) -> bool {
         && cpu_has_avx2_fma()
 }
 
-/// One phase (a, b) of a stride-2 input gradient: its taps (kernel tap, offset in the
-/// padded output gradient) and the flipped weights packed for [`forward_tiles`].
+/// One phase (a, b) of a stride-2 input gradient: its taps' offsets in the padded output
+/// gradient and its weights (input channels as output channels) packed for
+/// [`forward_tiles`].
 struct Phase {
-    rows: usize,
-    columns: usize,
     taps: Vec<usize>,
     weights: Vec<f32>,
 }
@@ -573,7 +572,9 @@ pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Ve
     let (h2, w2) = (g.h_out, g.w_out);
     let row = w2 + 1;
     let plane_p = (h2 + 1) * row;
+    // Per axis and phase: (kernel tap, offset in dy).
     let axis: [&[(usize, usize)]; 2] = [&[(1, 0)], &[(0, 1), (2, 0)]];
+    // Phase (a, b) is phases[2a + b].
     let phases: Vec<Phase> = (0..4)
         .map(|p| {
             let (ra, cb) = (axis[p / 2], axis[p % 2]);
@@ -593,8 +594,6 @@ pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Ve
                 }
             }
             Phase {
-                rows: p / 2,
-                columns: p % 2,
                 taps: pairs.iter().map(|p| p.1).collect(),
                 weights,
             }
@@ -615,7 +614,7 @@ pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Ve
             vec![0f32; 4 * g.c_in * phase_plane],
         )
     };
-    let transpose =
+    let by_phases =
         |(padded, parts): &mut (Vec<f32>, Vec<f32>), n: usize, dx: &mut [MaybeUninit<f32>]| {
             let dy = &dy[n * out_image..(n + 1) * out_image];
             for (dst, src) in padded
@@ -628,12 +627,11 @@ pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Ve
                 }
                 dst[h2 * row..].fill(0.0);
             }
-            let per_block = g.c_out * TILE_CHANNELS;
             for (phase, part) in phases
                 .iter()
                 .zip(parts.chunks_exact_mut(g.c_in * phase_plane))
             {
-                let per_block = per_block * phase.taps.len();
+                let per_block = g.c_out * phase.taps.len() * TILE_CHANNELS;
                 for (block, w) in phase.weights.chunks_exact(per_block).enumerate() {
                     let y = &mut part[block * TILE_CHANNELS * phase_plane..]
                         [..TILE_CHANNELS * phase_plane];
@@ -665,8 +663,6 @@ pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Ve
                 for i in 0..h2 {
                     for a in 0..2 {
                         let (even, odd) = (part(2 * a, ci, i), part(2 * a + 1, ci, i));
-                        debug_assert_eq!(phases[2 * a].rows, a);
-                        debug_assert_eq!(phases[2 * a + 1].columns, 1);
                         let line = &mut dx[ci * g.h * g.w + (2 * i + a) * g.w..][..g.w];
                         for (pair, (&e, &o)) in line.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
                             pair[0].write(e);
@@ -676,7 +672,7 @@ pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Ve
                 }
             }
         };
-    // SAFETY: `transpose` writes every float of its image: every channel, row (both row
+    // SAFETY: `by_phases` writes every float of its image: every channel, row (both row
     // phases) and column (both column phases).
-    unsafe { crate::parallel::written_chunks_init(g.batch * in_image, in_image, init, transpose) }
+    unsafe { crate::parallel::written_chunks_init(g.batch * in_image, in_image, init, by_phases) }
 }
