@@ -1,5 +1,6 @@
 //! Winograd convolution for the 3x3, stride-1, padding-1 convolutions of a ResNet: the
-//! forward pass and, through the flipped kernel, its input gradient.
+//! forward pass, through the flipped kernel its input gradient, and with the roles of the
+//! transforms swapped its weight gradient ([`weight_grad`]).
 //!
 //! Each m x m block of outputs (a tile) comes from the (m + 2) x (m + 2) block of inputs
 //! around it:
