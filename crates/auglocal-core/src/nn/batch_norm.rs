@@ -104,7 +104,8 @@ impl BatchNorm {
         self.forward_generic(x, train)
     }
 
-    fn check_count(&self, x: &Tensor, count: usize) -> Result<()> {
+    /// Checks there is more than one value per channel to take statistics over.
+    pub(crate) fn check_count(&self, x: &Tensor, count: usize) -> Result<()> {
         if count < 2 {
             candle_core::bail!(
                 "BatchNorm in training needs more than one value per channel, got input {:?}; use a batch size of at least 2",
@@ -186,11 +187,6 @@ impl BatchNorm {
     /// The learned scale and shift.
     pub(crate) fn affine(&self) -> (&Tensor, &Tensor) {
         (self.weight.as_tensor(), self.bias.as_tensor())
-    }
-
-    /// Checks there is more than one value per channel to take statistics over.
-    pub(crate) fn check_train_count(&self, x: &Tensor, count: usize) -> Result<()> {
-        self.check_count(x, count)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: f64) -> Result<()> {

@@ -46,7 +46,7 @@ pub fn conv_bn(
     let packed = Tensor::stack(&[gamma, beta], 0)?;
     let y = x.contiguous()?.apply_op3(conv.weight(), &packed, op)?;
     let (n, _, h, w) = y.dims4()?;
-    norm.check_train_count(&y, n * h * w)?;
+    norm.check_count(&y, n * h * w)?;
     conv.record_flops(&y, x)?;
     norm.finish_train(&stats, (n * h * w) as f64, y.device())?;
     Ok(y)
