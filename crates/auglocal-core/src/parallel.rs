@@ -223,9 +223,8 @@ mod tests {
             written_chunks_init(
                 1003,
                 10,
-                || 0usize,
-                |calls, i, chunk| {
-                    *calls += 1;
+                || (),
+                |_, i, chunk| {
                     assert_eq!(chunk.len(), if i == 100 { 3 } else { 10 });
                     for (j, x) in chunk.iter_mut().enumerate() {
                         x.write((i * 10 + j + 1) as f32);

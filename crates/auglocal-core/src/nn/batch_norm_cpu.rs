@@ -48,7 +48,7 @@ fn channel_sum(x: &[f32], n: usize, c: usize, s: usize, ch: usize, f: impl Fn(f3
 }
 
 /// Sums `f(a, b)` (two sums at once) over one channel's values of `a` and `b`, in the fixed
-/// order of [`channel_sum`].
+/// order of [`channel_sum`]; compiled for AVX2 where the CPU has it ([`super::vectorised`]).
 fn channel_sums(
     a: &[f32],
     b: &[f32],
@@ -58,49 +58,38 @@ fn channel_sums(
     ch: usize,
     f: impl Fn(f32, f32) -> (f32, f32),
 ) -> (f64, f64) {
+    const WIDTH: usize = 32;
     super::vectorised(
         #[inline(always)]
-        || channel_sums_plain(a, b, n, c, s, ch, f),
-    )
-}
-
-#[inline(always)]
-fn channel_sums_plain(
-    a: &[f32],
-    b: &[f32],
-    n: usize,
-    c: usize,
-    s: usize,
-    ch: usize,
-    f: impl Fn(f32, f32) -> (f32, f32),
-) -> (f64, f64) {
-    const WIDTH: usize = 32;
-    let mut total = (0f64, 0f64);
-    for image in 0..n {
-        let start = (image * c + ch) * s;
-        let (a, b) = (&a[start..start + s], &b[start..start + s]);
-        let mut first = [0f32; WIDTH];
-        let mut second = [0f32; WIDTH];
-        let (whole, rest) = (s / WIDTH * WIDTH, s % WIDTH);
-        for (a, b) in a[..whole]
-            .chunks_exact(WIDTH)
-            .zip(b[..whole].chunks_exact(WIDTH))
-        {
-            for l in 0..WIDTH {
-                let (p, q) = f(a[l], b[l]);
-                first[l] += p;
-                second[l] += q;
+        || {
+            let mut total = (0f64, 0f64);
+            for image in 0..n {
+                let start = (image * c + ch) * s;
+                let (a, b) = (&a[start..start + s], &b[start..start + s]);
+                let mut first = [0f32; WIDTH];
+                let mut second = [0f32; WIDTH];
+                let (whole, rest) = (s / WIDTH * WIDTH, s % WIDTH);
+                for (a, b) in a[..whole]
+                    .chunks_exact(WIDTH)
+                    .zip(b[..whole].chunks_exact(WIDTH))
+                {
+                    for l in 0..WIDTH {
+                        let (p, q) = f(a[l], b[l]);
+                        first[l] += p;
+                        second[l] += q;
+                    }
+                }
+                for l in 0..rest {
+                    let (p, q) = f(a[whole + l], b[whole + l]);
+                    first[l] += p;
+                    second[l] += q;
+                }
+                total.0 += first.iter().map(|&v| v as f64).sum::<f64>();
+                total.1 += second.iter().map(|&v| v as f64).sum::<f64>();
             }
-        }
-        for l in 0..rest {
-            let (p, q) = f(a[whole + l], b[whole + l]);
-            first[l] += p;
-            second[l] += q;
-        }
-        total.0 += first.iter().map(|&v| v as f64).sum::<f64>();
-        total.1 += second.iter().map(|&v| v as f64).sum::<f64>();
-    }
-    total
+            total
+        },
+    )
 }
 
 /// Training forward; the statistics it computed are left in `stats` for the running

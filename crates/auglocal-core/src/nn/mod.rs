@@ -48,8 +48,8 @@ pub(crate) fn contiguous_f32<'a>(
 }
 
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them. The crate builds for baseline
-/// x86-64 (SSE2), which leaves the plain loops of BatchNorm and the elementwise ops at half
-/// the vector width; `f` is inlined into a function that enables both. (Rust never fuses a
+/// x86-64 (SSE2), which leaves plain loops (BatchNorm's channel sums use this) at half the
+/// vector width; `f` is inlined into a function that enables both. (Rust never fuses a
 /// multiply and an add on its own, so results are the same either way.)
 #[inline(always)]
 pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {

@@ -255,7 +255,6 @@ impl Tiles {
             .step_by(phase)
             .for_each(|v| *v = 0.0);
         debug_assert!(line.len().is_multiple_of(16));
-        let p = row.as_mut_ptr();
         for (i, group) in line.chunks_exact(16).enumerate() {
             let s = group.as_ptr();
             let (r0, r1) = (_mm_loadu_ps(s), _mm_loadu_ps(s.add(4)));
@@ -263,11 +262,13 @@ impl Tiles {
             let (t0, t1) = (_mm_unpacklo_ps(r0, r1), _mm_unpackhi_ps(r0, r1));
             let (t2, t3) = (_mm_unpacklo_ps(r2, r3), _mm_unpackhi_ps(r2, r3));
             let at = 4 * i;
-            debug_assert!(3 * phase + at + 4 <= row.len() && at + 5 <= phase);
-            _mm_storeu_ps(p.add(phase + at), _mm_movelh_ps(t0, t2));
-            _mm_storeu_ps(p.add(2 * phase + at), _mm_movehl_ps(t2, t0));
-            _mm_storeu_ps(p.add(3 * phase + at), _mm_movelh_ps(t1, t3));
-            _mm_storeu_ps(p.add(at + 1), _mm_movehl_ps(t3, t1));
+            let mut store = |start: usize, v: __m128| {
+                _mm_storeu_ps(row[start..start + 4].as_mut_ptr(), v);
+            };
+            store(phase + at, _mm_movelh_ps(t0, t2));
+            store(2 * phase + at, _mm_movehl_ps(t2, t0));
+            store(3 * phase + at, _mm_movelh_ps(t1, t3));
+            store(at + 1, _mm_movehl_ps(t3, t1));
         }
     }
 }
@@ -430,11 +431,12 @@ impl Chunk {
     }
 }
 
-/// The 16 (or 36) input vectors of one channel's tiles of vector k, loaded from `plane` as
-/// two runs of 4 tiles (one load when the runs are adjacent in one row of tiles).
+/// The N input vectors of one channel's tiles of a vector, loaded from `plane` as two runs
+/// of 4 tiles starting at `lo` and `hi` (one load when they are adjacent in one row of
+/// tiles).
 ///
 /// # Safety
-/// The CPU supports AVX2; the runs' reads stay inside `plane` (asserted).
+/// The CPU supports AVX2; every `lo + tap + 4` and `hi + tap + 4` is at most `plane.len()`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn load_tile_inputs<const N: usize>(
@@ -442,8 +444,6 @@ unsafe fn load_tile_inputs<const N: usize>(
     (lo, hi): (usize, usize),
     taps: &[usize; N],
 ) -> [__m256; N] {
-    let last = taps[N - 1] + 4;
-    assert!(lo + last <= plane.len() && hi + last <= plane.len());
     let p = plane.as_ptr();
     let one_row = hi == lo + 4;
     std::array::from_fn(|i| {
@@ -476,10 +476,14 @@ unsafe fn transform_tiles<const N: usize, const P: usize>(
     transform: impl Fn(&[__m256; N]) -> [__m256; P],
 ) {
     assert_eq!(out.len(), chunk.floats(channels));
+    // Taps run row by row, but within a row a later column can sit in an earlier phase:
+    // the farthest read is the largest tap's, not the last one's.
+    let end = taps.iter().max().map_or(0, |tap| tap + 4);
     let op = out.as_mut_ptr();
     for k in 0..chunk.len {
         let (n, t) = chunk.vector(tiles, k);
         let runs = (tiles.source(t), tiles.source(t + 4));
+        assert!(runs.0 + end <= tiles.padded_plane && runs.1 + end <= tiles.padded_plane);
         for c in 0..channels {
             let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
             let values = transform(&load_tile_inputs(plane, runs, taps));
@@ -799,7 +803,7 @@ pub(crate) fn supports_weight_grad(g: &Geometry) -> bool {
 /// for output gradient `dy` and input `x`, through the same transforms:
 ///
 /// ```text
-/// dW = Gᵀ [ Σ_n Σ_tiles (A dy A ᵀ) ⊙ (Bᵀ d B) ] G
+/// dW = Gᵀ [ Σ_n Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B) ] G
 /// ```
 ///
 /// (the forward identity with the roles of A and G swapped: each dy tile is an m x m
