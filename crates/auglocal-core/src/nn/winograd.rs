@@ -17,9 +17,11 @@
 //! GEMMs fill M in a register tile like the direct kernel's (4 channels x up to 4 vectors
 //! of 8 tiles), and the output transform writes the 4 channels' outputs.
 //!
-//! F(4x4) runs where the tiles fit (height a multiple of 4, width of 16: the 32x32 and 16x16
-//! planes of a CIFAR ResNet), F(2x2) on smaller ones (8x8). The transforms are exact in
-//! real arithmetic, so the result differs from the direct sum by rounding alone;
+//! F(4x4) runs along rows where runs of 4 tiles fit (height a multiple of 4, width of 16:
+//! the 32x32 and 16x16 planes of a CIFAR ResNet): a vector holds 8 tiles of one image. An
+//! 8x8 plane has 4 tiles, so there a vector holds the same tile of 8 images
+//! ([`Lanes::Images`]). F(2x2) runs along rows on planes neither fits. The transforms are
+//! exact in real arithmetic, so the result differs from the direct sum by rounding alone;
 //! `tests/conv.rs` holds it within 1e-4 of Candle's convolution. The summation order is
 //! fixed by the shapes (input channels in order in every GEMM), so results do not depend on
 //! the thread count or on how images are grouped.
@@ -31,7 +33,7 @@
 //! |---|---|---|---|
 //! | 16->16 on 32x32 | 3.2 ms | 2.95 ms | 2.0-2.2 ms |
 //! | 64->64 on 32x32, batch 64 | 24 ms | 14.7 ms | 10.6 ms |
-//! | 64->64 on 8x8 | 3.0 ms | 2.0 ms | (does not tile) |
+//! | 64->64 on 8x8 | 3.0 ms | 1.96-2.03 ms | 1.58-2.01 ms (across images) |
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -91,24 +93,47 @@ impl Transform {
         }
     }
 
-    /// The largest tile that fits the planes in whole vectors of tiles, each vector two runs
-    /// of 4 tiles within a row of tiles: a width of 4m tiles' worth of columns, planes of a
-    /// multiple of 8 tiles.
-    fn for_plane(h: usize, w: usize) -> Option<Transform> {
-        [Transform::F4, Transform::F2].into_iter().find(|t| {
-            let m = t.m();
-            h > 0
-                && h.is_multiple_of(m)
-                && w.is_multiple_of(4 * m)
-                && ((h / m) * (w / m)).is_multiple_of(LANES)
-        })
+    /// Whether the planes split into whole vectors of this transform's tiles laid along
+    /// rows ([`Lanes::Tiles`]): each vector two runs of 4 tiles within a row of tiles, a
+    /// width of 4m tiles' worth of columns, planes of a multiple of 8 tiles.
+    fn fits_rows(self, h: usize, w: usize) -> bool {
+        let m = self.m();
+        h > 0
+            && h.is_multiple_of(m)
+            && w.is_multiple_of(4 * m)
+            && ((h / m) * (w / m)).is_multiple_of(LANES)
+    }
+
+    /// The transform and lane layout for H x W planes: F(4x4) along rows where the planes
+    /// hold runs of 4 tiles (32x32, 16x16), else F(4x4) across images where whole 4x4
+    /// tiles and rows of 8 columns fit (8x8), else F(2x2) along rows.
+    fn for_plane(h: usize, w: usize) -> Option<(Transform, Lanes)> {
+        if Transform::F4.fits_rows(h, w) {
+            Some((Transform::F4, Lanes::Tiles))
+        } else if h > 0 && h.is_multiple_of(4) && w.is_multiple_of(LANES) {
+            Some((Transform::F4, Lanes::Images))
+        } else if Transform::F2.fits_rows(h, w) {
+            Some((Transform::F2, Lanes::Tiles))
+        } else {
+            None
+        }
     }
 }
 
-/// The transform [`forward`] runs this convolution with: one group, 3x3, stride 1, padding
-/// 1, planes that [`Transform::for_plane`] tiles, whole register tiles of output channels,
-/// on a CPU with AVX2 and FMA.
-fn transform_for(g: &Geometry) -> Option<Transform> {
+/// What the 8 lanes of a vector of tiles hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// 8 tiles of one image, two runs of 4 along rows of tiles.
+    Tiles,
+    /// The same tile of 8 images. An 8x8 plane has 4 tiles of 4x4: runs along its rows
+    /// would be 2 tiles long and need gathers; across images every load is one vector.
+    Images,
+}
+
+/// The transform and lane layout [`forward`] runs this convolution with: one group, 3x3,
+/// stride 1, padding 1, planes that [`Transform::for_plane`] tiles, whole register tiles of
+/// output channels, on a CPU with AVX2 and FMA.
+fn transform_for(g: &Geometry) -> Option<(Transform, Lanes)> {
     let shape = g.groups == 1
         && g.k == 3
         && g.stride == 1
@@ -129,41 +154,50 @@ pub(crate) fn supported(g: &Geometry) -> bool {
     transform_for(g).is_some()
 }
 
-/// The tiles of one image and how an image sits in the input transform's buffer.
+/// The tiles of a plane and how images sit in the transforms' buffer, a unit of images
+/// (one image, or 8 for [`Lanes::Images`]) at a time.
 ///
-/// Each channel is zero-bordered (one row and column each side) and each padded row is
-/// split into m phases by column modulo m, `phase = W/m + 1` floats each. Tile (ty, tx)
-/// reads padded rows m·ty .. m·ty + m + 2 and columns m·tx + c for c < m + 2, stored at
-/// `phase[c mod m][tx + c div m]`: 4 consecutive tiles read 4 consecutive floats for each
-/// of their inputs.
+/// Each channel is zero-bordered (one row and column each side). Along rows
+/// ([`Lanes::Tiles`]) each padded row is split into m phases by column modulo m,
+/// `phase = W/m + 1` floats each: tile (ty, tx) reads padded rows m·ty .. m·ty + m + 2 and
+/// columns m·tx + c for c < m + 2, stored at `phase[c mod m][tx + c div m]`, so 4
+/// consecutive tiles read 4 consecutive floats for each of their inputs. Across images
+/// ([`Lanes::Images`]) each padded pixel holds its 8 images side by side (missing images
+/// zero): a tile's input is one vector.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
     m: usize,
+    lanes: Lanes,
     /// Tile rows and columns of an image.
     rows: usize,
     cols: usize,
     /// Output plane size and width.
     plane: usize,
     width: usize,
-    /// Floats of one phase of a padded row, one padded row, one padded channel.
+    /// Floats of one phase of a padded row (along rows), one padded row, one padded
+    /// channel of a unit.
     phase: usize,
     row: usize,
     padded_plane: usize,
 }
 
 impl Tiles {
-    fn new(g: &Geometry, transform: Transform) -> Self {
+    fn new(g: &Geometry, (transform, lanes): (Transform, Lanes)) -> Self {
         let m = transform.m();
-        let phase = g.w / m + 1;
+        let (phase, row) = match lanes {
+            Lanes::Tiles => (g.w / m + 1, m * (g.w / m + 1)),
+            Lanes::Images => (0, (g.w + 2) * LANES),
+        };
         Tiles {
             m,
+            lanes,
             rows: g.h / m,
             cols: g.w / m,
             plane: g.h * g.w,
             width: g.w,
             phase,
-            row: m * phase,
-            padded_plane: (g.h + 2) * m * phase,
+            row,
+            padded_plane: (g.h + 2) * row,
         }
     }
 
@@ -171,15 +205,55 @@ impl Tiles {
         self.rows * self.cols
     }
 
+    /// Images of a unit: those [`Tiles::fill`] copies together.
+    fn images_per_unit(&self) -> usize {
+        match self.lanes {
+            Lanes::Tiles => 1,
+            Lanes::Images => LANES,
+        }
+    }
+
+    /// Vectors of tiles of a unit.
+    fn vectors_per_unit(&self) -> usize {
+        match self.lanes {
+            Lanes::Tiles => self.per_image() / LANES,
+            Lanes::Images => self.per_image(),
+        }
+    }
+
+    /// The unit of vector q (counted through the units in order) and its first tile.
+    fn vector(&self, q: usize) -> (usize, usize) {
+        let per_unit = self.vectors_per_unit();
+        match self.lanes {
+            Lanes::Tiles => (q / per_unit, q % per_unit * LANES),
+            Lanes::Images => (q / per_unit, q % per_unit),
+        }
+    }
+
     /// Offset of tile t's input at (row 0, column 0) in a padded channel.
     fn source(&self, t: usize) -> usize {
         let (ty, tx) = (t / self.cols, t % self.cols);
-        self.m * ty * self.row + tx
+        match self.lanes {
+            Lanes::Tiles => self.m * ty * self.row + tx,
+            Lanes::Images => self.m * (ty * self.row + tx * LANES),
+        }
+    }
+
+    /// Where the two halves of the vector starting at tile t read their (0, 0) inputs:
+    /// two runs of 4 tiles, or one vector of 8 images.
+    fn runs(&self, t: usize) -> (usize, usize) {
+        match self.lanes {
+            Lanes::Tiles => (self.source(t), self.source(t + 4)),
+            Lanes::Images => (self.source(t), self.source(t) + 4),
+        }
     }
 
     /// Offset of the input at (row r, column c) of a tile from the tile's source.
     fn tap(&self, r: usize, c: usize) -> usize {
-        r * self.row + (c % self.m) * self.phase + c / self.m
+        match self.lanes {
+            Lanes::Tiles => r * self.row + (c % self.m) * self.phase + c / self.m,
+            Lanes::Images => r * self.row + c * LANES,
+        }
     }
 
     /// Offset of tile t's top-left output in an output plane.
@@ -188,12 +262,21 @@ impl Tiles {
         self.m * (ty * self.width + tx)
     }
 
-    /// Copies the channels of one image (C, H, W) into `padded`, zero elsewhere.
+    /// Copies the channels of a unit's images (C, H, W each) into `padded` (the unit's
+    /// padded channels), zero elsewhere.
     ///
     /// # Safety
     /// The CPU supports AVX2.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn fill(&self, image: &[f32], padded: &mut [f32]) {
+    unsafe fn fill(&self, images: &[f32], padded: &mut [f32]) {
+        match self.lanes {
+            Lanes::Tiles => self.fill_rows(images, padded),
+            Lanes::Images => self.fill_images(images, padded),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_rows(&self, image: &[f32], padded: &mut [f32]) {
         for (dst, channel) in padded
             .chunks_exact_mut(self.padded_plane)
             .zip(image.chunks_exact(self.plane))
@@ -206,6 +289,40 @@ impl Tiles {
                     self.split_row_2(line, row);
                 } else {
                     self.split_row_4(line, row);
+                }
+            }
+        }
+    }
+
+    /// Up to 8 images side by side: each 8 columns of a row, one from each image, are an
+    /// 8x8 transpose.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_images(&self, images: &[f32], padded: &mut [f32]) {
+        let channels = padded.len() / self.padded_plane;
+        let image_len = channels * self.plane;
+        let count = images.len() / image_len;
+        assert!((1..=LANES).contains(&count) && images.len() == count * image_len);
+        let h = self.m * self.rows;
+        for (c, dst) in padded.chunks_exact_mut(self.padded_plane).enumerate() {
+            dst[..self.row].fill(0.0);
+            dst[(h + 1) * self.row..].fill(0.0);
+            for iy in 0..h {
+                let row = &mut dst[(iy + 1) * self.row..][..self.row];
+                row[..LANES].fill(0.0);
+                row[(self.width + 1) * LANES..].fill(0.0);
+                for x0 in (0..self.width).step_by(LANES) {
+                    let lines: [__m256; LANES] = std::array::from_fn(|l| {
+                        if l < count {
+                            let at = l * image_len + c * self.plane + iy * self.width + x0;
+                            _mm256_loadu_ps(images[at..at + LANES].as_ptr())
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    });
+                    for (j, column) in transpose_8x8(lines).into_iter().enumerate() {
+                        let at = (x0 + 1 + j) * LANES;
+                        _mm256_storeu_ps(row[at..at + LANES].as_mut_ptr(), column);
+                    }
                 }
             }
         }
@@ -273,34 +390,85 @@ impl Tiles {
     }
 }
 
+/// An 8x8 transpose: lane l of output j is lane j of input l.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+    // Pairs of rows interleaved, then quads: s[k] holds column k (rows 0-3) in its low
+    // half and column k + 4 in its high half, s[4 + k] the same for rows 4-7.
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    let s: [__m256; 8] = std::array::from_fn(|i| {
+        let (quad, k) = (i / 4, i % 4);
+        let (a, b) = (t[4 * quad + k / 2], t[4 * quad + k / 2 + 2]);
+        if k % 2 == 0 {
+            _mm256_shuffle_ps::<0b01_00_01_00>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0b11_10_11_10>(a, b)
+        }
+    });
+    std::array::from_fn(|j| {
+        if j < 4 {
+            _mm256_permute2f128_ps::<0x20>(s[j], s[4 + j])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(s[j - 4], s[j])
+        }
+    })
+}
+
 /// The transformed kernels U = G g Gᵀ (in f64, rounded once), packed as
 /// [ξ][C_out / 4][C_in][4]: the 4 values one step of a register tile broadcasts, together.
 fn transform_weights(g: &Geometry, transform: Transform, weight: &[f32]) -> Vec<f32> {
     let gm = transform.g();
     let alpha = transform.alpha();
     let blocks = g.c_out / TILE_CHANNELS;
-    // One (ξ, block) a task, in parallel: at 64 channels the f64 products run to a
-    // millisecond, which the worker threads otherwise wait out.
-    let parts = crate::parallel::map(transform.positions() * blocks, |index| {
-        let (xi, block) = (index / blocks, index % blocks);
-        let (gi, gj) = (gm[xi / alpha], gm[xi % alpha]);
-        let mut part = vec![0f32; g.c_in * TILE_CHANNELS];
-        for (ci, lanes) in part.chunks_exact_mut(TILE_CHANNELS).enumerate() {
-            for (lane, value) in lanes.iter_mut().enumerate() {
-                let co = block * TILE_CHANNELS + lane;
+    let block_floats = g.c_in * TILE_CHANNELS;
+    // One block of 4 output channels a task, [ξ][C_in][4], in parallel: at 64 channels the
+    // f64 products run to a millisecond, which the worker threads otherwise wait out. Each
+    // kernel's g Gᵀ (3 x alpha) is made once for all its positions.
+    let parts = crate::parallel::map(blocks, |block| {
+        let mut part = vec![0f32; transform.positions() * block_floats];
+        for lane in 0..TILE_CHANNELS {
+            let co = block * TILE_CHANNELS + lane;
+            for ci in 0..g.c_in {
                 let k = &weight[(co * g.c_in + ci) * 9..][..9];
-                // (G g Gᵀ)[i][j] = Σ_r Σ_c G[i][r] g[r][c] G[j][c].
-                let mut sum = 0f64;
-                for (r, kr) in k.chunks_exact(3).enumerate() {
-                    let row: f64 = (0..3).map(|c| kr[c] as f64 * gj[c]).sum();
-                    sum += gi[r] * row;
+                // (G g Gᵀ)[i][j] = Σ_r G[i][r] (Σ_c g[r][c] G[j][c]).
+                let mut right = [[0f64; 6]; 3];
+                for (row, kr) in right.iter_mut().zip(k.chunks_exact(3)) {
+                    for (value, gj) in row.iter_mut().zip(gm) {
+                        *value = (0..3).map(|c| kr[c] as f64 * gj[c]).sum();
+                    }
                 }
-                *value = sum as f32;
+                for (xi, value) in part
+                    .iter_mut()
+                    .skip(ci * TILE_CHANNELS + lane)
+                    .step_by(block_floats)
+                    .enumerate()
+                {
+                    let (gi, j) = (gm[xi / alpha], xi % alpha);
+                    let mut sum = 0f64;
+                    for (r, row) in right.iter().enumerate() {
+                        sum += gi[r] * row[j];
+                    }
+                    *value = sum as f32;
+                }
             }
         }
         part
     });
-    parts.concat()
+    let mut u = Vec::with_capacity(transform.positions() * blocks * block_floats);
+    for xi in 0..transform.positions() {
+        for part in &parts {
+            u.extend_from_slice(&part[xi * block_floats..][..block_floats]);
+        }
+    }
+    u
 }
 
 /// Per-thread buffers: padded images, and for one chunk of tile vectors the transformed
@@ -318,22 +486,22 @@ struct Scratch {
 /// The convolution of `x` (N, C_in, H, W) with `weight` (C_out, C_in, 3, 3); callers check
 /// [`supported`] first.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    let Some(transform) = transform_for(g) else {
+    let Some(plan) = transform_for(g) else {
         panic!("winograd::forward called on {g:?}");
     };
+    let transform = plan.0;
     let positions = transform.positions();
-    let tiles = Tiles::new(g, transform);
-    let per_image = tiles.per_image();
+    let tiles = Tiles::new(g, plan);
     let regs = Registers::detect();
     let width = regs.tile_width();
-    // Images per task: enough for one whole chunk of tile vectors.
-    let group = (width * LANES).div_ceil(per_image);
+    // Images per task: whole units, enough for one whole chunk of tile vectors.
+    let group = width.div_ceil(tiles.vectors_per_unit()) * tiles.images_per_unit();
     let u = transform_weights(g, transform, weight);
     let blocks = g.c_out / TILE_CHANNELS;
     let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
-    let padded_image = g.c_in * tiles.padded_plane;
+    let padded_unit = g.c_in * tiles.padded_plane;
     let init = || Scratch {
-        padded: vec![0f32; group * padded_image],
+        padded: vec![0f32; group / tiles.images_per_unit() * padded_unit],
         v: Vec::new(),
         m: Vec::new(),
     };
@@ -341,15 +509,9 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
         let images = y.len() / out_image;
         let first_image = index * group;
         let x = &x[first_image * in_image..(first_image + images) * in_image];
-        let padded = &mut scratch.padded[..images * padded_image];
-        for (image, dst) in x
-            .chunks_exact(in_image)
-            .zip(padded.chunks_exact_mut(padded_image))
-        {
-            // SAFETY: `supported` checked AVX2.
-            unsafe { tiles.fill(image, dst) };
-        }
-        let vectors = images * per_image / LANES;
+        let units = fill_units(&tiles, x, in_image, &mut scratch.padded, padded_unit);
+        let padded = &scratch.padded[..units * padded_unit];
+        let vectors = units * tiles.vectors_per_unit();
         for first in (0..vectors).step_by(width) {
             let chunk = Chunk::new(first, (vectors - first).min(width), positions);
             // Every float a chunk reads is written first, so the buffers are reused as is.
@@ -375,9 +537,15 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                         gemm(regs, u, v, m, xi, chunk);
                     }
                     let y = (&mut *y, out_image);
-                    match transform {
-                        Transform::F2 => outputs_f2(&tiles, m, chunk, y, block),
-                        Transform::F4 => outputs_f4(&tiles, m, chunk, y, block),
+                    match plan {
+                        (Transform::F2, Lanes::Tiles) => outputs_f2(&tiles, m, chunk, y, block),
+                        (Transform::F4, Lanes::Tiles) => outputs_f4(&tiles, m, chunk, y, block),
+                        (Transform::F4, Lanes::Images) => {
+                            outputs_f4_images(&tiles, m, chunk, y, block)
+                        }
+                        (Transform::F2, Lanes::Images) => {
+                            unreachable!("for_plane takes F(2x2) along rows only")
+                        }
                     }
                 }
             }
@@ -388,6 +556,30 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     unsafe {
         crate::parallel::written_chunks_init(g.batch * out_image, group * out_image, init, convolve)
     }
+}
+
+/// Fills `padded` with the units of `images` (whole images of `image_len` floats each),
+/// `padded_unit` floats a unit, growing it if it is short; returns the number of units.
+fn fill_units(
+    tiles: &Tiles,
+    images: &[f32],
+    image_len: usize,
+    padded: &mut Vec<f32>,
+    padded_unit: usize,
+) -> usize {
+    let per_unit = tiles.images_per_unit() * image_len;
+    let units = images.len().div_ceil(per_unit);
+    if padded.len() < units * padded_unit {
+        padded.resize(units * padded_unit, 0.0);
+    }
+    for (unit, dst) in images
+        .chunks(per_unit)
+        .zip(padded.chunks_exact_mut(padded_unit))
+    {
+        // SAFETY: callers run Winograd only where `supported` checked AVX2.
+        unsafe { tiles.fill(unit, dst) };
+    }
+    units
 }
 
 /// Tile vectors `first .. first + len` of a group of images: vector q holds tiles 8q .. 8q + 8
@@ -414,10 +606,9 @@ impl Chunk {
         }
     }
 
-    /// For the chunk's k-th vector: its image, and its first tile in that image.
+    /// For the chunk's k-th vector: its unit of images, and its first tile in them.
     fn vector(&self, tiles: &Tiles, k: usize) -> (usize, usize) {
-        let tile = (self.first + k) * LANES;
-        (tile / tiles.per_image(), tile % tiles.per_image())
+        tiles.vector(self.first + k)
     }
 
     /// Floats of a buffer of `channels` channels.
@@ -482,7 +673,7 @@ unsafe fn transform_tiles<const N: usize, const P: usize>(
     let op = out.as_mut_ptr();
     for k in 0..chunk.len {
         let (n, t) = chunk.vector(tiles, k);
-        let runs = (tiles.source(t), tiles.source(t + 4));
+        let runs = tiles.runs(t);
         assert!(runs.0 + end <= tiles.padded_plane && runs.1 + end <= tiles.padded_plane);
         for c in 0..channels {
             let plane = &padded[(n * channels + c) * tiles.padded_plane..][..tiles.padded_plane];
@@ -741,6 +932,37 @@ unsafe fn outputs_f2(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: 
     )
 }
 
+/// F(4x4)'s y = Aᵀ M A for the 8 lanes' 6x6 blocks `s`, row by row, each row's 4 x 8
+/// outputs transposed so that each half vector holds one lane's 4 outputs: `[lane 0 |
+/// lane 4], [1 | 5], [2 | 6], [3 | 7]`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn f4_output_rows(s: &[__m256; 36]) -> [[__m256; 4]; 4] {
+    // Rows: a = Aᵀ M, column by column (4 x 6).
+    let mut a = [_mm256_setzero_ps(); 24];
+    for j in 0..6 {
+        let column = at_f4(std::array::from_fn(|i| s[6 * i + j]));
+        for (i, value) in column.into_iter().enumerate() {
+            a[6 * i + j] = value;
+        }
+    }
+    std::array::from_fn(|i| {
+        // Columns: output row i, o[c] lane l = lane l's column c.
+        let o = at_f4(std::array::from_fn(|j| a[6 * i + j]));
+        // A 4x8 transpose: each lane's 4 outputs together.
+        let t0 = _mm256_castps_pd(_mm256_unpacklo_ps(o[0], o[1]));
+        let t1 = _mm256_castps_pd(_mm256_unpackhi_ps(o[0], o[1]));
+        let t2 = _mm256_castps_pd(_mm256_unpacklo_ps(o[2], o[3]));
+        let t3 = _mm256_castps_pd(_mm256_unpackhi_ps(o[2], o[3]));
+        [
+            _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t2)),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t2)),
+            _mm256_castpd_ps(_mm256_unpacklo_pd(t1, t3)),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(t1, t3)),
+        ]
+    })
+}
+
 /// F(4x4): writes output channels 4·block .. 4·block + 4 of the chunk's tiles as
 /// [`outputs_f2`], with [`at_f4`].
 ///
@@ -756,41 +978,75 @@ unsafe fn outputs_f4(tiles: &Tiles, m: &[f32], chunk: Chunk, y: Outputs, block: 
         y,
         block,
         |yp, s: &[__m256; 36], (lo, hi)| {
-            // Rows: a = Aᵀ M, column by column (4 x 6).
-            let mut a = [_mm256_setzero_ps(); 24];
-            for j in 0..6 {
-                let column = at_f4(std::array::from_fn(|i| s[6 * i + j]));
-                for (i, value) in column.into_iter().enumerate() {
-                    a[6 * i + j] = value;
-                }
-            }
-            for i in 0..4 {
-                // Columns: output row i of the 8 tiles, o[c] lane l = tile l's column c.
-                let o = at_f4(std::array::from_fn(|j| a[6 * i + j]));
-                // A 4x8 transpose: each tile's 4 outputs together, tiles 0-3 then 4-7.
-                let t0 = _mm256_castps_pd(_mm256_unpacklo_ps(o[0], o[1]));
-                let t1 = _mm256_castps_pd(_mm256_unpackhi_ps(o[0], o[1]));
-                let t2 = _mm256_castps_pd(_mm256_unpacklo_ps(o[2], o[3]));
-                let t3 = _mm256_castps_pd(_mm256_unpackhi_ps(o[2], o[3]));
-                // [tile 0 | tile 4], [1 | 5], [2 | 6], [3 | 7].
-                let q0 = _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t2));
-                let q1 = _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t2));
-                let q2 = _mm256_castpd_ps(_mm256_unpacklo_pd(t1, t3));
-                let q3 = _mm256_castpd_ps(_mm256_unpackhi_pd(t1, t3));
+            for (i, q) in f4_output_rows(s).into_iter().enumerate() {
+                // Tiles 0-3 of the run at `lo`, 4-7 of the one at `hi`: 16 outputs each.
                 let line = i * w;
-                _mm256_storeu_ps(yp.add(lo + line), _mm256_permute2f128_ps::<0x20>(q0, q1));
+                _mm256_storeu_ps(
+                    yp.add(lo + line),
+                    _mm256_permute2f128_ps::<0x20>(q[0], q[1]),
+                );
                 _mm256_storeu_ps(
                     yp.add(lo + line + 8),
-                    _mm256_permute2f128_ps::<0x20>(q2, q3),
+                    _mm256_permute2f128_ps::<0x20>(q[2], q[3]),
                 );
-                _mm256_storeu_ps(yp.add(hi + line), _mm256_permute2f128_ps::<0x31>(q0, q1));
+                _mm256_storeu_ps(
+                    yp.add(hi + line),
+                    _mm256_permute2f128_ps::<0x31>(q[0], q[1]),
+                );
                 _mm256_storeu_ps(
                     yp.add(hi + line + 8),
-                    _mm256_permute2f128_ps::<0x31>(q2, q3),
+                    _mm256_permute2f128_ps::<0x31>(q[2], q[3]),
                 );
             }
         },
     )
+}
+
+/// F(4x4) across images ([`Lanes::Images`]): writes output channels 4·block .. 4·block + 4
+/// of the chunk's tiles, each lane's 4x4 outputs into its own image, for the images the
+/// group has (the last unit may be short).
+///
+/// # Safety
+/// The CPU supports AVX2; `m` is the chunk's buffer and `y` holds the group's images.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn outputs_f4_images(
+    tiles: &Tiles,
+    m: &[f32],
+    chunk: Chunk,
+    (y, out_image): Outputs,
+    block: usize,
+) {
+    assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
+    let images = y.len() / out_image;
+    let yp = y.as_mut_ptr().cast::<f32>();
+    let w = tiles.width;
+    for k in 0..chunk.len {
+        let (unit, t) = chunk.vector(tiles, k);
+        let first = unit * LANES;
+        let lanes = images.saturating_sub(first).min(LANES);
+        for r in 0..TILE_CHANNELS {
+            let at = |lane: usize| {
+                (first + lane) * out_image
+                    + (block * TILE_CHANNELS + r) * tiles.plane
+                    + tiles.output(t)
+            };
+            // The tile's last row ends 3 rows and 4 columns past its first output.
+            assert!(lanes == 0 || at(lanes - 1) + 3 * w + 4 <= y.len());
+            let s: [__m256; 36] =
+                std::array::from_fn(|xi| _mm256_loadu_ps(m.as_ptr().add(chunk.at(r, xi, k))));
+            for (i, q) in f4_output_rows(&s).into_iter().enumerate() {
+                for lane in 0..lanes {
+                    let half = q[lane % 4];
+                    let value = if lane < 4 {
+                        _mm256_castps256_ps128(half)
+                    } else {
+                        _mm256_extractf128_ps::<1>(half)
+                    };
+                    _mm_storeu_ps(yp.add(at(lane) + i * w), value);
+                }
+            }
+        }
+    }
 }
 
 /// Whether [`weight_grad`] runs this convolution: as [`supported`], with whole register
@@ -816,12 +1072,12 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
         supports_weight_grad(g),
         "winograd::weight_grad called on {g:?}"
     );
-    let Some(transform) = transform_for(g) else {
+    let Some(plan) = transform_for(g) else {
         unreachable!("checked by supports_weight_grad");
     };
+    let transform = plan.0;
     let positions = transform.positions();
-    let tiles = Tiles::new(g, transform);
-    let per_image = tiles.per_image();
+    let tiles = Tiles::new(g, plan);
     let regs = Registers::detect();
     let images_per_sum = images_per_sum.max(1);
     let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
@@ -830,29 +1086,24 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
         WEIGHT_GRAD_BUFFERS.with_borrow_mut(|[padded_x, padded_dy, v, t]| {
             let first = group * images_per_sum;
             let images = images_per_sum.min(g.batch - first);
-            let chunk = Chunk::new(0, images * per_image / LANES, positions);
-            // `fill` and the transforms write every float, so the buffers are reused as is.
-            padded_x.resize(images * g.c_in * tiles.padded_plane, 0.0);
-            padded_dy.resize(images * g.c_out * tiles.padded_plane, 0.0);
-            v.resize(chunk.floats(g.c_in), 0.0);
-            t.resize(chunk.floats(g.c_out), 0.0);
+            // `fill` and the transforms write every float they later read, so the buffers
+            // are reused as they are.
             let x = &x[first * in_image..(first + images) * in_image];
             let dy = &dy[first * out_image..(first + images) * out_image];
+            let (x_unit, dy_unit) = (g.c_in * tiles.padded_plane, g.c_out * tiles.padded_plane);
+            let units = fill_units(&tiles, x, in_image, padded_x, x_unit);
+            fill_units(&tiles, dy, out_image, padded_dy, dy_unit);
+            let (padded_x, padded_dy) =
+                (&padded_x[..units * x_unit], &padded_dy[..units * dy_unit]);
+            let chunk = Chunk::new(0, units * tiles.vectors_per_unit(), positions);
+            v.resize(chunk.floats(g.c_in), 0.0);
+            t.resize(chunk.floats(g.c_out), 0.0);
+            assert!(
+                g.c_in.is_multiple_of(regs.tile_width()) && g.c_out.is_multiple_of(TILE_CHANNELS)
+            );
             // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the buffers have
             // the sizes each function states.
             unsafe {
-                for (image, dst) in x
-                    .chunks_exact(in_image)
-                    .zip(padded_x.chunks_exact_mut(g.c_in * tiles.padded_plane))
-                {
-                    tiles.fill(image, dst);
-                }
-                for (image, dst) in dy
-                    .chunks_exact(out_image)
-                    .zip(padded_dy.chunks_exact_mut(g.c_out * tiles.padded_plane))
-                {
-                    tiles.fill(image, dst);
-                }
                 match transform {
                     Transform::F2 => {
                         inputs_f2((&tiles, g.c_in, padded_x), chunk, v);
@@ -863,20 +1114,28 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
                         grads_f4((&tiles, g.c_out, padded_dy), chunk, t);
                     }
                 }
-                // M[ξ][co][ci], summed over every tile of the group.
-                let mut m = vec![0f32; positions * pairs];
+                // M[ξ][co][ci], summed over every tile of the group; not zeroed first, as
+                // the register tiles cover it (C_in is a multiple of their width).
+                let mut m = Vec::with_capacity(positions * pairs);
+                let spare = &mut m.spare_capacity_mut()[..positions * pairs];
                 for xi in 0..positions {
                     for co in (0..g.c_out).step_by(TILE_CHANNELS) {
                         for ci in (0..g.c_in).step_by(regs.tile_width()) {
                             let sums = wgrad_gemm(regs, t, v, chunk, xi, (co, ci));
                             for (r, row) in sums.iter().enumerate() {
                                 let at = (xi * g.c_out + co + r) * g.c_in + ci;
-                                m[at..at + regs.tile_width()]
-                                    .copy_from_slice(&row[..regs.tile_width()]);
+                                for (dst, value) in
+                                    spare[at..at + regs.tile_width()].iter_mut().zip(row)
+                                {
+                                    dst.write(*value);
+                                }
                             }
                         }
                     }
                 }
+                // SAFETY: every (ξ, co, ci) was written: the register tiles step through
+                // whole multiples (asserted below the buffers' setup).
+                m.set_len(positions * pairs);
                 m
             }
         })
