@@ -423,17 +423,16 @@ unsafe fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
 }
 
 /// The transformed kernels U = G g Gᵀ (in f64, rounded once), packed as
-/// [ξ][C_out / 4][C_in][4]: the 4 values one step of a register tile broadcasts, together.
+/// [C_out / 4][ξ][C_in][4]: the 4 values one step of a register tile broadcasts, together.
 fn transform_weights(g: &Geometry, transform: Transform, weight: &[f32]) -> Vec<f32> {
     let gm = transform.g();
     let alpha = transform.alpha();
     let blocks = g.c_out / TILE_CHANNELS;
     let block_floats = g.c_in * TILE_CHANNELS;
-    // One block of 4 output channels a task, [ξ][C_in][4], in parallel: at 64 channels the
-    // f64 products run to a millisecond, which the worker threads otherwise wait out. Each
-    // kernel's g Gᵀ (3 x alpha) is made once for all its positions.
-    let parts = crate::parallel::map(blocks, |block| {
-        let mut part = vec![0f32; transform.positions() * block_floats];
+    // One block of 4 output channels a task, in parallel: at 64 channels the f64 products
+    // run to a millisecond, which the worker threads otherwise wait out. Each kernel's
+    // g Gᵀ (3 x alpha) is made once for all its positions.
+    let transform_block = |_: &mut (), block: usize, part: &mut [MaybeUninit<f32>]| {
         for lane in 0..TILE_CHANNELS {
             let co = block * TILE_CHANNELS + lane;
             for ci in 0..g.c_in {
@@ -456,19 +455,17 @@ fn transform_weights(g: &Geometry, transform: Transform, weight: &[f32]) -> Vec<
                     for (r, row) in right.iter().enumerate() {
                         sum += gi[r] * row[j];
                     }
-                    *value = sum as f32;
+                    value.write(sum as f32);
                 }
             }
         }
-        part
-    });
-    let mut u = Vec::with_capacity(transform.positions() * blocks * block_floats);
-    for xi in 0..transform.positions() {
-        for part in &parts {
-            u.extend_from_slice(&part[xi * block_floats..][..block_floats]);
-        }
+    };
+    let per_block = transform.positions() * block_floats;
+    // SAFETY: each block writes every (ξ, ci, lane) of its part: the positions are the
+    // part's rows of `block_floats`, and (ci, lane) runs through each row.
+    unsafe {
+        crate::parallel::written_chunks_init(blocks * per_block, per_block, || (), transform_block)
     }
-    u
 }
 
 /// Per-thread buffers: padded images, and for one chunk of tile vectors the transformed
@@ -532,7 +529,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 }
                 for block in 0..blocks {
                     for xi in 0..positions {
-                        let u = &u[(xi * blocks + block) * g.c_in * TILE_CHANNELS..]
+                        let u = &u[(block * positions + xi) * g.c_in * TILE_CHANNELS..]
                             [..g.c_in * TILE_CHANNELS];
                         gemm(regs, u, v, m, xi, chunk);
                     }
