@@ -1,7 +1,7 @@
 //! Fused CPU ops against the plain composition of Candle ops they replace.
 
 use auglocal_core::nn::{add_relu, BatchNorm2d};
-use auglocal_core::params::{ParamBuilder, ParamStore};
+use auglocal_core::params::{ParamBuilder, ParamStore, Role};
 use candle_core::{Device, Tensor, Var};
 use candle_nn::ModuleT;
 
@@ -179,5 +179,137 @@ fn conv_bn_rejects_one_value_per_channel() -> anyhow::Result<()> {
     let x = Tensor::randn(0f32, 1.0, (1, 3, 1, 1), &Device::Cpu)?;
     let err = conv_bn(&conv, &bn, &x, true, true).unwrap_err().to_string();
     assert!(err.contains("more than one value per channel"), "{err}");
+    Ok(())
+}
+
+/// The fused residual block against the layers it replaces (`conv_bn` twice, the
+/// projection, `add_relu`): identical outputs, gradients and running statistics, with the
+/// identity shortcut and with a projection.
+#[test]
+fn residual_block_matches_its_layers() -> anyhow::Result<()> {
+    use auglocal_core::nn::{add_relu, conv_bn, residual_block, Conv2d};
+    struct Block {
+        store: ParamStore,
+        layers: Vec<(Conv2d, BatchNorm2d)>,
+    }
+    for (c_in, c_out, size, stride) in [(8, 8, 8, 1), (8, 16, 16, 2), (4, 4, 32, 1)] {
+        let projected = stride != 1 || c_in != c_out;
+        let build = || -> anyhow::Result<Block> {
+            let store = ParamStore::new();
+            let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
+            let mut layers = vec![
+                (
+                    Conv2d::new(c_in, c_out, 3, stride, 1, &pb.pp("conv1"))?,
+                    BatchNorm2d::new(c_out, &pb.pp("bn1"))?,
+                ),
+                (
+                    Conv2d::new(c_out, c_out, 3, 1, 1, &pb.pp("conv2"))?,
+                    BatchNorm2d::new(c_out, &pb.pp("bn2"))?,
+                ),
+            ];
+            if projected {
+                layers.push((
+                    Conv2d::new(c_in, c_out, 1, stride, 0, &pb.pp("down.conv"))?,
+                    BatchNorm2d::new(c_out, &pb.pp("down.bn"))?,
+                ));
+            }
+            Ok(Block { store, layers })
+        };
+        let (fused_block, plain_block) = (build()?, build()?);
+        let names: Vec<String> = fused_block
+            .store
+            .entries()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        for name in &names {
+            let a = fused_block.store.get(name).unwrap();
+            // BatchNorm weights and biases away from their 1 and 0.
+            if a.role == Role::Param && name.contains("bn") {
+                a.var
+                    .set(&Tensor::randn(0.5f32, 0.5, a.var.dims(), &Device::Cpu)?)?;
+            }
+            plain_block
+                .store
+                .get(name)
+                .unwrap()
+                .var
+                .set(a.var.as_tensor())?;
+        }
+        let x = Var::from_tensor(&Tensor::randn(
+            0f32,
+            1.0,
+            (5, c_in, size, size),
+            &Device::Cpu,
+        )?)?;
+        let pair = |i: usize| {
+            let (conv, bn) = &fused_block.layers[i];
+            (conv, bn)
+        };
+        let fused = |x: &Tensor, train: bool| {
+            residual_block(x, pair(0), pair(1), projected.then(|| pair(2)), train)
+        };
+        let plain = |x: &Tensor, train: bool| -> anyhow::Result<Tensor> {
+            let b = &plain_block;
+            let h = conv_bn(&b.layers[0].0, &b.layers[0].1, x, train, true)?;
+            let h = conv_bn(&b.layers[1].0, &b.layers[1].1, &h, train, false)?;
+            let shortcut = match b.layers.get(2) {
+                Some((conv, bn)) => conv_bn(conv, bn, x, train, false)?,
+                None => x.clone(),
+            };
+            Ok(add_relu(&h, &shortcut)?)
+        };
+        let tag = format!("{c_in}->{c_out} on {size}x{size}, stride {stride}");
+        let (yf, yp) = (fused(x.as_tensor(), true)?, plain(x.as_tensor(), true)?);
+        assert_eq!(yf.dims(), yp.dims(), "{tag}");
+        assert_eq!(max_diff(&yf, &yp)?, 0.0, "forward {tag}");
+        assert!(yf.flatten_all()?.min(0)?.to_scalar::<f32>()? >= 0.0);
+        let probe = Tensor::randn(0f32, 1.0, yf.dims(), &Device::Cpu)?;
+        let gf = (yf * &probe)?.sum_all()?.backward()?;
+        let gp = (yp * &probe)?.sum_all()?.backward()?;
+        let (dxf, dxp) = (
+            gf.get(x.as_tensor()).unwrap(),
+            gp.get(x.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(dxf, &dxf.zeros_like()?)? > 0.0, "{tag}");
+        assert_eq!(max_diff(dxf, dxp)?, 0.0, "input gradient {tag}");
+        let mut checked = 0;
+        for name in &names {
+            let (a, b) = (
+                fused_block.store.get(name).unwrap().var,
+                plain_block.store.get(name).unwrap().var,
+            );
+            if name.contains("running") || name.contains("num_batches") {
+                let (a, b) = (
+                    a.as_tensor().to_dtype(candle_core::DType::F32)?,
+                    b.as_tensor().to_dtype(candle_core::DType::F32)?,
+                );
+                assert_eq!(max_diff(&a, &b)?, 0.0, "{name} {tag}");
+            } else {
+                let (ga, gb) = (
+                    gf.get(a.as_tensor()).unwrap(),
+                    gp.get(b.as_tensor()).unwrap(),
+                );
+                assert_eq!(max_diff(ga, gb)?, 0.0, "{name} gradient {tag}");
+            }
+            checked += 1;
+        }
+        // Per layer: conv weight, BatchNorm weight and bias, two running statistics and
+        // the batch count.
+        assert_eq!(checked, 6 * fused_block.layers.len(), "{tag}: {names:?}");
+        // Inference: the running statistics, through the layers' own paths.
+        assert_eq!(
+            max_diff(&fused(x.as_tensor(), false)?, &plain(x.as_tensor(), false)?)?,
+            0.0,
+            "inference {tag}"
+        );
+        // A detached input: no input gradient, every parameter's still.
+        let y = fused(&x.as_tensor().detach(), true)?;
+        let g = y.sum_all()?.backward()?;
+        assert!(g.get(x.as_tensor()).is_none(), "{tag}");
+        for (conv, _) in &fused_block.layers {
+            assert!(g.get(conv.weight()).is_some(), "{tag}");
+        }
+    }
     Ok(())
 }

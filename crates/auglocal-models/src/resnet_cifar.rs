@@ -6,7 +6,7 @@
 //! `...bn2`, `layer2.0.downsample.{0,1}`, `fc`.
 
 use auglocal_core::nn::{
-    add_relu, conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear,
+    conv_bn, global_avg_pool, residual_block, BatchNorm2d, BoxedLayer, Conv2d, Linear,
 };
 use auglocal_core::params::{Owner, ParamBuilder};
 use auglocal_core::{LocalNet, UnitSpec};
@@ -64,13 +64,13 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = conv_bn(&self.conv1, &self.bn1, x, train, true)?;
-        let h = conv_bn(&self.conv2, &self.bn2, &h, train, false)?;
-        let shortcut = match &self.downsample {
-            Some((conv, bn)) => conv_bn(conv, bn, x, train, false)?,
-            None => x.clone(),
-        };
-        add_relu(&h, &shortcut)
+        residual_block(
+            x,
+            (&self.conv1, &self.bn1),
+            (&self.conv2, &self.bn2),
+            self.downsample.as_ref().map(|(conv, bn)| (conv, bn)),
+            train,
+        )
     }
 }
 

@@ -97,8 +97,14 @@ impl Conv2d {
     /// Counts the multiply-adds of output `y` from input `x` (see [`crate::flops`]): each
     /// output element is a dot product over (in_channels / groups) x k x k weights.
     pub(crate) fn record_flops(&self, y: &Tensor, x: &Tensor) -> Result<()> {
+        self.record_macs(y.elem_count(), x.track_op())
+    }
+
+    /// [`Conv2d::record_flops`] for `outputs` output elements, from an input that does or
+    /// does not take a gradient.
+    pub(crate) fn record_macs(&self, outputs: usize, input_grad: bool) -> Result<()> {
         let w = self.weight.as_tensor();
-        crate::flops::record(y.elem_count() * (w.elem_count() / w.dim(0)?), x.track_op());
+        crate::flops::record(outputs * (w.elem_count() / w.dim(0)?), input_grad);
         Ok(())
     }
 }

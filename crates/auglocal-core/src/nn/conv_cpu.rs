@@ -579,6 +579,21 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, weight, dy, x.track_op(), weight.track_op())
+    }
+}
+
+impl Conv2dOp {
+    /// The input gradient (when `input_grad`) and the weight gradient (when `weight_grad`)
+    /// for input `x`, `weight` and output gradient `dy`.
+    pub(crate) fn grads(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        dy: &Tensor,
+        input_grad: bool,
+        weight_grad: bool,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(
             x.dims(),
             weight.dims(),
@@ -587,12 +602,12 @@ impl CustomOp2 for Conv2dOp {
             self.groups,
         )?;
         let dy = dy.contiguous()?;
-        let dx = if x.track_op() {
+        let dx = if input_grad {
             Some(dy.apply_op2_no_bwd(weight, &InputGrad(g))?)
         } else {
             None
         };
-        let dw = if weight.track_op() {
+        let dw = if weight_grad {
             Some(dy.apply_op2_no_bwd(&x.contiguous()?, &WeightGrad(g))?)
         } else {
             None

@@ -17,6 +17,7 @@ mod depthwise_cpu;
 mod elementwise_cpu;
 mod linear;
 mod pool;
+mod residual;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
@@ -25,6 +26,7 @@ pub use conv::Conv2d;
 pub use conv_bn::conv_bn;
 pub use linear::Linear;
 pub use pool::{adaptive_avg_pool1d, adaptive_avg_pool2d, MaxPool2d};
+pub use residual::residual_block;
 
 use candle_core::{Result, Tensor};
 
