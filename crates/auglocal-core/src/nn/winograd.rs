@@ -308,8 +308,11 @@ impl Tiles {
             dst[(h + 1) * self.row..].fill(0.0);
             for iy in 0..h {
                 let row = &mut dst[(iy + 1) * self.row..][..self.row];
-                row[..LANES].fill(0.0);
-                row[(self.width + 1) * LANES..].fill(0.0);
+                // The border columns, a vector each (a call to `fill` per 8 floats was
+                // ~1% of a step).
+                _mm256_storeu_ps(row[..LANES].as_mut_ptr(), _mm256_setzero_ps());
+                let last = (self.width + 1) * LANES;
+                _mm256_storeu_ps(row[last..last + LANES].as_mut_ptr(), _mm256_setzero_ps());
                 for x0 in (0..self.width).step_by(LANES) {
                     let lines: [__m256; LANES] = std::array::from_fn(|l| {
                         if l < count {
@@ -468,16 +471,25 @@ fn transform_weights(g: &Geometry, transform: Transform, weight: &[f32]) -> Vec<
     }
 }
 
-/// Per-thread buffers: padded images, and for one chunk of tile vectors the transformed
-/// inputs V [C_in][ξ][vector][8] and the GEMM results M [4][ξ][vector][8] of one block of
-/// output channels. A chunk's V and M stay in the L1 and L2 caches; transforming the whole
-/// image first and running each GEMM over all its tiles was slower than the direct kernel
-/// at 16 channels (3.8 against 3.2 ms): its 16 rows of V, 16 KiB apart, fought over the
-/// same cache sets.
-struct Scratch {
-    padded: Vec<f32>,
-    v: Vec<f32>,
-    m: Vec<f32>,
+thread_local! {
+    /// [`forward`]'s buffers, kept between calls on each thread: padded images, and for one
+    /// chunk of tile vectors the transformed inputs V [C_in][ξ][vector][8] and the GEMM
+    /// results M [4][ξ][vector][8] of one block of output channels. A chunk's V and M stay
+    /// in the L1 and L2 caches; transforming the whole image first and running each GEMM
+    /// over all its tiles was slower than the direct kernel at 16 channels (3.8 against
+    /// 3.2 ms): its 16 rows of V, 16 KiB apart, fought over the same cache sets. Fresh
+    /// zeroed buffers for each range of images were ~2% of a ResNet-110 AugLocal step.
+    static FORWARD_BUFFERS: RefCell<[Vec<f32>; 3]> =
+        const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Grows `buffer` to at least `len` floats (never shrinks it: growing back would
+/// zero-fill), and returns its first `len`.
+fn at_least(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
 }
 
 /// The convolution of `x` (N, C_in, H, W) with `weight` (C_out, C_in, 3, 3); callers check
@@ -497,61 +509,58 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let blocks = g.c_out / TILE_CHANNELS;
     let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.h * g.w);
     let padded_unit = g.c_in * tiles.padded_plane;
-    let init = || Scratch {
-        padded: vec![0f32; group / tiles.images_per_unit() * padded_unit],
-        v: Vec::new(),
-        m: Vec::new(),
-    };
-    let convolve = |scratch: &mut Scratch, index: usize, y: &mut [MaybeUninit<f32>]| {
+    let convolve = |index: usize, y: &mut [MaybeUninit<f32>]| {
         let images = y.len() / out_image;
         let first_image = index * group;
         let x = &x[first_image * in_image..(first_image + images) * in_image];
-        let units = fill_units(&tiles, x, in_image, &mut scratch.padded, padded_unit);
-        let padded = &scratch.padded[..units * padded_unit];
-        let vectors = units * tiles.vectors_per_unit();
-        for first in (0..vectors).step_by(width) {
-            let chunk = Chunk::new(first, (vectors - first).min(width), positions);
-            // Every float a chunk reads is written first, so the buffers are reused as is.
-            scratch
-                .v
-                .resize(scratch.v.len().max(chunk.floats(g.c_in)), 0.0);
-            scratch
-                .m
-                .resize(scratch.m.len().max(chunk.floats(TILE_CHANNELS)), 0.0);
-            let v = &mut scratch.v[..chunk.floats(g.c_in)];
-            let m = &mut scratch.m[..chunk.floats(TILE_CHANNELS)];
-            // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the buffers have
-            // the sizes each function states.
-            unsafe {
-                match transform {
-                    Transform::F2 => inputs_f2((&tiles, g.c_in, padded), chunk, v),
-                    Transform::F4 => inputs_f4((&tiles, g.c_in, padded), chunk, v),
-                }
-                for block in 0..blocks {
-                    for xi in 0..positions {
-                        let u = &u[(block * positions + xi) * g.c_in * TILE_CHANNELS..]
-                            [..g.c_in * TILE_CHANNELS];
-                        gemm(regs, u, v, m, xi, chunk);
+        FORWARD_BUFFERS.with_borrow_mut(|[padded, v, m]| {
+            let units = fill_units(&tiles, x, in_image, padded, padded_unit);
+            let padded = &padded[..units * padded_unit];
+            let vectors = units * tiles.vectors_per_unit();
+            for first in (0..vectors).step_by(width) {
+                let chunk = Chunk::new(first, (vectors - first).min(width), positions);
+                // Every float a chunk reads is written first, so the buffers are reused as
+                // they are.
+                let v = at_least(v, chunk.floats(g.c_in));
+                let m = at_least(m, chunk.floats(TILE_CHANNELS));
+                // SAFETY: `supported` checked AVX2 and FMA, `regs` the rest; the buffers
+                // have the sizes each function states.
+                unsafe {
+                    match transform {
+                        Transform::F2 => inputs_f2((&tiles, g.c_in, padded), chunk, v),
+                        Transform::F4 => inputs_f4((&tiles, g.c_in, padded), chunk, v),
                     }
-                    let y = (&mut *y, out_image);
-                    match plan {
-                        (Transform::F2, Lanes::Tiles) => outputs_f2(&tiles, m, chunk, y, block),
-                        (Transform::F4, Lanes::Tiles) => outputs_f4(&tiles, m, chunk, y, block),
-                        (Transform::F4, Lanes::Images) => {
-                            outputs_f4_images(&tiles, m, chunk, y, block)
+                    for block in 0..blocks {
+                        for xi in 0..positions {
+                            let u = &u[(block * positions + xi) * g.c_in * TILE_CHANNELS..]
+                                [..g.c_in * TILE_CHANNELS];
+                            gemm(regs, u, v, m, xi, chunk);
                         }
-                        (Transform::F2, Lanes::Images) => {
-                            unreachable!("for_plane takes F(2x2) along rows only")
+                        let y = (&mut *y, out_image);
+                        match plan {
+                            (Transform::F2, Lanes::Tiles) => outputs_f2(&tiles, m, chunk, y, block),
+                            (Transform::F4, Lanes::Tiles) => outputs_f4(&tiles, m, chunk, y, block),
+                            (Transform::F4, Lanes::Images) => {
+                                outputs_f4_images(&tiles, m, chunk, y, block)
+                            }
+                            (Transform::F2, Lanes::Images) => {
+                                unreachable!("for_plane takes F(2x2) along rows only")
+                            }
                         }
                     }
                 }
             }
-        }
+        })
     };
     // SAFETY: `convolve` writes every output of its images: its chunks cover all their tile
     // vectors, and each block of 4 channels writes the m x m outputs of every tile.
     unsafe {
-        crate::parallel::written_chunks_init(g.batch * out_image, group * out_image, init, convolve)
+        crate::parallel::written_chunks_init(
+            g.batch * out_image,
+            group * out_image,
+            || (),
+            |_, index, y| convolve(index, y),
+        )
     }
 }
 
@@ -566,12 +575,9 @@ fn fill_units(
 ) -> usize {
     let per_unit = tiles.images_per_unit() * image_len;
     let units = images.len().div_ceil(per_unit);
-    if padded.len() < units * padded_unit {
-        padded.resize(units * padded_unit, 0.0);
-    }
     for (unit, dst) in images
         .chunks(per_unit)
-        .zip(padded.chunks_exact_mut(padded_unit))
+        .zip(at_least(padded, units * padded_unit).chunks_exact_mut(padded_unit))
     {
         // SAFETY: callers run Winograd only where `supported` checked AVX2.
         unsafe { tiles.fill(unit, dst) };
@@ -1093,8 +1099,8 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             let (padded_x, padded_dy) =
                 (&padded_x[..units * x_unit], &padded_dy[..units * dy_unit]);
             let chunk = Chunk::new(0, units * tiles.vectors_per_unit(), positions);
-            v.resize(chunk.floats(g.c_in), 0.0);
-            t.resize(chunk.floats(g.c_out), 0.0);
+            let v = at_least(v, chunk.floats(g.c_in));
+            let t = at_least(t, chunk.floats(g.c_out));
             assert!(
                 g.c_in.is_multiple_of(regs.tile_width()) && g.c_out.is_multiple_of(TILE_CHANNELS)
             );
