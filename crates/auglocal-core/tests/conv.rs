@@ -136,6 +136,7 @@ fn winograd_matches_candle() -> anyhow::Result<()> {
     check(3, 3, 16, 8, 3, 1, 1, 1)?; // 3 input channels
     check(2, 5, 12, 8, 3, 1, 1, 1)?; // 5 -> 12 channels; the input gradient falls back
     check_hw(9, 8, 8, (4, 16), 3, 1, 1, 1)?; // 4 tiles of 4x4 would not fill a vector
+    check_hw(2, 4, 8, (8, 24), 3, 1, 1, 1)?; // 3 blocks of 8 columns (ImageNet's 56x56)
                                              // F(2x2):
     check_hw(2, 4, 8, (2, 32), 3, 1, 1, 1)?; // one row of tiles, 16 of them
     check_hw(3, 4, 8, (6, 16), 3, 1, 1, 1)?; // 3 rows of 8 tiles
