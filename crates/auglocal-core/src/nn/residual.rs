@@ -7,7 +7,8 @@
 //! the sum) and its input takes two gradients: three buffers zeroed and four adds a block,
 //! five and six with a projection shortcut. As one op the block's input is the only node:
 //! one buffer and one add, plus the sum of the two input gradients inside. The zeroing
-//! runs on the calling thread alone, so it was ~5% of a ResNet-110 AugLocal step.
+//! runs on the calling thread alone while the worker waits: 2.8% of a ResNet-110 AugLocal
+//! step's CPU samples before, 0.3% after.
 //!
 //! The kernels are the same ([`Conv2dOp`], [`BatchNormTrain`], [`AddRelu`]), and the two
 //! input gradients are added as Candle would add them, so results are identical to the
@@ -57,16 +58,17 @@ pub fn residual_block(
         Some(l3) => Tensor::cat(&[l2.packed()?, l3.packed()?], 0)?,
         None => l2.packed()?,
     };
-    let op = ResidualTrain {
-        layers: [Some(l1), Some(l2), l3],
-        saved: Mutex::new(None),
-    };
-    let stats: Vec<_> = op
-        .layers
-        .iter()
+    let stats: Vec<_> = [Some(&l1), Some(&l2), l3.as_ref()]
+        .into_iter()
         .flatten()
         .map(|l| l.norm.stats.clone())
         .collect();
+    let op = ResidualTrain {
+        first: l1,
+        second: l2,
+        projection: l3,
+        saved: Mutex::new(None),
+    };
     let y = x.contiguous()?.apply_op3(&p1, &p2, op)?;
     let (n, _, h, w) = y.dims4()?;
     let norms = [Some(first.1), Some(second.1), projection.map(|p| p.1)];
@@ -168,18 +170,10 @@ struct Saved {
 
 /// The fused op on (x, [first layer's parameters], [second's; projection's]).
 struct ResidualTrain {
-    /// First, second, projection (when the block has one).
-    layers: [Option<Layer>; 3],
+    first: Layer,
+    second: Layer,
+    projection: Option<Layer>,
     saved: Mutex<Option<Saved>>,
-}
-
-impl ResidualTrain {
-    fn layers(&self) -> Result<(&Layer, &Layer, Option<&Layer>)> {
-        match &self.layers {
-            [Some(first), Some(second), projection] => Ok((first, second, projection.as_ref())),
-            _ => bail!("{NAME}: built without its two convolutions"),
-        }
-    }
 }
 
 fn into_tensor(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
@@ -203,7 +197,7 @@ impl CustomOp3 for ResidualTrain {
         p2s: &CpuStorage,
         p2l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (first, second, projection) = self.layers()?;
+        let (first, second, projection) = (&self.first, &self.second, self.projection.as_ref());
         let expected = [
             (p1l, first.packed_len()),
             (
@@ -249,7 +243,7 @@ impl CustomOp3 for ResidualTrain {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (first, second, projection) = self.layers()?;
+        let (first, second, projection) = (&self.first, &self.second, self.projection.as_ref());
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         let Some(saved) = saved.as_ref() else {
             bail!("{NAME}: backward before its forward");
