@@ -248,7 +248,9 @@ impl CustomOp3 for ResidualTrain {
         let Some(saved) = saved.as_ref() else {
             bail!("{NAME}: backward before its forward");
         };
-        // Both branches take the gradient of the sum, masked by the final ReLU.
+        // Both branches take the gradient of the sum, masked by the final ReLU. A
+        // BatchNorm's backward reads its output only to mask by its own ReLU, so the
+        // block's output stands in for the second BatchNorm's and the projection's.
         let dsum = relu_grad(dy, y)?;
         let (dh1, dp2) = second.backward((&saved.h1, &saved.conv2, y), &dsum, true)?;
         let Some(dh1) = dh1 else {
