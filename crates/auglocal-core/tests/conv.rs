@@ -124,23 +124,26 @@ fn direct_kernels_match_candle() -> anyhow::Result<()> {
 /// images and register tiles.
 #[test]
 fn winograd_matches_candle() -> anyhow::Result<()> {
-    // F(4x4) along rows:
+    // F(4x4) along rows.
     check(2, 16, 16, 32, 3, 1, 1, 1)?; // ResNet stage 1: 64 tiles an image
     check(3, 32, 32, 16, 3, 1, 1, 1)?; // stage 2: 16 tiles, groups of 2 images, then 1
     check_hw(3, 4, 8, (4, 32), 3, 1, 1, 1)?; // one row of 8 tiles
     check_hw(2, 5, 12, (8, 48), 3, 1, 1, 1)?; // 12 tiles a row: vectors across tile rows
     check(2, 3, 16, 16, 3, 1, 1, 1)?; // the stem: 3 input channels, no input gradient
-                                      // F(4x4) across images:
+
+    // F(4x4) across images.
     check(5, 64, 64, 8, 3, 1, 1, 1)?; // stage 3: one unit of 8 images, 5 of them real
     check(18, 8, 4, 8, 3, 1, 1, 1)?; // units of 8, 8, 2; weight gradient over 16, then 2
     check(3, 3, 16, 8, 3, 1, 1, 1)?; // 3 input channels
     check(2, 5, 12, 8, 3, 1, 1, 1)?; // 5 -> 12 channels; the input gradient falls back
     check_hw(9, 8, 8, (4, 16), 3, 1, 1, 1)?; // 4 tiles of 4x4 would not fill a vector
     check_hw(2, 4, 8, (8, 24), 3, 1, 1, 1)?; // 3 blocks of 8 columns (ImageNet's 56x56)
-                                             // F(2x2):
+
+    // F(2x2).
     check_hw(2, 4, 8, (2, 32), 3, 1, 1, 1)?; // one row of tiles, 16 of them
     check_hw(3, 4, 8, (6, 16), 3, 1, 1, 1)?; // 3 rows of 8 tiles
-                                             // None: 3 x 12 tiles of 2x2 are not whole vectors, the height is not a multiple of 4.
+
+    // None: 3 x 12 tiles of 2x2 are not whole vectors, the height is not a multiple of 4.
     check_hw(3, 4, 8, (6, 24), 3, 1, 1, 1)?;
     Ok(())
 }
