@@ -586,9 +586,11 @@ fn fill_units(
     units
 }
 
-/// Tile vectors `first .. first + len` of a group of images: vector q holds tiles 8q .. 8q + 8
-/// counted through the images in order, two runs of 4 tiles, each within one row of tiles.
-/// In V, M and T each channel holds [ξ][vector][8], `stride` floats apart.
+/// Tile vectors `first .. first + len` of a group of images, counted through its units in
+/// order ([`Tiles::vector`]): along rows, vector q holds tiles 8q .. 8q + 8 counted through
+/// the images, two runs of 4 tiles, each within one row of tiles; across images, the same
+/// tile of the 8 images of a unit. In V, M and T each channel holds [ξ][vector][8],
+/// `stride` floats apart.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
     first: usize,
@@ -861,9 +863,10 @@ unsafe fn gemm_tile<const V: usize>(args: GemmArgs) {
 /// The output planes a chunk writes: the group's images, and the floats of one image.
 type Outputs<'a> = (&'a mut [MaybeUninit<f32>], usize);
 
-/// For each vector k of the chunk and each of the 4 output channels r of the block: the
-/// vector's P transformed values of M, loaded, and where its tiles 0 and 4 start in `y`
-/// (each a run of 4 tiles in one row of tiles), handed to `write` with `y`'s first float.
+/// Along rows ([`Lanes::Tiles`]), for each vector k of the chunk and each of the 4 output
+/// channels r of the block: the vector's P transformed values of M, loaded, and where its
+/// tiles 0 and 4 start in `y` (each a run of 4 tiles in one row of tiles), handed to
+/// `write` with `y`'s first float.
 ///
 /// # Safety
 /// The CPU supports AVX2; `m` is the chunk's buffer and `y` holds the group's images.
@@ -878,6 +881,7 @@ unsafe fn output_tiles<const P: usize>(
     mut write: impl FnMut(*mut f32, &[__m256; P], (usize, usize)),
 ) {
     assert_eq!(m.len(), chunk.floats(TILE_CHANNELS));
+    assert_eq!(tiles.lanes, Lanes::Tiles);
     let yp = y.as_mut_ptr().cast::<f32>();
     for k in 0..chunk.len {
         let (n, t) = chunk.vector(tiles, k);
