@@ -313,3 +313,31 @@ fn residual_block_matches_its_layers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// An identity shortcut on a block that changes the shape is refused with what to do.
+#[test]
+fn residual_block_without_projection_must_keep_the_shape() -> anyhow::Result<()> {
+    use auglocal_core::nn::{residual_block, Conv2d};
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
+    let x = Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &Device::Cpu)?;
+    for (c_out, stride) in [(8, 1), (4, 2)] {
+        let pp = pb.pp(format!("{c_out}-{stride}"));
+        let conv1 = Conv2d::new(4, c_out, 3, stride, 1, &pp.pp("conv1"))?;
+        let bn1 = BatchNorm2d::new(c_out, &pp.pp("bn1"))?;
+        let conv2 = Conv2d::new(c_out, c_out, 3, 1, 1, &pp.pp("conv2"))?;
+        let bn2 = BatchNorm2d::new(c_out, &pp.pp("bn2"))?;
+        for train in [true, false] {
+            let err = residual_block(&x, (&conv1, &bn1), (&conv2, &bn2), None, train)
+                .unwrap_err()
+                .to_string();
+            let expected = format!("takes 4 channels to {c_out} at stride {stride}");
+            assert!(err.contains(&expected), "{err}");
+            assert!(
+                err.contains("give the block a projection shortcut"),
+                "{err}"
+            );
+        }
+    }
+    Ok(())
+}

@@ -83,6 +83,10 @@ impl Conv2d {
         self.weight.as_tensor()
     }
 
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// Our CPU op for this convolution of `x`, where it runs one: f32 on the CPU, no bias.
     pub(crate) fn cpu_op(&self, x: &Tensor) -> Option<Conv2dOp> {
         (x.device().is_cpu() && x.dtype() == DType::F32 && self.bias.is_none()).then_some(

@@ -33,6 +33,18 @@ pub fn residual_block(
     projection: Option<(&Conv2d, &BatchNorm2d)>,
     train: bool,
 ) -> Result<Tensor> {
+    if projection.is_none() {
+        let (c_in, c_out) = (x.dim(1)?, first.0.weight().dim(0)?);
+        if c_in != c_out || first.0.stride() != 1 {
+            bail!(
+                "residual block: the identity shortcut needs a block that keeps its input's \
+                 shape, but its first convolution takes {c_in} channels to {c_out} at stride \
+                 {}; give the block a projection shortcut (a 1x1 convolution at that stride \
+                 and a BatchNorm)",
+                first.0.stride()
+            );
+        }
+    }
     let fused = train && x.dtype() == DType::F32;
     let layer = |(conv, bn): (&Conv2d, &BatchNorm2d), relu| {
         conv.cpu_op(x)
