@@ -369,12 +369,13 @@ impl Tiles {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn split_row_4(&self, line: &[f32], row: &mut [f32]) {
         let phase = self.phase;
+        debug_assert_eq!(phase, self.cols + 1);
+        // The padding: the first slot of phase 0 and the last of phases 1-3, one store
+        // each (a `fill` of one float per row was a call to `memset`, ~1% of a step).
         row[0] = 0.0;
-        row[phase + self.cols..phase + phase].fill(0.0);
-        row[2 * phase + self.cols..]
-            .iter_mut()
-            .step_by(phase)
-            .for_each(|v| *v = 0.0);
+        for k in 2..=4 {
+            row[k * phase - 1] = 0.0;
+        }
         debug_assert!(line.len().is_multiple_of(16));
         for (i, group) in line.chunks_exact(16).enumerate() {
             let s = group.as_ptr();
