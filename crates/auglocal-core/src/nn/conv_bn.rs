@@ -15,7 +15,7 @@ use candle_nn::ModuleT;
 
 use super::batch_norm_cpu::BatchNormTrain;
 use super::conv_cpu::Conv2dOp;
-use super::{contiguous_f32, BatchNorm2d, Conv2d};
+use super::{BatchNorm2d, Conv2d};
 
 /// `bn(conv(x))`, or `relu(bn(conv(x)))` with `relu`: one op when training on the CPU in
 /// f32 (with a convolution without bias), the two layers otherwise.
@@ -38,11 +38,13 @@ pub fn conv_bn(
     let norm = bn.inner();
     let (gamma, beta) = norm.affine();
     let op = ConvBnTrain {
-        conv: conv_op,
-        norm: norm.train_op(relu),
+        layer: ConvNorm {
+            conv: conv_op,
+            norm: norm.train_op(relu),
+        },
         conv_out: Arc::new(Mutex::new(None)),
     };
-    let stats = op.norm.stats.clone();
+    let stats = op.layer.norm.stats.clone();
     let packed = Tensor::stack(&[gamma, beta], 0)?;
     let y = x.contiguous()?.apply_op3(conv.weight(), &packed, op)?;
     let (n, _, h, w) = y.dims4()?;
@@ -52,10 +54,56 @@ pub fn conv_bn(
     Ok(y)
 }
 
+/// A convolution and the training BatchNorm after it, on the CPU: the steps both fused ops
+/// (this one and [`super::residual`]'s) run.
+pub(super) struct ConvNorm {
+    pub conv: Conv2dOp,
+    pub norm: BatchNormTrain,
+}
+
+impl ConvNorm {
+    /// The convolution's output (kept for the backward pass) and the BatchNorm's output,
+    /// the BatchNorm's weight and bias read from `ps` at `gamma` and `beta`.
+    pub(super) fn forward(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        ps: &CpuStorage,
+        (gamma, beta): (&Layout, &Layout),
+    ) -> Result<(Tensor, CpuStorage, Shape)> {
+        let (conv, shape) = self.conv.cpu_fwd(xs, xl, ws, wl)?;
+        let conv_layout = Layout::contiguous(shape.clone());
+        let (y, _) = self
+            .norm
+            .cpu_fwd(&conv, &conv_layout, ps, gamma, ps, beta)?;
+        let CpuStorage::F32(conv) = conv else {
+            bail!("conv + batch norm: the convolution returned non-f32 values");
+        };
+        let conv = Tensor::from_vec(conv, shape.clone(), &candle_core::Device::Cpu)?;
+        Ok((conv, y, shape))
+    }
+
+    /// (dx when `input_grad`, dw when `weight_grad`, dgamma, dbeta) for input `x`, conv
+    /// weight `w`, BatchNorm weight `gamma`, the convolution's output `conv`, the
+    /// BatchNorm's output `y` (read only to mask by its ReLU) and its gradient `dy`.
+    pub(super) fn backward(
+        &self,
+        (x, w, gamma): (&Tensor, &Tensor, &Tensor),
+        (conv, y, dy): (&Tensor, &Tensor, &Tensor),
+        (input_grad, weight_grad): (bool, bool),
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Tensor, Tensor)> {
+        let (dconv, dgamma, dbeta) = self.norm.backward(conv, gamma, y, dy, true)?;
+        let (Some(dconv), Some(dgamma), Some(dbeta)) = (dconv, dgamma, dbeta) else {
+            bail!("conv + batch norm: BatchNorm's backward left a gradient out");
+        };
+        let (dx, dw) = self.conv.grads(x, w, &dconv, input_grad, weight_grad)?;
+        Ok((dx, dw, dgamma, dbeta))
+    }
+}
+
 /// The fused op on (x, conv weight, [BatchNorm weight; bias]).
 struct ConvBnTrain {
-    conv: Conv2dOp,
-    norm: BatchNormTrain,
+    layer: ConvNorm,
     /// The convolution's output, for the backward pass.
     conv_out: Arc<Mutex<Option<Tensor>>>,
 }
@@ -74,34 +122,22 @@ impl CustomOp3 for ConvBnTrain {
         ps: &CpuStorage,
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (conv, shape) = self.conv.cpu_fwd(xs, xl, ws, wl)?;
-        let c = shape.dims()[1];
-        let packed = contiguous_f32(self.name(), ps, pl, "BatchNorm weight and bias")?;
-        if packed.len() != 2 * c {
+        let c = wl.dims().first().copied().unwrap_or(0);
+        let values = pl.shape().elem_count();
+        if !pl.is_contiguous() || values != 2 * c {
             bail!(
-                "{}: {c} channels but {} packed BatchNorm values (expected 2 x {c})",
+                "{}: {c} channels but {values} packed BatchNorm values (expected 2 x {c}, \
+                 contiguous)",
                 self.name(),
-                packed.len()
             );
         }
-        let gamma = CpuStorage::F32(packed[..c].to_vec());
-        let beta = CpuStorage::F32(packed[c..].to_vec());
-        let per_channel = Layout::contiguous(c);
-        let conv_layout = Layout::contiguous(shape.clone());
-        let y = self.norm.cpu_fwd(
-            &conv,
-            &conv_layout,
-            &gamma,
-            &per_channel,
-            &beta,
-            &per_channel,
-        )?;
-        let CpuStorage::F32(conv) = conv else {
-            bail!("{}: the convolution returned non-f32 values", self.name());
-        };
-        let conv = Tensor::from_vec(conv, shape, &candle_core::Device::Cpu)?;
+        let gamma = Layout::contiguous_with_offset(c, pl.start_offset());
+        let beta = Layout::contiguous_with_offset(c, pl.start_offset() + c);
+        let (conv, y, shape) = self
+            .layer
+            .forward((xs, xl), (ws, wl), ps, (&gamma, &beta))?;
         *self.conv_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(conv);
-        Ok(y)
+        Ok((y, shape))
     }
 
     fn bwd(
@@ -121,11 +157,9 @@ impl CustomOp3 for ConvBnTrain {
             bail!("{}: backward before its forward", self.name());
         };
         let gamma = packed.get(0)?;
-        let (dconv, dgamma, dbeta) = self.norm.backward(&conv, &gamma, y, dy, true)?;
-        let (Some(dconv), Some(dgamma), Some(dbeta)) = (dconv, dgamma, dbeta) else {
-            bail!("{}: BatchNorm's backward left a gradient out", self.name());
-        };
-        let (dx, dw) = self.conv.bwd(x, w, &conv, &dconv)?;
+        let (dx, dw, dgamma, dbeta) =
+            self.layer
+                .backward((x, w, &gamma), (&conv, y, dy), (x.track_op(), w.track_op()))?;
         Ok((dx, dw, Some(Tensor::stack(&[dgamma, dbeta], 0)?)))
     }
 }

@@ -10,15 +10,15 @@
 //! runs on the calling thread alone while the worker waits: 2.8% of a ResNet-110 AugLocal
 //! step's CPU samples before, 0.3% after.
 //!
-//! The kernels are the same ([`Conv2dOp`], [`BatchNormTrain`], [`AddRelu`]), and the two
-//! input gradients are added as Candle would add them, so results are identical to the
-//! layers run one after the other; `tests/fused.rs` checks it.
+//! The steps are the same ([`ConvNorm`], shared with [`conv_bn`], and [`AddRelu`]), and
+//! the two input gradients are added as Candle would add them, so results are identical to
+//! the layers run one after the other; `tests/fused.rs` checks it.
 
 use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::batch_norm_cpu::BatchNormTrain;
+use super::conv_bn::ConvNorm;
 use super::conv_cpu::Conv2dOp;
 use super::elementwise_cpu::{relu_grad, AddRelu};
 use super::{add_relu, conv_bn, BatchNorm2d, Conv2d};
@@ -73,7 +73,7 @@ pub fn residual_block(
     let stats: Vec<_> = [Some(&l1), Some(&l2), l3.as_ref()]
         .into_iter()
         .flatten()
-        .map(|l| l.norm.stats.clone())
+        .map(|l| l.steps.norm.stats.clone())
         .collect();
     let op = ResidualTrain {
         first: l1,
@@ -100,8 +100,7 @@ pub fn residual_block(
 /// One convolution + BatchNorm of the block, and where its parameters sit in a packed
 /// tensor: `[conv weight (flattened); BatchNorm weight; BatchNorm bias]`.
 struct Layer {
-    conv: Conv2dOp,
-    norm: BatchNormTrain,
+    steps: ConvNorm,
     weight: Tensor,
     gamma: Tensor,
     beta: Tensor,
@@ -111,8 +110,10 @@ impl Layer {
     fn new(conv: Conv2dOp, c: &Conv2d, bn: &BatchNorm2d, relu: bool) -> Self {
         let (gamma, beta) = bn.inner().affine();
         Layer {
-            conv,
-            norm: bn.inner().train_op(relu),
+            steps: ConvNorm {
+                conv,
+                norm: bn.inner().train_op(relu),
+            },
             weight: c.weight().clone(),
             gamma: gamma.clone(),
             beta: beta.clone(),
@@ -131,21 +132,16 @@ impl Layer {
     /// `ps`.
     fn forward(
         &self,
-        (xs, xl): (&CpuStorage, &Layout),
+        x: (&CpuStorage, &Layout),
         (ps, pl): (&CpuStorage, &Layout),
         at: usize,
-    ) -> Result<(CpuStorage, CpuStorage, Shape)> {
+    ) -> Result<(Tensor, CpuStorage, Shape)> {
         let start = pl.start_offset() + at;
+        let (w, c) = (self.weight.elem_count(), self.gamma.elem_count());
         let weight = Layout::contiguous_with_offset(self.weight.shape(), start);
-        let (conv, shape) = self.conv.cpu_fwd(xs, xl, ps, &weight)?;
-        let c = self.gamma.elem_count();
-        let gamma = Layout::contiguous_with_offset(c, start + self.weight.elem_count());
-        let beta = Layout::contiguous_with_offset(c, start + self.weight.elem_count() + c);
-        let conv_layout = Layout::contiguous(shape.clone());
-        let (y, _) = self
-            .norm
-            .cpu_fwd(&conv, &conv_layout, ps, &gamma, ps, &beta)?;
-        Ok((conv, y, shape))
+        let gamma = Layout::contiguous_with_offset(c, start + w);
+        let beta = Layout::contiguous_with_offset(c, start + w + c);
+        self.steps.forward(x, (ps, &weight), ps, (&gamma, &beta))
     }
 
     /// The gradients (input when `input_grad`, then packed parameters) from the gradient of
@@ -157,11 +153,11 @@ impl Layer {
         dy: &Tensor,
         input_grad: bool,
     ) -> Result<(Option<Tensor>, Tensor)> {
-        let (dconv, dgamma, dbeta) = self.norm.backward(conv, &self.gamma, y, dy, true)?;
-        let (Some(dconv), Some(dgamma), Some(dbeta)) = (dconv, dgamma, dbeta) else {
-            bail!("{NAME}: BatchNorm's backward left a gradient out");
-        };
-        let (dx, dw) = self.conv.grads(x, &self.weight, &dconv, input_grad, true)?;
+        let (dx, dw, dgamma, dbeta) = self.steps.backward(
+            (x, &self.weight, &self.gamma),
+            (conv, y, dy),
+            (input_grad, true),
+        )?;
         let Some(dw) = dw else {
             bail!("{NAME}: the convolution's backward left the weight gradient out");
         };
@@ -232,16 +228,15 @@ impl CustomOp3 for ResidualTrain {
         let (y, saved_projection) = match projection {
             Some(p) => {
                 let (conv, shortcut, s) = p.forward((xs, xl), (p2s, p2l), second.packed_len())?;
-                let (y, _) =
-                    AddRelu.cpu_fwd(&h2, &layout2, &shortcut, &Layout::contiguous(s.clone()))?;
-                (y, Some(into_tensor(conv, s)?))
+                let (y, _) = AddRelu.cpu_fwd(&h2, &layout2, &shortcut, &Layout::contiguous(s))?;
+                (y, Some(conv))
             }
             None => (AddRelu.cpu_fwd(&h2, &layout2, xs, xl)?.0, None),
         };
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved {
-            conv1: into_tensor(conv1, shape.clone())?,
+            conv1,
             h1: into_tensor(h1, shape)?,
-            conv2: into_tensor(conv2, shape2.clone())?,
+            conv2,
             projection: saved_projection,
         });
         Ok((y, shape2))
