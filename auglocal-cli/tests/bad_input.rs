@@ -39,11 +39,13 @@ const CASES: &[Case] = &[
     // Flags.
     case("unknown method", &["train", "--out", "{t}/new", "--method", "sgd"], 2,
         &["invalid value 'sgd' for '--method <METHOD>'", "[possible values: bp, auglocal"]),
-    case("unknown model", &["train", "--out", "{t}/new", "--model", "resnet33"], 1,
+    case("unknown model", &["train", "--out", "{t}/new", "--model", "resnet33"], 2,
+        &["invalid value 'resnet33' for '--model <MODEL>'", "[possible values: resnet8, resnet20"]),
+    case("unknown model in a config file", &["train", "--out", "{t}/new", "--config", "{t}/model33.toml"], 1,
         &["unknown model `resnet33` (valid: resnet8, resnet20"]),
     case("unknown dataset", &["train", "--out", "{t}/new", "--dataset", "mnist"], 1,
         &["unknown dataset `mnist`; valid names are: synthetic, cifar10"]),
-    case("unknown schedule", &["train", "--out", "{t}/new", "--schedule", "linear"], 1,
+    case("unknown schedule", &["train", "--out", "{t}/new", "--schedule", "linear"], 2,
         &["invalid schedule: linear (valid: warmup-cosine, cosine, constant, or step:"]),
     case("pyramid out of range", &["train", "--out", "{t}/new", "--pyramid", "2"], 1,
         &["invalid pyramid coefficient: 2 (valid: a number in [0, 1]"]),
@@ -57,7 +59,7 @@ const CASES: &[Case] = &[
         &["invalid value 'three' for '--epochs <EPOCHS>'"]),
     case("negative learning rate", &["train", "--out", "{t}/new", "--lr=-1"], 1,
         &["--lr must be a positive finite number, got -1"]),
-    case("unknown device", &["train", "--out", "{t}/new", "--device", "tpu"], 1,
+    case("unknown device", &["train", "--out", "{t}/new", "--device", "tpu"], 2,
         &["unknown device `tpu` (valid: cpu, cuda, cuda:N)"]),
     case("keep 0", &["train", "--out", "{t}/new", "--keep", "0"], 1,
         &["--keep must be at least 1"]),
@@ -77,7 +79,7 @@ const CASES: &[Case] = &[
     case("unknown --precision", &["train", "--out", "{t}/new", "--precision", "fp16"], 2,
         &["invalid value 'fp16' for '--precision <PRECISION>'", "[possible values: f32, bf16]"]),
     case("config file unknown precision", &["train", "--out", "{t}/new", "--config", "{t}/fp8.toml"], 1,
-        &["unknown --precision `fp8` (valid: f32, bf16)"]),
+        &["{t}/fp8.toml", "unknown variant `fp8`, expected `f32` or `bf16`"]),
     case("config file not TOML", &["train", "--out", "{t}/new", "--config", "{t}/broken.toml"], 1,
         &["{t}/broken.toml", "is not valid TOML"]),
     case("config file unknown key", &["train", "--out", "{t}/new", "--config", "{t}/unknown.toml"], 1,
@@ -109,7 +111,7 @@ const CASES: &[Case] = &[
     case("another model's checkpoint", &["export", "--checkpoint", "{t}/other-model", "--out", "{t}/x.safetensors"], 1,
         &["{t}/other-model/checkpoint/model.safetensors", "saved from another model or method"]),
     case("another version's checkpoint", &["eval", "--checkpoint", "{t}/version99"], 1,
-        &["has state version 99, this auglocal reads version 1; use the auglocal release that wrote it"]),
+        &["{t}/version99/checkpoint: state version 99, this auglocal reads version 1; use the auglocal release that wrote it"]),
     case("a run state with an impossible class count", &["eval", "--checkpoint", "{t}/classes-huge"], 1,
         &["{t}/classes-huge/checkpoint says its model has 1000000000000 classes, expected 1 to 100000; state.json is damaged"]),
     case("unreadable run state", &["eval", "--checkpoint", "{t}/bad-state"], 1,
@@ -276,6 +278,7 @@ fn fixture(t: &Path) {
     .unwrap();
     std::fs::write(t.join("wrongtype.toml"), b"batch_size = \"big\"\n").unwrap();
     std::fs::write(t.join("fp8.toml"), b"precision = \"fp8\"\n").unwrap();
+    std::fs::write(t.join("model33.toml"), b"model = \"resnet33\"\n").unwrap();
     // CIFAR-10 binary files (a label byte and 3072 pixel bytes per record), one truncated.
     let cifar = t.join("cifar-truncated");
     std::fs::create_dir(&cifar).unwrap();

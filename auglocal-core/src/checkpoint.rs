@@ -279,7 +279,8 @@ pub fn load_weights_from_bytes(
     let mut missing = Vec::new();
     for entry in &entries {
         let Some(t) = tensors.remove(&entry.name) else {
-            let optional = coverage == Coverage::Backbone && matches!(entry.owner, Owner::Aux(_));
+            let optional =
+                coverage == Coverage::Backbone && matches!(entry.owner, Some(Owner::Aux(_)));
             if !optional {
                 missing.push(entry.name.clone());
             }
@@ -394,7 +395,7 @@ pub fn export_backbone(store: &ParamStore, path: &Path) -> Result<usize> {
     let entries: Vec<_> = store
         .entries()
         .into_iter()
-        .filter(|e| !matches!(e.owner, Owner::Aux(_)))
+        .filter(|e| !matches!(e.owner, Some(Owner::Aux(_))))
         .collect();
     let bytes = serialize_tensors(
         entries.iter().map(|e| (e.name.clone(), e.var.as_tensor())),

@@ -10,11 +10,11 @@
 use std::ops::Range;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::local::{BuiltinLosses, LocalLoss, LocalLossBuilder, LossSite};
+use crate::methods::{InputSpec, LocalLoss, LocalLossBuilder, LossSite, Method};
 use crate::net::LocalNet;
 use crate::nn::{correct_predictions, cross_entropy};
 use crate::optim::Sgd;
@@ -117,6 +117,7 @@ pub struct Engine {
     net: Box<dyn LocalNet>,
     plan: AuxPlan,
     store: ParamStore,
+    device: Device,
     modules: Vec<Module>,
     optimizer: Sgd,
     step: u64,
@@ -125,35 +126,31 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the auxiliary networks of `plan` for `net` (tensors under `aux.<unit>.`, from
-    /// `pb`, which must be the builder `net` was created with) and groups parameters by module.
-    /// The local losses are the built-in ones of the plan's heads, for 32x32 inputs
-    /// normalised with the CIFAR statistics; [`Engine::with_losses`] chooses otherwise.
+    /// Trains `net` by `method`: builds the method's plan for it ([`AuxPlan::new`]) and the
+    /// table's local loss of every module but the last, for images described by `input`.
+    /// Auxiliary tensors are named `aux.<unit>.` and come from `pb`, which must be the
+    /// builder `net` was created with (so one seed initialises everything).
     pub fn new(
         net: Box<dyn LocalNet>,
-        plan: AuxPlan,
+        method: Method,
+        input: InputSpec,
         pb: &ParamBuilder,
         optimizer: Sgd,
     ) -> Result<Self> {
-        Self::with_losses(net, plan, pb, optimizer, &BuiltinLosses::default())
+        Self::with_losses(net, method, input, pb, optimizer, method.info())
     }
 
     /// [`Engine::new`] with the local loss of every module but the last built by `losses`
-    /// (a user's own loss, or [`BuiltinLosses`] for another input size or normalisation).
+    /// (your own loss) instead of the method's; the method still chooses the modules.
     pub fn with_losses(
         net: Box<dyn LocalNet>,
-        plan: AuxPlan,
+        method: Method,
+        input: InputSpec,
         pb: &ParamBuilder,
         optimizer: Sgd,
         losses: &dyn LocalLossBuilder,
     ) -> Result<Self> {
-        if plan.units != net.units().len() {
-            return Err(Error::InvalidSetting {
-                setting: "plan",
-                value: format!("{} units for model {}", plan.units, plan.model),
-                valid: format!("{} units, as {} has", net.units().len(), net.name()),
-            });
-        }
+        let plan = AuxPlan::new(net.as_ref(), &method)?;
         let store = pb.store().clone();
         let ranges = plan.module_units();
         let last = ranges.len() - 1;
@@ -169,6 +166,7 @@ impl Engine {
                         aux,
                         module: m,
                         modules: plan.modules,
+                        input,
                     };
                     Some(losses.build(&site, &apb)?)
                 }
@@ -188,10 +186,18 @@ impl Engine {
                 params,
             });
         }
+        // A tensor no module owns would never be stepped (or, before owners were required,
+        // silently be stepped with the output layer).
+        if let Some(entry) = store.entries().iter().find(|e| e.owner.is_none()) {
+            return Err(Error::UnownedTensor {
+                name: entry.name.clone(),
+            });
+        }
         Ok(Engine {
             net,
             plan,
             store,
+            device: pb.device().clone(),
             modules,
             optimizer,
             step: 0,
@@ -354,6 +360,11 @@ impl Engine {
         &self.plan
     }
 
+    /// The device the network's tensors live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Every tensor: backbone, output layer and auxiliary networks.
     pub fn store(&self) -> &ParamStore {
         &self.store
@@ -381,7 +392,7 @@ impl Engine {
         let entries = self.store.entries();
         let (aux, backbone): (Vec<Entry>, Vec<Entry>) = entries
             .into_iter()
-            .partition(|e| matches!(e.owner, Owner::Aux(_)));
+            .partition(|e| matches!(e.owner, Some(Owner::Aux(_))));
         (
             ParamStore::count_params(&backbone),
             ParamStore::count_params(&aux),

@@ -18,6 +18,14 @@ pub enum Error {
     #[error("unknown model `{name}` (known models: {known})")]
     UnknownModel { name: String, known: String },
 
+    /// A method name that the table of methods does not hold.
+    #[error("unknown method `{name}` (known methods: {known})")]
+    UnknownMethod { name: String, known: String },
+
+    /// A tensor was created through a builder without an owner, so no module would step it.
+    #[error("tensor `{name}` has no owner: create it through a builder tagged with ParamBuilder::owned_by (Owner::Unit(i) for unit i, Owner::Head for the output layer)")]
+    UnownedTensor { name: String },
+
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -37,16 +45,26 @@ pub enum Error {
 
     /// A loss or gradient became NaN or infinite (`step` counts from 1, `module` from 0;
     /// `what` is `loss` or `gradient of <tensor>`).
-    #[error("non-finite {what} at step {step} in module {module}: {value}; lower the learning rate or check the input data (or pass --on-nan skip to skip such batches)")]
+    #[error("non-finite {what} at step {step} in module {module}: {value}; lower the learning rate or check the input data")]
     NonFinite {
         what: String,
         step: u64,
         module: usize,
         value: f32,
     },
+
+    /// An error from outside this crate: a batch source (data), or an observer of training
+    /// (metrics files, progress display).
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
+    /// Wraps an error of a caller's batch source or observer.
+    pub fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::External(e.into())
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

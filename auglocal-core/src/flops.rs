@@ -1,100 +1,21 @@
 //! Analytic multiply-add (MAC) counts of one training step, for any backbone and local loss.
 //!
-//! The layers that do the arithmetic ([`Conv2d`](crate::nn::Conv2d), channel groups included,
-//! and [`Linear`](crate::nn::Linear)) report the MACs of each call, computed from the
-//! shapes they actually see, to a thread-local counter that only exists inside [`count`].
-//! [`step_flops`] runs every module of an engine (its units, then its local loss or the
-//! output layer) once under the counter, so a new backbone or local loss is counted as long
-//! as it is built from these layers; nothing here knows a model.
-//!
-//! What is counted, per layer call with `F` forward MACs:
-//! - forward: `F` (a k x k convolution: output elements x in_channels / groups x k x k; a
-//!   linear layer: rows x in x out);
-//! - weight gradient: `F` (the same products, once per weight element and output position);
-//! - input gradient: `F` when the layer's input is tracked by autograd, 0 otherwise: the
-//!   first layers of a module read the detached output of the previous module (or the
-//!   images), whose gradient nobody needs.
+//! The layers that do the arithmetic (convolutions and linear layers) report the MACs of
+//! each call to the counter of [`crate::macs`]. [`step_flops`] runs every module of an
+//! engine (its units, then its local loss or the output layer) once under the counter, so a
+//! new backbone or local loss is counted as long as it is built from these layers; nothing
+//! here knows a model.
 //!
 //! Not counted: BatchNorm, ReLU, pooling, additions, the loss and the optimizer update
-//! (elementwise work, a few percent of a CNN's MACs); multiply-adds of other layers than the
-//! two above.
-
-use std::cell::RefCell;
+//! (elementwise work, a few percent of a CNN's MACs); multiply-adds of other layers.
 
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::Result;
+pub use crate::macs::{count, Macs};
 use crate::params::Role;
-
-/// Multiply-adds of forward and backward passes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Macs {
-    pub forward: u64,
-    /// Gradients with respect to layer inputs.
-    pub input_grad: u64,
-    /// Gradients with respect to weights.
-    pub weight_grad: u64,
-}
-
-impl Macs {
-    pub fn backward(&self) -> u64 {
-        self.input_grad + self.weight_grad
-    }
-
-    /// Forward plus backward.
-    pub fn total(&self) -> u64 {
-        self.forward + self.backward()
-    }
-
-    fn add(&mut self, other: Macs) {
-        self.forward += other.forward;
-        self.input_grad += other.input_grad;
-        self.weight_grad += other.weight_grad;
-    }
-
-    fn scaled_down(self, divisor: u64) -> Macs {
-        Macs {
-            forward: self.forward / divisor,
-            input_grad: self.input_grad / divisor,
-            weight_grad: self.weight_grad / divisor,
-        }
-    }
-}
-
-thread_local! {
-    static COUNTER: RefCell<Option<Macs>> = const { RefCell::new(None) };
-}
-
-/// Called by a layer for each call: `macs` forward multiply-adds, `input_tracked` whether
-/// autograd will need the gradient of the layer's input. Does nothing outside [`count`].
-pub fn record(macs: usize, input_tracked: bool) {
-    COUNTER.with(|counter| {
-        if let Some(total) = counter.borrow_mut().as_mut() {
-            let macs = macs as u64;
-            total.forward += macs;
-            total.weight_grad += macs;
-            if input_tracked {
-                total.input_grad += macs;
-            }
-        }
-    });
-}
-
-/// Runs `f` and returns what the layers it called on this thread recorded. Nested counts
-/// also add to the enclosing one.
-pub fn count<T>(f: impl FnOnce() -> T) -> (T, Macs) {
-    let outer = COUNTER.with(|c| c.replace(Some(Macs::default())));
-    let out = f();
-    let inner = COUNTER.with(|c| c.replace(outer)).unwrap_or_default();
-    COUNTER.with(|c| {
-        if let Some(total) = c.borrow_mut().as_mut() {
-            total.add(inner);
-        }
-    });
-    (out, inner)
-}
 
 /// MACs of one module of the plan, per image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -2,9 +2,10 @@
 
 use candle_core::Tensor;
 
+use serde::{Deserialize, Serialize};
+
 use crate::nn::BoxedLayer;
 use crate::params::ParamBuilder;
-use crate::plan::{Downsampling, HeadKind};
 
 /// What the plan needs to know about one unit (local layer) of a backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +50,15 @@ pub trait LocalNet: Send + Sync {
         pb: &ParamBuilder,
     ) -> crate::Result<BoxedLayer>;
 
-    /// Where auxiliary copies halve the resolution ([`AuxPlan::for_net`](crate::AuxPlan)).
+    /// Where auxiliary copies halve the resolution ([`AuxPlan::new`](crate::AuxPlan::new)).
     fn aux_downsampling(&self) -> Downsampling {
         Downsampling::Counter
     }
 
-    /// The head closing an auxiliary network of depth `depth`: by default the CIFAR
-    /// recipe's (global average pool, BatchNorm1d at depth <= 1, Linear).
-    fn aux_head(&self, depth: usize) -> HeadKind {
-        HeadKind::for_depth(depth)
+    /// The head closing an AugLocal auxiliary network of depth `depth`: by default the
+    /// CIFAR recipe's (global average pool, BatchNorm1d at depth <= 1, Linear).
+    fn aux_head(&self, depth: usize) -> AuxHead {
+        AuxHead::for_depth(depth)
     }
 
     /// Unit channels, the `net_dim` the plan is computed from.
@@ -73,4 +74,54 @@ pub trait LocalNet: Send + Sync {
         }
         self.head(&h, train)
     }
+}
+
+/// The classifier that closes an AugLocal auxiliary network, as the backbone's recipe has
+/// it ([`LocalNet::aux_head`]). A shape, not a method: the baselines' heads belong to their
+/// local losses ([`crate::methods`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuxHead {
+    /// Global average pool, then Linear.
+    Fc,
+    /// Global average pool, BatchNorm1d, then Linear (the CIFAR recipe at depth <= 1).
+    BnFc,
+    /// The reference's ImageNet VGG head: flatten, adaptive average pool to 512 features,
+    /// two Linear(512, 512)-BatchNorm1d-ReLU, then Linear.
+    Mlp,
+}
+
+impl AuxHead {
+    /// The name the plan's JSON and `auglocal inspect` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuxHead::Fc => "fc",
+            AuxHead::BnFc => "bn_fc",
+            AuxHead::Mlp => "mlp",
+        }
+    }
+
+    /// The head of the CIFAR recipe for an auxiliary network of depth `depth`.
+    pub fn for_depth(depth: usize) -> Self {
+        if depth <= 1 {
+            AuxHead::BnFc
+        } else {
+            AuxHead::Fc
+        }
+    }
+}
+
+/// Where the blocks of an auxiliary network halve the resolution
+/// ([`LocalNet::aux_downsampling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Downsampling {
+    /// The reference's counter: moving from the current unit to a copied unit of coarser
+    /// resolution owes log2 of their ratio in halvings, paid at most one per block (stride
+    /// 2), the rest carried to the next block. ResNets and MobileNetV2.
+    #[default]
+    Counter,
+    /// VGG's rule: a block halves the resolution (a 2x2 max-pool before its convolution)
+    /// exactly when it changes the channel count.
+    ChannelChange,
 }

@@ -30,6 +30,34 @@ impl Default for SgdConfig {
     }
 }
 
+impl SgdConfig {
+    /// Fails on a setting PyTorch's SGD refuses too, naming it and its valid range.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.momentum >= 0.0 && self.momentum < 1.0) {
+            return Err(Error::InvalidSetting {
+                setting: "momentum",
+                value: self.momentum.to_string(),
+                valid: "a number in [0, 1)".into(),
+            });
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(Error::InvalidSetting {
+                setting: "weight decay",
+                value: self.weight_decay.to_string(),
+                valid: "a finite number >= 0".into(),
+            });
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(Error::InvalidSetting {
+                setting: "nesterov",
+                value: "true with momentum 0".into(),
+                valid: "nesterov only with momentum > 0".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Stochastic gradient descent exactly as `torch.optim.SGD` (dampening 0):
 ///
 /// ```text
@@ -50,27 +78,7 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(config: SgdConfig) -> Result<Self> {
-        if !(config.momentum >= 0.0 && config.momentum < 1.0) {
-            return Err(Error::InvalidSetting {
-                setting: "momentum",
-                value: config.momentum.to_string(),
-                valid: "a number in [0, 1)".into(),
-            });
-        }
-        if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
-            return Err(Error::InvalidSetting {
-                setting: "weight decay",
-                value: config.weight_decay.to_string(),
-                valid: "a finite number >= 0".into(),
-            });
-        }
-        if config.nesterov && config.momentum == 0.0 {
-            return Err(Error::InvalidSetting {
-                setting: "nesterov",
-                value: "true with momentum 0".into(),
-                valid: "nesterov only with momentum > 0".into(),
-            });
-        }
+        config.validate()?;
         Ok(Sgd {
             config,
             momentum_buffers: BTreeMap::new(),
@@ -129,9 +137,10 @@ impl Sgd {
     }
 }
 
-/// Learning rate per epoch.
+/// Learning rate per epoch. Serialises as the text [`Schedule::parse`] reads
+/// (`"warmup-cosine"`, `"step:150,225"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum Schedule {
     /// The paper's cosine with a 10-epoch linear warm-up from 0.01.
     WarmupCosine,
@@ -193,6 +202,28 @@ impl Schedule {
                 Ok(Schedule::Step { milestones })
             }
         }
+    }
+}
+
+impl TryFrom<String> for Schedule {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Self> {
+        Schedule::parse(&text)
+    }
+}
+
+impl From<Schedule> for String {
+    fn from(schedule: Schedule) -> String {
+        schedule.to_string()
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        Schedule::parse(text)
     }
 }
 

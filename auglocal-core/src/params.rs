@@ -38,7 +38,9 @@ pub struct Entry {
     pub name: String,
     pub var: Var,
     pub role: Role,
-    pub owner: Owner,
+    /// `None` for a tensor made by a builder no owner was given: the engine refuses to train
+    /// a network holding one, since it could not tell which module steps it.
+    pub owner: Option<Owner>,
 }
 
 /// How a parameter starts.
@@ -80,7 +82,7 @@ impl ParamStore {
     pub fn owned_by(&self, owners: &[Owner]) -> Vec<Entry> {
         self.lock()
             .iter()
-            .filter(|e| owners.contains(&e.owner))
+            .filter(|e| e.owner.is_some_and(|o| owners.contains(&o)))
             .cloned()
             .collect()
     }
@@ -111,13 +113,17 @@ impl ParamStore {
 
 /// Creates parameters under a name prefix, for one owner, from a seeded generator.
 ///
+/// A fresh builder has no owner: a model tags each part with [`ParamBuilder::owned_by`]
+/// (`Owner::Unit(i)` for unit `i`, `Owner::Head` for the output layer), and
+/// [`Engine::new`](crate::Engine::new) fails naming any tensor created without one.
+///
 /// Initial values are drawn on the host from a ChaCha8 stream in creation order, so the same
 /// seed gives the same network on every machine and device.
 #[derive(Clone)]
 pub struct ParamBuilder {
     store: ParamStore,
     prefix: String,
-    owner: Owner,
+    owner: Option<Owner>,
     device: Device,
     rng: Arc<Mutex<ChaCha8Rng>>,
     /// Draw initial values; when false every parameter starts at zero.
@@ -129,7 +135,7 @@ impl ParamBuilder {
         ParamBuilder {
             store: store.clone(),
             prefix: String::new(),
-            owner: Owner::Head,
+            owner: None,
             device: device.clone(),
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
             draw: true,
@@ -163,7 +169,7 @@ impl ParamBuilder {
     /// The same builder, creating tensors for `owner`.
     pub fn owned_by(&self, owner: Owner) -> Self {
         ParamBuilder {
-            owner,
+            owner: Some(owner),
             ..self.clone()
         }
     }

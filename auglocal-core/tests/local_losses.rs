@@ -1,12 +1,12 @@
 //! The local losses on tiny cases whose values are worked out by hand.
 
-use auglocal_core::local::pool::{adaptive_avg, avg_pool, bilinear, resample};
-use auglocal_core::local::{
-    similarity_matrix, supervised_contrastive, BuiltinLosses, InfoProAux, InfoProWeights,
-    InputSpec, LocalLoss, LocalLossBuilder, LossSite, PredSimAux,
+use auglocal_core::methods::resample::{adaptive_avg, avg_pool, bilinear, resample};
+use auglocal_core::methods::{
+    similarity_matrix, supervised_contrastive, InfoProAux, InfoProWeights, InputSpec, LocalLoss,
+    LocalLossBuilder, LossSite, MethodInfo, PredSimAux,
 };
 use auglocal_core::nn::BoxedLayer;
-use auglocal_core::plan::{HeadKind, UnitAux};
+use auglocal_core::plan::UnitAux;
 use auglocal_core::{LocalNet, ParamBuilder, ParamStore, UnitSpec};
 use candle_core::{Device, Tensor};
 
@@ -63,10 +63,19 @@ fn shapes(name: &'static str, channels: usize, classes: usize) -> Shapes {
     }
 }
 
-/// Builds the built-in loss of `head` after unit 0, module `module` of `modules`.
+/// 32x32 images normalised with the CIFAR statistics.
+fn cifar(image_size: usize) -> InputSpec {
+    InputSpec {
+        image_size,
+        mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
+        std: [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
+    }
+}
+
+/// Builds method `method`'s loss after unit 0, module `module` of `modules`.
 fn build(
     net: &Shapes,
-    head: HeadKind,
+    method: &str,
     input: InputSpec,
     module: usize,
     modules: usize,
@@ -77,15 +86,16 @@ fn build(
         unit: 0,
         depth: 0,
         blocks: Vec::new(),
-        head,
+        head: None,
     };
     let site = LossSite {
         net,
         aux: &aux,
         module,
         modules,
+        input,
     };
-    Ok((BuiltinLosses { input }.build(&site, &pb)?, store))
+    Ok((MethodInfo::named(method)?.build(&site, &pb)?, store))
 }
 
 fn set(store: &ParamStore, name: &str, value: Tensor) -> anyhow::Result<()> {
@@ -164,11 +174,8 @@ fn similarity_matrix_uses_per_channel_std_of_4d_features() -> anyhow::Result<()>
 #[test]
 fn predsim_is_099_similarity_plus_001_prediction() -> anyhow::Result<()> {
     let net = shapes("toy", 4, 3);
-    let input = InputSpec {
-        image_size: 2,
-        ..InputSpec::default()
-    };
-    let (loss, store) = build(&net, HeadKind::PredSim, input, 0, 3)?;
+    let input = cifar(2);
+    let (loss, store) = build(&net, "predsim", input, 0, 3)?;
     // The 3x3 conv passes each channel through (centre tap 1), so the similarity branch
     // sees the features themselves; a zero classifier predicts uniformly: CE = ln 3.
     let mut kernel = vec![0f32; 4 * 4 * 9];
@@ -215,7 +222,7 @@ fn infopro_reconstructs_the_unnormalised_image() -> anyhow::Result<()> {
         std: [0.5, 0.5, 0.5],
     };
     // Module 0: ixx 5, ixy 0.05 (ResNet-32's first weights).
-    let (loss, store) = build(&net, HeadKind::InfoPro, input, 0, 3)?;
+    let (loss, store) = build(&net, "infopro", input, 0, 3)?;
     // A zero last decoder conv with bias ln 3 outputs sigmoid(ln 3) = 3/4 everywhere; a
     // zero classifier gives CE = ln 10.
     let zeros = |n: usize| Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu);
@@ -262,25 +269,23 @@ fn infopro_weights_move_linearly_across_modules() -> anyhow::Result<()> {
     assert!(close(r32.at(0, 2), (5.0, 0.05)));
     // The built loss carries its module's weights.
     let net = shapes("resnet32", 4, 10);
-    let input = InputSpec {
-        image_size: 2,
-        ..InputSpec::default()
-    };
+    let input = cifar(2);
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
     let aux = UnitAux {
         unit: 0,
         depth: 0,
         blocks: Vec::new(),
-        head: HeadKind::InfoPro,
+        head: None,
     };
     let site = LossSite {
         net: &net,
         aux: &aux,
         module: 7,
         modules: 16,
+        input,
     };
-    let built = InfoProAux::new(&site, input, r32, false, &pb)?;
+    let built = InfoProAux::new(&site, r32, false, &pb)?;
     assert!(close(built.weights(), (2.6, 0.275)));
     Ok(())
 }
@@ -302,7 +307,7 @@ fn supervised_contrastive_by_hand() -> anyhow::Result<()> {
 fn dgl_head_shapes_and_value() -> anyhow::Result<()> {
     // CIFAR stage 1: 16 channels of side 32 -> pool to 8, MLP on 16*2*2 = 64 features.
     let net = shapes("toy", 16, 10);
-    let (_, store) = build(&net, HeadKind::Dgl, InputSpec::default(), 0, 3)?;
+    let (_, store) = build(&net, "dgl", cifar(32), 0, 3)?;
     let shape = |n: &str| store.get(n).map(|e| e.var.dims().to_vec());
     assert_eq!(shape("head.conv.2.conv.weight"), Some(vec![16, 16, 1, 1]));
     assert_eq!(shape("head.mlp.1.fc.weight"), Some(vec![64, 64]));
@@ -314,11 +319,8 @@ fn dgl_head_shapes_and_value() -> anyhow::Result<()> {
     // Value: a zero final layer with bias [ln 2, 0, 0] gives logits whose exponentials
     // sum to 4: CE(label 0) = ln 4 - ln 2, CE(label 1) = ln 4; mean 1.5 ln 2.
     let net = shapes("toy", 4, 3);
-    let input = InputSpec {
-        image_size: 8,
-        ..InputSpec::default()
-    };
-    let (loss, store) = build(&net, HeadKind::Dgl, input, 0, 3)?;
+    let input = cifar(8);
+    let (loss, store) = build(&net, "dgl", input, 0, 3)?;
     set(
         &store,
         "head.fc.weight",
@@ -339,7 +341,7 @@ fn dgl_head_shapes_and_value() -> anyhow::Result<()> {
 #[test]
 fn greedy_is_a_linear_classifier_on_pooled_features() -> anyhow::Result<()> {
     let net = shapes("toy", 2, 10);
-    let (loss, store) = build(&net, HeadKind::Linear, InputSpec::default(), 0, 3)?;
+    let (loss, store) = build(&net, "greedy", cifar(32), 0, 3)?;
     let mut w = vec![0f32; 10 * 2];
     w[0] = 1.0; // class 0 reads channel 0
     w[3] = 1.0; // class 1 reads channel 1
@@ -395,15 +397,16 @@ fn predsim_sim_and_prediction_parts_are_exposed() -> anyhow::Result<()> {
         unit: 0,
         depth: 0,
         blocks: Vec::new(),
-        head: HeadKind::PredSim,
+        head: None,
     };
     let site = LossSite {
         net: &net,
         aux: &aux,
         module: 0,
         modules: 2,
+        input: cifar(4),
     };
-    let p = PredSimAux::new(&site, 4, &pb)?;
+    let p = PredSimAux::new(&site, &pb)?;
     let x = Tensor::randn(0f32, 1.0, (3, 4, 4, 4), &Device::Cpu)?;
     let labels = Tensor::new(&[0u32, 1, 2], &Device::Cpu)?;
     let sim = scalar(&p.similarity_loss(&x, &labels)?)?;

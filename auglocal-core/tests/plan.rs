@@ -1,13 +1,71 @@
 //! The spec's golden layouts and the plan's error messages.
 
-use auglocal_core::plan::{pyramid_depths, AuxPlan, HeadKind, UnitAux};
-use auglocal_core::Error;
+use auglocal_core::methods::MethodSettings;
+use auglocal_core::nn::BoxedLayer;
+use auglocal_core::plan::{pyramid_depths, AuxPlan, UnitAux};
+use auglocal_core::{AuxHead, Error, LocalNet, Method, ParamBuilder, UnitSpec};
+use candle_core::Tensor;
 
-fn resnet_dims(per_stage: usize) -> Vec<usize> {
-    let mut v = vec![16; per_stage + 1];
-    v.extend(vec![32; per_stage]);
-    v.extend(vec![64; per_stage]);
-    v
+/// The units of a CIFAR ResNet (stem, then `per_stage` blocks of 16, 32 and 64 channels at
+/// full, half and quarter resolution) and nothing else: all a plan reads.
+struct Units {
+    name: &'static str,
+    units: Vec<UnitSpec>,
+}
+
+fn resnet(name: &'static str, per_stage: usize) -> Units {
+    let unit = |channels, reduction| UnitSpec {
+        channels,
+        reduction,
+    };
+    let mut units = vec![unit(16, 1); per_stage + 1];
+    units.extend(vec![unit(32, 2); per_stage]);
+    units.extend(vec![unit(64, 4); per_stage]);
+    Units { name, units }
+}
+
+impl LocalNet for Units {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn units(&self) -> &[UnitSpec] {
+        &self.units
+    }
+    fn classes(&self) -> usize {
+        10
+    }
+    fn forward_unit(&self, _: usize, _: &Tensor, _: bool) -> candle_core::Result<Tensor> {
+        candle_core::bail!("a plan never runs the network")
+    }
+    fn head(&self, _: &Tensor, _: bool) -> candle_core::Result<Tensor> {
+        candle_core::bail!("a plan never runs the network")
+    }
+    fn build_block(
+        &self,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &ParamBuilder,
+    ) -> auglocal_core::Result<BoxedLayer> {
+        unreachable!("a plan builds no block")
+    }
+}
+
+fn resnet32() -> Units {
+    resnet("resnet32", 5)
+}
+
+fn auglocal(net: &Units, depth: usize, pyramid: f64) -> auglocal_core::Result<AuxPlan> {
+    AuxPlan::new(net, &Method::auglocal(depth, pyramid)?)
+}
+
+fn split(net: &Units, method: &str, modules: Option<usize>) -> auglocal_core::Result<AuxPlan> {
+    let settings = MethodSettings {
+        modules,
+        ..MethodSettings::default()
+    };
+    AuxPlan::new(net, &Method::new(method, settings)?)
 }
 
 /// `[k:in->out,sS]` notation of the spec.
@@ -26,12 +84,12 @@ fn layout(aux: &UnitAux) -> String {
 
 #[test]
 fn resnet32_depth2_pyramid_half() {
-    let plan = AuxPlan::auglocal("resnet32", &resnet_dims(5), 2, 0.5).unwrap();
+    let plan = auglocal(&resnet32(), 2, 0.5).unwrap();
     assert_eq!((plan.units, plan.modules, plan.aux.len()), (16, 14, 13));
     assert!(plan
         .aux
         .iter()
-        .all(|a| a.depth == 2 && a.head == HeadKind::Fc));
+        .all(|a| a.depth == 2 && a.head == Some(AuxHead::Fc)));
     assert_eq!(layout(&plan.aux[0]), "[8:16->32,s2] [15:32->64,s2]");
     assert_eq!(layout(&plan.aux[6]), "[10:32->32,s1] [15:32->64,s2]");
     assert_eq!(layout(&plan.aux[7]), "[11:32->64,s2] [15:64->64,s1]");
@@ -43,7 +101,7 @@ fn resnet32_depth2_pyramid_half() {
 
 #[test]
 fn resnet32_depth3_pyramid_half() {
-    let plan = AuxPlan::auglocal("resnet32", &resnet_dims(5), 3, 0.5).unwrap();
+    let plan = auglocal(&resnet32(), 3, 0.5).unwrap();
     assert_eq!(plan.modules, 13);
     let depths: Vec<usize> = plan.aux.iter().map(|a| a.depth).collect();
     assert_eq!(depths, vec![3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2]);
@@ -60,11 +118,11 @@ fn resnet32_depth3_pyramid_half() {
 
 #[test]
 fn resnet32_depth1_copies_the_last_unit_with_bn_head() {
-    let plan = AuxPlan::auglocal("resnet32", &resnet_dims(5), 1, 0.0).unwrap();
+    let plan = auglocal(&resnet32(), 1, 0.0).unwrap();
     assert_eq!(plan.modules, 15);
     assert_eq!(plan.aux.len(), 14);
     for a in &plan.aux {
-        assert_eq!(a.head, HeadKind::BnFc);
+        assert_eq!(a.head, Some(AuxHead::BnFc));
         let expected = match a.unit {
             0..=5 => "[15:16->64,s2]",
             6..=10 => "[15:32->64,s2]",
@@ -77,9 +135,9 @@ fn resnet32_depth1_copies_the_last_unit_with_bn_head() {
 
 #[test]
 fn resnet110_depth3_pyramid_half() {
-    let dims = resnet_dims(18);
-    assert_eq!(dims.len(), 55);
-    let plan = AuxPlan::auglocal("resnet110", &dims, 3, 0.5).unwrap();
+    let net = resnet("resnet110", 18);
+    assert_eq!(net.units.len(), 55);
+    let plan = auglocal(&net, 3, 0.5).unwrap();
     assert_eq!(plan.modules, 52);
     let depths: Vec<usize> = plan.aux.iter().map(|a| a.depth).collect();
     assert_eq!(depths.iter().filter(|&&d| d == 3).count(), 25);
@@ -102,7 +160,7 @@ fn pyramid_tie_at_two_and_a_half_goes_to_two() {
 
 #[test]
 fn depth_near_the_end_is_capped_by_remaining_units() {
-    let plan = AuxPlan::auglocal("resnet32", &resnet_dims(5), 3, 0.0).unwrap();
+    let plan = auglocal(&resnet32(), 3, 0.0).unwrap();
     // Unit 11 has 4 units after it: depth stays 3; the last module is units 12..16.
     assert_eq!(plan.aux.last().unwrap().unit, 11);
     assert_eq!(
@@ -113,7 +171,7 @@ fn depth_near_the_end_is_capped_by_remaining_units() {
 
 #[test]
 fn backprop_is_one_module() {
-    let plan = AuxPlan::backprop("resnet32", 16);
+    let plan = AuxPlan::new(&resnet32(), &Method::named("bp").unwrap()).unwrap();
     assert_eq!(plan.modules, 1);
     assert!(plan.aux.is_empty());
     assert_eq!(plan.module_units(), vec![0..16]);
@@ -121,14 +179,12 @@ fn backprop_is_one_module() {
 
 #[test]
 fn plan_json_has_the_documented_shape() {
-    let plan = AuxPlan::auglocal("resnet32", &resnet_dims(5), 2, 0.5).unwrap();
+    let plan = auglocal(&resnet32(), 2, 0.5).unwrap();
     let json = serde_json::to_string(&plan).unwrap();
     assert!(json.starts_with(
-        r#"{"model":"resnet32","units":16,"modules":14,"aux":[{"unit":0,"depth":2,"blocks":[{"copy_of":8,"in":16,"out":32,"stride":2},{"copy_of":15,"in":32,"out":64,"stride":2}],"head":"fc"},"#
+        r#"{"model":"resnet32","method":"auglocal","units":16,"modules":14,"aux":[{"unit":0,"depth":2,"blocks":[{"copy_of":8,"in":16,"out":32,"stride":2},{"copy_of":15,"in":32,"out":64,"stride":2}],"head":"fc"},"#
     ));
-    let d1 =
-        serde_json::to_string(&AuxPlan::auglocal("resnet32", &resnet_dims(5), 1, 0.0).unwrap())
-            .unwrap();
+    let d1 = serde_json::to_string(&auglocal(&resnet32(), 1, 0.0).unwrap()).unwrap();
     assert!(d1.contains(r#""head":"bn_fc""#));
 }
 
@@ -141,38 +197,32 @@ fn message(result: auglocal_core::Result<AuxPlan>) -> String {
 
 #[test]
 fn invalid_settings_name_the_valid_range() {
-    let dims = resnet_dims(5);
+    let net = resnet32();
     assert_eq!(
-        message(AuxPlan::auglocal("resnet32", &dims, 0, 0.5)),
+        message(auglocal(&net, 0, 0.5)),
         "invalid auxiliary depth: 0 (valid: 1..=14 for resnet32 (16 units; K = 16 - depth must be >= 2))"
     );
-    assert!(message(AuxPlan::auglocal("resnet32", &dims, 15, 0.5)).contains("valid: 1..=14"));
-    assert!(message(AuxPlan::auglocal("resnet32", &dims, 40, 0.0)).contains("auxiliary depth: 40"));
-    assert!(message(AuxPlan::auglocal("resnet32", &dims, 2, 1.5))
+    assert!(message(auglocal(&net, 15, 0.5)).contains("valid: 1..=14"));
+    assert!(message(auglocal(&net, 40, 0.0)).contains("auxiliary depth: 40"));
+    assert!(message(auglocal(&net, 2, 1.5))
         .contains("pyramid coefficient: 1.5 (valid: a number in [0, 1]"));
-    assert!(message(AuxPlan::auglocal("resnet32", &dims, 2, -0.1))
-        .contains("pyramid coefficient: -0.1"));
-    assert!(message(AuxPlan::auglocal("resnet32", &dims, 2, f64::NAN))
-        .contains("pyramid coefficient: NaN"));
+    assert!(message(auglocal(&net, 2, -0.1)).contains("pyramid coefficient: -0.1"));
+    assert!(message(auglocal(&net, 2, f64::NAN)).contains("pyramid coefficient: NaN"));
 }
 
 #[test]
 fn baselines_put_a_head_after_every_unit_but_the_last() {
-    let method = auglocal_core::Method::Baseline {
-        head: HeadKind::Dgl,
-        modules: None,
-    };
-    let plan = AuxPlan::new("resnet32", &resnet_dims(5), method).unwrap();
+    let plan = split(&resnet32(), "dgl", None).unwrap();
     assert_eq!((plan.units, plan.modules, plan.aux.len()), (16, 16, 15));
     for (i, a) in plan.aux.iter().enumerate() {
-        assert_eq!((a.unit, a.depth, a.head), (i, 0, HeadKind::Dgl));
+        assert_eq!((a.unit, a.depth, a.head), (i, 0, None));
         assert!(a.blocks.is_empty());
     }
     assert_eq!(plan.module_units()[0], 0..1);
     assert_eq!(plan.module_units().last().unwrap().clone(), 15..16);
     let json = serde_json::to_string(&plan).unwrap();
     assert!(json.starts_with(
-        r#"{"model":"resnet32","units":16,"modules":16,"aux":[{"unit":0,"depth":0,"blocks":[],"head":"dgl"},"#
+        r#"{"model":"resnet32","method":"dgl","units":16,"modules":16,"aux":[{"unit":0,"depth":0,"blocks":[]},"#
     ));
 }
 
@@ -180,12 +230,12 @@ fn baselines_put_a_head_after_every_unit_but_the_last() {
 fn smaller_k_follows_the_reference_split_tables() {
     // network_config['resnet32'][4] = [[0,0,0],[1,0,1],[1,1,2]]: units 0, 1, 2; the rest
     // of the network is the last module.
-    let plan = AuxPlan::baseline("resnet32", 16, HeadKind::InfoPro, Some(4)).unwrap();
+    let plan = split(&resnet32(), "infopro", Some(4)).unwrap();
     let units: Vec<usize> = plan.aux.iter().map(|a| a.unit).collect();
     assert_eq!(units, vec![0, 1, 2]);
     assert_eq!(plan.module_units(), vec![0..1, 1..2, 2..3, 3..16]);
     // network_config['resnet110'][47] ends at [3, 8, 45].
-    let plan = AuxPlan::baseline("resnet110", 55, HeadKind::PredSim, Some(47)).unwrap();
+    let plan = split(&resnet("resnet110", 18), "predsim", Some(47)).unwrap();
     assert_eq!(plan.aux.last().unwrap().unit, 45);
     assert_eq!(plan.module_units().last().unwrap().clone(), 46..55);
 }
@@ -193,15 +243,43 @@ fn smaller_k_follows_the_reference_split_tables() {
 #[test]
 fn baseline_settings_out_of_range_are_named() {
     assert_eq!(
-        message(AuxPlan::baseline("resnet32", 16, HeadKind::Dgl, Some(1))),
-        "invalid number of modules: 1 (valid: 2..=16 for resnet32 (16 units; 1 module is end-to-end backprop: use --method bp))"
+        message(split(&resnet32(), "dgl", Some(1))),
+        "invalid number of modules: 1 (valid: 2..=16 for resnet32 (16 units; 1 module is end-to-end backprop, method bp))"
     );
-    assert!(
-        message(AuxPlan::baseline("resnet32", 16, HeadKind::Dgl, Some(17)))
-            .starts_with("invalid number of modules: 17 (valid: 2..=16")
+    assert!(message(split(&resnet32(), "dgl", Some(17)))
+        .starts_with("invalid number of modules: 17 (valid: 2..=16"));
+    // Methods that choose their own K refuse one.
+    assert_eq!(
+        message(split(&resnet32(), "auglocal", Some(4))),
+        "invalid number of modules: 4 for method auglocal (valid: no K for auglocal (K = units - d); a K for the methods with one head per unit: dgl, infopro, infopro-contrast, predsim, greedy)"
     );
-    assert!(
-        message(AuxPlan::baseline("resnet32", 16, HeadKind::Fc, None))
-            .starts_with("invalid baseline head: fc (valid: dgl, infopro")
-    );
+    assert!(message(split(&resnet32(), "bp", Some(2))).contains("no K for bp (K = 1)"));
+    match Method::named("sgd") {
+        Err(e @ Error::UnknownMethod { .. }) => assert_eq!(
+            e.to_string(),
+            "unknown method `sgd` (known methods: bp, auglocal, dgl, infopro, infopro-contrast, predsim, greedy)"
+        ),
+        other => panic!("expected an unknown-method error, got {other:?}"),
+    }
+}
+
+#[test]
+fn module_ranges_cover_every_unit_once() {
+    let plan = auglocal(&resnet32(), 2, 0.5).unwrap();
+    let ranges = plan.module_units();
+    assert_eq!(ranges.len(), 14);
+    assert_eq!(ranges[0], 0..1);
+    assert_eq!(ranges[12], 12..13);
+    assert_eq!(ranges[13], 13..16);
+}
+
+#[test]
+fn selection_ties_round_to_even() {
+    use auglocal_core::plan::uniform_selection;
+    // j = 2, n = 16, d = 2: 2 + 6.5 = 8.5 -> 8.
+    assert_eq!(uniform_selection(16, 2, 2), vec![8, 15]);
+    assert_eq!(uniform_selection(16, 0, 2), vec![8, 15]);
+    assert_eq!(uniform_selection(16, 13, 2), vec![14, 15]);
+    assert_eq!(uniform_selection(16, 14, 3), vec![15]);
+    assert_eq!(pyramid_depths(3, 0.0, 13), vec![3; 12]);
 }

@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
             skip_bad: false,
         };
         let folder = Arc::new(ImageFolder::open(root.path(), Split::Train, config)?);
-        let (normalize, _) = auglocal_data::recipe("imagefolder")?;
+        let normalize = auglocal_data::spec("imagefolder")?.normalize;
         let loader = Loader::new(
             folder,
             LoaderConfig {

@@ -20,6 +20,7 @@ pub mod loader;
 pub mod mat;
 pub mod parquet_images;
 pub mod resize;
+pub mod spec;
 pub mod stl10;
 pub mod svhn;
 pub mod synthetic;
@@ -35,6 +36,7 @@ pub use error::{Error, Result};
 pub use image_folder::{FolderConfig, ImageFolder};
 pub use image_set::ImageSet;
 pub use loader::{Batch, Batches, Loader, LoaderConfig};
+pub use spec::{spec, DatasetSpec, Recipe, RecipeName, DATASETS};
 pub use transforms::{Augment, Normalize};
 
 use std::path::{Path, PathBuf};
@@ -59,24 +61,9 @@ impl std::fmt::Display for Split {
     }
 }
 
-/// Dataset names the CLI accepts, besides `hub:...` (see [`hub`]).
-pub const DATASETS: &[&str] = &[
-    "synthetic",
-    "cifar10",
-    "cifar100",
-    "svhn",
-    "svhn-extra",
-    "stl10",
-    "imagefolder",
-];
-
 /// Checks a dataset name without reading anything.
 pub fn check_name(name: &str) -> Result<()> {
-    match name.strip_prefix("hub:") {
-        Some(spec) => hub::HubDataset::parse(spec).map(|_| ()),
-        None if DATASETS.contains(&name) => Ok(()),
-        None => Err(unknown_dataset(name)),
-    }
+    spec(name).map(|_| ())
 }
 
 /// How [`open_with`] reads a dataset.
@@ -171,59 +158,10 @@ pub fn open(name: &str, data_dir: Option<&Path>, split: Split) -> Result<ImageSe
     }
 }
 
-/// The paper's normalisation and training augmentation for a dataset name.
-///
-/// CIFAR-10/100 use the usual channel statistics (125.3, 123.0, 113.9)/255 and
-/// (63.0, 62.1, 66.7)/255 with reflect-pad-4 random crops and flips. SVHN: 0.5/0.5,
-/// pad-2 crops, no flip (digits are not mirror-symmetric). STL-10: 0.5/0.5, pad-4 crops and
-/// flips. Image folders: ImageNet's statistics, random-resized-crop and flip (evaluation
-/// resizes and centre-crops, see [`image_folder`]). The synthetic set has no fixed statistics,
-/// so it is mapped from 0..1 to -1..1, with pad-4 crops and flips. `hub:` presets use their
-/// dataset's recipe; other Hub datasets 0.5/0.5 with pad-4 crops and flips.
-pub fn recipe(name: &str) -> Result<(Normalize, Augment)> {
-    let augment = Augment::PadCropFlip { pad: 4 };
-    let half = Normalize {
-        mean: [0.5; 3],
-        std: [0.5; 3],
-    };
-    if let Some(spec) = name.strip_prefix("hub:") {
-        return match hub::HubDataset::parse(spec)?.recipe {
-            Some(preset) => recipe(preset),
-            None => Ok((half, augment)),
-        };
-    }
-    match name {
-        "svhn" | "svhn-extra" => Ok((half, Augment::PadCrop { pad: 2 })),
-        "stl10" => Ok((half, augment)),
-        "imagefolder" => Ok((
-            Normalize {
-                mean: [0.485, 0.456, 0.406],
-                std: [0.229, 0.224, 0.225],
-            },
-            Augment::IMAGENET,
-        )),
-        "cifar10" | "cifar100" => Ok((
-            Normalize {
-                mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
-                std: [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
-            },
-            augment,
-        )),
-        "synthetic" => Ok((
-            Normalize {
-                mean: [0.5; 3],
-                std: [0.5; 3],
-            },
-            augment,
-        )),
-        _ => Err(unknown_dataset(name)),
-    }
-}
-
 fn unknown_dataset(name: &str) -> Error {
     Error::UnknownDataset {
         name: name.to_string(),
-        valid: DATASETS.join(", "),
+        valid: spec::names(),
     }
 }
 
@@ -239,7 +177,7 @@ mod tests {
             message.contains("synthetic, cifar10, cifar100, svhn, svhn-extra, stl10, imagefolder"),
             "{message}"
         );
-        let message = recipe("imagenet").unwrap_err().to_string();
+        let message = spec("imagenet").unwrap_err().to_string();
         assert!(
             message.contains("imagenet") && message.contains("cifar100"),
             "{message}"
@@ -256,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn recipes_match_the_paper() -> anyhow::Result<()> {
+    fn the_table_holds_the_papers_settings() -> anyhow::Result<()> {
         for name in [
             "synthetic",
             "cifar10",
@@ -265,27 +203,74 @@ mod tests {
             "hub:cifar10",
             "hub:a/b",
         ] {
-            let (_, augment) = recipe(name)?;
-            assert_eq!(augment, Augment::PadCropFlip { pad: 4 }, "{name}");
+            assert_eq!(
+                spec(name)?.augment,
+                Augment::PadCropFlip { pad: 4 },
+                "{name}"
+            );
         }
-        assert_eq!(recipe("svhn")?.1, Augment::PadCrop { pad: 2 });
-        assert_eq!(recipe("hub:svhn")?, recipe("svhn")?);
-        assert_eq!(recipe("stl10")?.0.std, [0.5; 3]);
-        let (imagenet, augment) = recipe("imagefolder")?;
-        assert_eq!(imagenet.mean, [0.485, 0.456, 0.406]);
-        assert_eq!(imagenet.std, [0.229, 0.224, 0.225]);
+        assert_eq!(spec("svhn")?.augment, Augment::PadCrop { pad: 2 });
+        assert_eq!(spec("hub:svhn")?, spec("svhn")?);
+        assert_eq!(spec("stl10")?.normalize.std, [0.5; 3]);
+        let imagenet = spec("imagefolder")?;
+        assert_eq!(imagenet.normalize.mean, [0.485, 0.456, 0.406]);
+        assert_eq!(imagenet.normalize.std, [0.229, 0.224, 0.225]);
         assert_eq!(
-            augment,
+            imagenet.augment,
             Augment::ResizedCropFlip {
                 scale: [0.08, 1.0],
                 ratio: [0.75, 4.0 / 3.0]
             }
         );
-        let (normalize, _) = recipe("cifar10")?;
-        assert!((normalize.mean[0] - 125.3 / 255.0).abs() < 1e-7);
-        assert!((normalize.std[2] - 66.7 / 255.0).abs() < 1e-7);
-        assert_eq!(recipe("cifar100")?.0, normalize);
-        assert_eq!(recipe("synthetic")?.0.mean, [0.5; 3]);
+        let cifar = spec("cifar10")?;
+        assert!((cifar.normalize.mean[0] - 125.3 / 255.0).abs() < 1e-7);
+        assert!((cifar.normalize.std[2] - 66.7 / 255.0).abs() < 1e-7);
+        assert_eq!(spec("cifar100")?.normalize, cifar.normalize);
+        assert_eq!(spec("synthetic")?.normalize.mean, [0.5; 3]);
+        // Image sides: STL-10 96, image folders' default crop 224, the rest 32.
+        let sides: Vec<(&str, usize)> = DATASETS.iter().map(|d| (d.name, d.input_size)).collect();
+        assert_eq!(
+            sides,
+            [
+                ("synthetic", 32),
+                ("cifar10", 32),
+                ("cifar100", 32),
+                ("svhn", 32),
+                ("svhn-extra", 32),
+                ("stl10", 96),
+                ("imagefolder", 224)
+            ]
+        );
+        // The paper's recipes (the spec's table): CIFAR and SVHN batch 1024, lr 0.8, warm-up
+        // cosine, 400 epochs; STL-10 batch 128, lr 0.1; ImageNet ResNet-34, batch 1024,
+        // lr 0.4, cosine without warm-up, 90 epochs.
+        let paper = cifar.recipe(RecipeName::Paper);
+        assert_eq!(
+            (paper.model, paper.batch_size, paper.lr, paper.epochs),
+            ("resnet32", 1024, 0.8, 400)
+        );
+        assert_eq!(paper.schedule, auglocal_core::Schedule::WarmupCosine);
+        assert_eq!(spec("svhn")?.paper, paper);
+        let stl = spec("stl10")?.paper;
+        assert_eq!((stl.batch_size, stl.lr, stl.epochs), (128, 0.1, 400));
+        let image = imagenet.paper;
+        assert_eq!(
+            (image.model, image.batch_size, image.lr, image.epochs),
+            ("resnet34", 1024, 0.4, 90)
+        );
+        assert_eq!(image.schedule, auglocal_core::Schedule::Cosine);
+        // Synthetic data defaults to the few-minutes recipe; every recipe can be asked for.
+        assert_eq!(spec("synthetic")?.default_recipe, RecipeName::Quick);
+        assert_eq!(cifar.default_recipe, RecipeName::Paper);
+        assert_eq!(cifar.recipe(RecipeName::Quick), spec::QUICK);
+        assert_eq!(
+            (
+                spec::QUICK.model,
+                spec::QUICK.train_size,
+                spec::QUICK.test_size
+            ),
+            ("resnet20", Some(2048), Some(500))
+        );
         Ok(())
     }
 

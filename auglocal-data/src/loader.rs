@@ -363,6 +363,28 @@ impl Iterator for Batches {
     }
 }
 
+/// A loader is what [`auglocal_core::Trainer`] trains and evaluates from.
+impl auglocal_core::trainer::BatchSource for Loader {
+    fn batches_per_epoch(&self) -> usize {
+        self.len()
+    }
+
+    fn batches(
+        &self,
+        epoch: usize,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = auglocal_core::Result<auglocal_core::trainer::Batch>> + '_> {
+        Box::new(self.epoch(epoch, start).map(|batch| {
+            batch
+                .map(|b| auglocal_core::trainer::Batch {
+                    images: b.images,
+                    labels: b.labels,
+                })
+                .map_err(auglocal_core::Error::external)
+        }))
+    }
+}
+
 impl Drop for Batches {
     fn drop(&mut self) {
         if let Source::Queue { receiver, producer } = &mut self.source {

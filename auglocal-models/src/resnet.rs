@@ -11,7 +11,7 @@ use auglocal_core::nn::{
     add_relu, conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear, MaxPool2d,
 };
 use auglocal_core::params::{Owner, ParamBuilder};
-use auglocal_core::plan::HeadKind;
+use auglocal_core::AuxHead;
 use auglocal_core::{LocalNet, UnitSpec};
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
@@ -224,7 +224,7 @@ impl LocalNet for ResNet {
     }
 
     /// The reference's ImageNet auxiliary head has no BatchNorm1d, whatever the depth.
-    fn aux_head(&self, _depth: usize) -> HeadKind {
-        HeadKind::Fc
+    fn aux_head(&self, _depth: usize) -> AuxHead {
+        AuxHead::Fc
     }
 }

@@ -16,12 +16,12 @@
 //! when the copy changes the channel count (the reference's ImageNet VGG rule), and VGG-13's
 //! auxiliary networks end in the reference's MLP head.
 
+use auglocal_core::net::{AuxHead, Downsampling};
 use auglocal_core::nn::{
     adaptive_avg_pool2d, conv_bn, global_avg_pool, BatchNorm2d, BoxedLayer, Conv2d, Linear,
     MaxPool2d,
 };
 use auglocal_core::params::{Owner, ParamBuilder};
-use auglocal_core::plan::{Downsampling, HeadKind};
 use auglocal_core::{LocalNet, UnitSpec};
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
@@ -260,10 +260,10 @@ impl LocalNet for Vgg {
         Downsampling::ChannelChange
     }
 
-    fn aux_head(&self, depth: usize) -> HeadKind {
+    fn aux_head(&self, depth: usize) -> AuxHead {
         match self.classifier {
-            Classifier::ImageNet(_) => HeadKind::Mlp,
-            Classifier::Pooled(_) => HeadKind::for_depth(depth),
+            Classifier::ImageNet(_) => AuxHead::Mlp,
+            Classifier::Pooled(_) => AuxHead::for_depth(depth),
         }
     }
 }

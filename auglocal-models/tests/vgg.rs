@@ -2,7 +2,7 @@
 
 mod common;
 
-use auglocal_core::plan::HeadKind;
+use auglocal_core::AuxHead;
 use auglocal_core::ParamStore;
 use auglocal_models::Vgg;
 use common::{auglocal_step, check_unit_shapes, layout, plan, seeded};
@@ -105,7 +105,7 @@ fn vgg19_plans_pool_where_channels_change() -> anyhow::Result<()> {
     // Unit 12: 12 + 1.5 = 13.5 -> 14: no channel change, no pool (the backbone pools
     // between units 11 and 12 only).
     assert_eq!(layout(&p.aux[12]), "[14:512->512,s1] [15:512->512,s1]");
-    assert!(p.aux.iter().all(|a| a.head == HeadKind::Fc));
+    assert!(p.aux.iter().all(|a| a.head == Some(AuxHead::Fc)));
     // Depth 3 from unit 0: 5, 10, 15; a jump over two stages pools once.
     let p = plan("vgg19", 3, 0.0)?;
     assert_eq!(
@@ -122,7 +122,7 @@ fn vgg13_plan_ends_in_the_mlp_head() -> anyhow::Result<()> {
     // Unit 0: 0 + 4.5 -> 4 (ties to even), then 9.
     assert_eq!(layout(&p.aux[0]), "[4:64->256,s2] [9:256->512,s2]");
     assert_eq!(layout(&p.aux[6]), "[8:512->512,s1] [9:512->512,s1]");
-    assert!(p.aux.iter().all(|a| a.head == HeadKind::Mlp));
+    assert!(p.aux.iter().all(|a| a.head == Some(AuxHead::Mlp)));
     Ok(())
 }
 

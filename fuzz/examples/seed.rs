@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use auglocal_cli::{RunState, TrainConfig};
+use auglocal_cli::{CliState, TrainConfig};
 use auglocal_core::checkpoint;
 use auglocal_core::{Sgd, SgdConfig};
 use auglocal_data::fixtures::{self, mi};
@@ -122,7 +122,9 @@ fn config() -> anyhow::Result<()> {
         "hub",
         b"dataset = \"hub:uoft-cs/cifar10\"\nrecipe = \"quick\"\nlabel_column = \"label\"\non_nan = \"skip\"\n",
     )?;
-    let full = toml::to_string(&TrainConfig::with_recipe("imagefolder", "paper")?)?;
+    let imagefolder = auglocal_data::spec("imagefolder")?;
+    let paper = auglocal_data::RecipeName::Paper;
+    let full = toml::to_string(&TrainConfig::from_recipe("imagefolder", &imagefolder, paper)?)?;
     write("config", "full-imagefolder", full.as_bytes())
 }
 
@@ -137,7 +139,7 @@ fn checkpoint() -> anyhow::Result<()> {
         .map(|e| Ok((e.name.clone(), Tensor::ones_like(e.var.as_tensor())?)))
         .collect::<candle_core::Result<_>>()?;
     sgd.load_state(momentum);
-    let config = serde_json::to_value(TrainConfig::recipe("synthetic"))?;
+    let config = serde_json::to_value(TrainConfig::recipe("synthetic")?)?;
     let state = serde_json::json!({
         "version": 1,
         "config": config,
@@ -155,8 +157,8 @@ fn checkpoint() -> anyhow::Result<()> {
     let data = join_checkpoint(&weights, &optimizer, &state);
     // The seed is a checkpoint the loader accepts whole.
     let files = split_checkpoint(&data);
-    let parsed: RunState = checkpoint::parse_state(files.state, &dir)?;
-    parsed.check(&dir)?;
+    let parsed: CliState = checkpoint::parse_state(files.state, &dir)?;
+    parsed.meta.check(&dir)?;
     let fresh = tiny_store();
     let everything = checkpoint::Coverage::Everything;
     checkpoint::load_weights_from_bytes(files.weights, &dir, &fresh, everything)?;

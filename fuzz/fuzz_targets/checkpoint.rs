@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use auglocal_cli::RunState;
+use auglocal_cli::CliState;
 use auglocal_core::checkpoint::{self, Coverage};
 use auglocal_core::{ParamStore, Sgd, SgdConfig};
 use auglocal_data_fuzz::{split_checkpoint, tiny_store};
@@ -19,9 +19,9 @@ thread_local! {
 fuzz_target!(|data: &[u8]| {
     let files = split_checkpoint(data);
     let dir = Path::new("checkpoint");
-    if let Ok(state) = checkpoint::parse_state::<RunState>(files.state, &dir.join("state.json")) {
-        if state.check(dir).is_ok() {
-            assert!(state.classes >= 1);
+    if let Ok(state) = checkpoint::parse_state::<CliState>(files.state, &dir.join("state.json")) {
+        if state.meta.check(dir).is_ok() {
+            assert!(state.meta.classes >= 1);
         }
     }
     STORE.with(|store| {

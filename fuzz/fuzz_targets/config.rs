@@ -11,10 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(file) = auglocal_cli::parse_toml(text, Path::new("config.toml")) else {
+    let Ok(file) = auglocal_cli::Settings::parse_toml(text, Path::new("config.toml")) else {
         return;
     };
-    if let Ok(settings) = auglocal_cli::resolve_new(&file, &toml::Table::new(), "config file") {
+    let flags = auglocal_cli::Settings::default();
+    if let Ok(settings) = auglocal_cli::TrainConfig::resolve(&file, &flags) {
         assert!(settings.epochs >= 1 && settings.batch_size >= 2);
     }
 });

@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(image.len(), 3 * height * width);
-    let (normalize, train) = auglocal_data::recipe("imagefolder").expect("a known recipe");
+    let spec = auglocal_data::spec("imagefolder").expect("a line of the table");
+    let (normalize, train) = (spec.normalize, spec.augment);
     let config = FolderConfig::with_size(32);
     let mut out = vec![f32::NAN; 3 * 32 * 32];
     let mut rng = ChaCha8Rng::seed_from_u64(0);

@@ -7,10 +7,8 @@
 
 use std::sync::Arc;
 
-use auglocal_core::{
-    checkpoint, AuxPlan, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig,
-};
-use auglocal_data::{synthetic, Loader, LoaderConfig, Split};
+use auglocal_core::{checkpoint, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_data::{synthetic, Loader, Split};
 use candle_core::Device;
 
 fn main() -> anyhow::Result<()> {
@@ -25,29 +23,14 @@ fn main() -> anyhow::Result<()> {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &device, 1);
     let net = auglocal_models::build(&model, 10, &pb)?;
-    let plan = AuxPlan::for_net(
-        net.as_ref(),
-        Method::AugLocal {
-            depth: 2,
-            pyramid: 0.5,
-        },
-    )?;
-    let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+    let data = auglocal_data::spec("synthetic")?;
+    let method = Method::auglocal(2, 0.5)?;
+    let sgd = Sgd::new(SgdConfig::default())?;
+    let mut engine = Engine::new(net, method, data.input(32), &pb, sgd)?;
 
     // A few steps, so that weights and BatchNorm running statistics are not their initial values.
-    let (normalize, augment) = auglocal_data::recipe("synthetic")?;
     let train = Arc::new(synthetic::generate(&Default::default(), Split::Train).subset(128));
-    let loader = Loader::new(
-        train,
-        LoaderConfig {
-            batch_size: 32,
-            shuffle: true,
-            augment,
-            normalize,
-            seed: 0,
-        },
-        device.clone(),
-    )?;
+    let loader = Loader::new(train, data.train_loader(32, true, true, 0), device.clone())?;
     for batch in loader.epoch(1, 0) {
         let batch = batch?;
         engine.train_step(&batch.images, &batch.labels, 0.05)?;
@@ -55,17 +38,7 @@ fn main() -> anyhow::Result<()> {
 
     checkpoint::export_backbone(engine.store(), &dir.join("backbone.safetensors"))?;
     let test = Arc::new(synthetic::generate(&Default::default(), Split::Test).subset(16));
-    let eval = Loader::new(
-        test,
-        LoaderConfig {
-            batch_size: 16,
-            shuffle: false,
-            augment: auglocal_data::Augment::None,
-            normalize,
-            seed: 0,
-        },
-        device,
-    )?;
+    let eval = Loader::new(test, data.eval_loader(16), device)?;
     let batch = eval
         .epoch(1, 0)
         .next()

@@ -3,20 +3,23 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use auglocal_core::local::{LocalLoss, LossSite};
+use auglocal_core::methods::{InputSpec, LocalLoss, LossSite, MethodSettings, ModuleRule};
 use auglocal_core::nn::cross_entropy;
 use auglocal_core::params::{Owner, Role};
-use auglocal_core::plan::HeadKind;
-use auglocal_core::{AuxPlan, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_core::{Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig, METHODS};
 use candle_core::{Device, Tensor};
 
-const HEADS: [HeadKind; 5] = [
-    HeadKind::Dgl,
-    HeadKind::InfoPro,
-    HeadKind::InfoProContrast,
-    HeadKind::PredSim,
-    HeadKind::Linear,
-];
+/// Every method of the table with one head per unit (the baselines).
+fn baselines() -> impl Iterator<Item = &'static str> {
+    METHODS
+        .iter()
+        .filter(|m| m.rule == ModuleRule::SplitTable)
+        .map(|m| m.name)
+}
+
+fn cifar32() -> anyhow::Result<InputSpec> {
+    Ok(auglocal_data::spec("cifar10")?.input(32))
+}
 
 fn batch(n: usize) -> anyhow::Result<(Tensor, Tensor)> {
     let images = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &Device::Cpu)?;
@@ -27,16 +30,22 @@ fn batch(n: usize) -> anyhow::Result<(Tensor, Tensor)> {
 
 #[test]
 fn every_baseline_trains_only_its_own_module() -> anyhow::Result<()> {
-    for head in HEADS {
+    assert_eq!(
+        baselines().collect::<Vec<_>>(),
+        ["dgl", "infopro", "infopro-contrast", "predsim", "greedy"]
+    );
+    for head in baselines() {
         let store = ParamStore::new();
         let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
         let net = auglocal_models::build("resnet8", 10, &pb)?;
-        let method = Method::Baseline {
-            head,
-            modules: None,
-        };
-        let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
-        let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+        let method = Method::named(head)?;
+        let mut engine = Engine::new(
+            net,
+            method,
+            cifar32()?,
+            &pb,
+            Sgd::new(SgdConfig::default())?,
+        )?;
         // resnet8: stem + 3 blocks, one module per unit.
         let ranges = engine.plan().module_units();
         assert_eq!(ranges, vec![0..1, 1..2, 2..3, 3..4], "{head:?}");
@@ -52,9 +61,10 @@ fn every_baseline_trains_only_its_own_module() -> anyhow::Result<()> {
             let last = m == ranges.len() - 1;
             for e in &params {
                 let mine = match e.owner {
-                    Owner::Unit(u) => ranges[m].contains(&u),
-                    Owner::Aux(u) => !last && u == m,
-                    Owner::Head => last,
+                    Some(Owner::Unit(u)) => ranges[m].contains(&u),
+                    Some(Owner::Aux(u)) => !last && u == m,
+                    Some(Owner::Head) => last,
+                    None => panic!("{} has no owner", e.name),
                 };
                 assert_eq!(
                     grads.get(e.var.as_tensor()).is_some(),
@@ -80,16 +90,18 @@ fn every_local_loss_falls_on_a_fixed_batch() -> anyhow::Result<()> {
     // (greedy SL's, the slowest, by about 10%), which shows its gradients train the stem
     // and its head.
     let (images, labels) = batch(8)?;
-    for head in HEADS {
+    for head in baselines() {
         let store = ParamStore::new();
         let pb = ParamBuilder::new(&store, &Device::Cpu, 1);
         let net = auglocal_models::build("resnet8", 10, &pb)?;
-        let method = Method::Baseline {
-            head,
-            modules: None,
-        };
-        let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
-        let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+        let method = Method::named(head)?;
+        let mut engine = Engine::new(
+            net,
+            method,
+            cifar32()?,
+            &pb,
+            Sgd::new(SgdConfig::default())?,
+        )?;
         let mut first = Vec::new();
         for _ in 0..10 {
             first.push(engine.train_step(&images, &labels, 0.01)?.module_losses[0]);
@@ -121,11 +133,13 @@ fn a_users_own_loss_plugs_into_the_engine() -> anyhow::Result<()> {
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
     let net = auglocal_models::build("resnet8", 10, &pb)?;
-    let method = Method::Baseline {
-        head: HeadKind::Linear,
-        modules: Some(3),
-    };
-    let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
+    let method = Method::new(
+        "greedy",
+        MethodSettings {
+            modules: Some(3),
+            ..MethodSettings::default()
+        },
+    )?;
     let calls = Arc::new(AtomicUsize::new(0));
     let sites = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (c, s) = (calls.clone(), sites.clone());
@@ -143,7 +157,8 @@ fn a_users_own_loss_plugs_into_the_engine() -> anyhow::Result<()> {
             calls: c.clone(),
         }))
     };
-    let mut engine = Engine::with_losses(net, plan, &pb, Sgd::new(SgdConfig::default())?, &build)?;
+    let sgd = Sgd::new(SgdConfig::default())?;
+    let mut engine = Engine::with_losses(net, method, cifar32()?, &pb, sgd, &build)?;
     // K = 3 on resnet8: local losses after units 0 and 1; units 2, 3 and the output layer
     // form the last module.
     assert_eq!(*sites.lock().unwrap(), vec![(0, 0, 3, 16), (1, 1, 3, 16)]);
@@ -151,7 +166,7 @@ fn a_users_own_loss_plugs_into_the_engine() -> anyhow::Result<()> {
     let marker = store
         .get("aux.1.marker")
         .expect("the builder's tensors live under aux.<unit>");
-    assert_eq!(marker.owner, Owner::Aux(1));
+    assert_eq!(marker.owner, Some(Owner::Aux(1)));
     let (images, labels) = batch(4)?;
     let report = engine.train_step(&images, &labels, 0.05)?;
     assert_eq!(calls.load(Ordering::SeqCst), 2);

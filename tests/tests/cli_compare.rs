@@ -134,7 +134,7 @@ fn bad_method_lists_are_rejected() {
     ]);
     assert_eq!(
         err,
-        "method dgl: invalid number of modules: 5 (valid: 2..=4 for resnet8 (4 units; 1 module is end-to-end backprop: use --method bp))"
+        "method dgl: invalid number of modules: 5 (valid: 2..=4 for resnet8 (4 units; 1 module is end-to-end backprop, method bp)) (set by --modules)"
     );
     assert!(
         !tmp.path().join("x").exists(),
@@ -156,7 +156,7 @@ fn modules_flag_sets_the_baselines_split() -> anyhow::Result<()> {
     ])?;
     assert_eq!(
         json.trim(),
-        r#"{"model":"resnet32","units":16,"modules":4,"aux":[{"unit":0,"depth":0,"blocks":[],"head":"dgl"},{"unit":1,"depth":0,"blocks":[],"head":"dgl"},{"unit":2,"depth":0,"blocks":[],"head":"dgl"}]}"#
+        r#"{"model":"resnet32","method":"dgl","units":16,"modules":4,"aux":[{"unit":0,"depth":0,"blocks":[]},{"unit":1,"depth":0,"blocks":[]},{"unit":2,"depth":0,"blocks":[]}]}"#
     );
     let err = auglocal_err(&[
         "inspect",
@@ -169,7 +169,7 @@ fn modules_flag_sets_the_baselines_split() -> anyhow::Result<()> {
     ]);
     assert_eq!(
         err,
-        "--modules 4 applies to the baselines only: bp is one module, and AugLocal has K = units - --aux-depth modules"
+        "invalid number of modules: 4 for method auglocal (valid: no K for auglocal (K = units - d); a K for the methods with one head per unit: dgl, infopro, infopro-contrast, predsim, greedy) (set by --modules)"
     );
     Ok(())
 }

@@ -343,7 +343,7 @@ fn inspect_prints_the_plan() -> anyhow::Result<()> {
         "--json",
     ])?;
     assert!(json.starts_with(
-        r#"{"model":"resnet32","units":16,"modules":14,"aux":[{"unit":0,"depth":2,"blocks":[{"copy_of":8,"in":16,"out":32,"stride":2},{"copy_of":15,"in":32,"out":64,"stride":2}],"head":"fc"}"#
+        r#"{"model":"resnet32","method":"auglocal","units":16,"modules":14,"aux":[{"unit":0,"depth":2,"blocks":[{"copy_of":8,"in":16,"out":32,"stride":2},{"copy_of":15,"in":32,"out":64,"stride":2}],"head":"fc"}"#
     ), "{json}");
     let plan: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(plan["aux"].as_array().unwrap().len(), 13);

@@ -9,12 +9,12 @@
 
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use std::sync::{Mutex, MutexGuard};
 
 use auglocal_core::nn::{BatchNorm2d, Conv2d};
-use auglocal_core::{
-    memory, AuxPlan, Engine, Method, ParamBuilder, ParamStore, Precision, Sgd, SgdConfig,
-};
+use auglocal_core::{memory, Engine, Method, ParamBuilder, ParamStore, Precision};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::ModuleT;
 
@@ -166,11 +166,7 @@ fn batch_norm_matches_the_cpu() -> anyhow::Result<()> {
 }
 
 fn engine(device: &Device, method: Method, precision: Precision) -> anyhow::Result<Engine> {
-    let store = ParamStore::new();
-    let pb = ParamBuilder::new(&store, device, 7);
-    let net = auglocal_models::build("resnet20", 10, &pb)?;
-    let plan = AuxPlan::new("resnet20", &net.unit_channels(), method)?;
-    let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+    let mut engine = common::engine(device, "resnet20", method, 7)?;
     engine.set_precision(precision);
     Ok(engine)
 }
@@ -182,13 +178,7 @@ fn a_training_step_on_the_gpu_equals_the_cpu_step() -> anyhow::Result<()> {
     let (_turn, gpu) = gpu()?;
     let images = Tensor::randn(0f32, 1.0, (32, 3, 32, 32), &Device::Cpu)?;
     let labels = Tensor::from_vec((0..32u32).map(|i| i % 10).collect(), 32, &Device::Cpu)?;
-    let methods = [
-        Method::Bp,
-        Method::AugLocal {
-            depth: 2,
-            pyramid: 0.5,
-        },
-    ];
+    let methods = [Method::named("bp")?, Method::auglocal(2, 0.5)?];
     for method in methods {
         let mut cpu = engine(&Device::Cpu, method, Precision::F32)?;
         let mut cuda = engine(&gpu, method, Precision::F32)?;

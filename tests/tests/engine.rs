@@ -1,22 +1,15 @@
 //! The engine on real backbones: gradient isolation, what a step and an evaluation touch.
 
+mod common;
+
 use std::collections::HashMap;
 
 use auglocal_core::params::{Owner, Role};
-use auglocal_core::{AuxPlan, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_core::{Engine, Method, ParamBuilder, ParamStore};
 use candle_core::{DType, Device, Tensor};
 
 fn engine(model: &str, method: Method) -> anyhow::Result<Engine> {
-    let store = ParamStore::new();
-    let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
-    let net = auglocal_models::build(model, 10, &pb)?;
-    let plan = AuxPlan::new(model, &net.unit_channels(), method)?;
-    Ok(Engine::new(
-        net,
-        plan,
-        &pb,
-        Sgd::new(SgdConfig::default())?,
-    )?)
+    common::engine(&Device::Cpu, model, method, 3)
 }
 
 fn batch(n: usize) -> anyhow::Result<(Tensor, Tensor)> {
@@ -45,13 +38,7 @@ fn snapshot(store: &ParamStore) -> anyhow::Result<HashMap<String, Vec<f32>>> {
 
 #[test]
 fn local_losses_never_reach_earlier_units() -> anyhow::Result<()> {
-    let mut engine = engine(
-        "resnet20",
-        Method::AugLocal {
-            depth: 2,
-            pyramid: 0.5,
-        },
-    )?;
+    let mut engine = engine("resnet20", Method::auglocal(2, 0.5)?)?;
     let ranges = engine.plan().module_units();
     assert_eq!(ranges.len(), 8);
     let entries: Vec<_> = engine
@@ -68,9 +55,10 @@ fn local_losses_never_reach_earlier_units() -> anyhow::Result<()> {
         for e in &entries {
             let has_grad = grads.get(e.var.as_tensor()).is_some();
             let mine = match e.owner {
-                Owner::Unit(u) => units.contains(&u),
-                Owner::Aux(u) => !last && u == units.end - 1,
-                Owner::Head => last,
+                Some(Owner::Unit(u)) => units.contains(&u),
+                Some(Owner::Aux(u)) => !last && u == units.end - 1,
+                Some(Owner::Head) => last,
+                None => panic!("{} has no owner", e.name),
             };
             assert_eq!(
                 has_grad, mine,
@@ -86,9 +74,11 @@ fn local_losses_never_reach_earlier_units() -> anyhow::Result<()> {
 
 #[test]
 fn backprop_reaches_every_backbone_parameter() -> anyhow::Result<()> {
-    let mut engine = engine("resnet8", Method::Bp)?;
+    let mut engine = engine("resnet8", Method::named("bp")?)?;
     let entries = engine.store().entries();
-    assert!(entries.iter().all(|e| !matches!(e.owner, Owner::Aux(_))));
+    assert!(entries
+        .iter()
+        .all(|e| !matches!(e.owner, Some(Owner::Aux(_)))));
     let (images, labels) = batch(4)?;
     let mut modules = 0;
     engine.train_step_observed(&images, &labels, 0.1, &mut |_, grads| {
@@ -107,13 +97,7 @@ fn backprop_reaches_every_backbone_parameter() -> anyhow::Result<()> {
 
 #[test]
 fn a_step_updates_every_module_and_evaluation_changes_nothing() -> anyhow::Result<()> {
-    let mut engine = engine(
-        "resnet8",
-        Method::AugLocal {
-            depth: 1,
-            pyramid: 0.0,
-        },
-    )?;
+    let mut engine = engine("resnet8", Method::auglocal(1, 0.0)?)?;
     let (images, labels) = batch(6)?;
     let before = snapshot(engine.store())?;
     let report = engine.train_step(&images, &labels, 0.1)?;
@@ -147,11 +131,11 @@ fn resnet_parameter_counts_and_unit_shapes() -> anyhow::Result<()> {
         ("resnet32", 464_154 + 2_752, 16),
         ("resnet110", 1_727_962 + 2_752, 55),
     ] {
-        let engine = engine(model, Method::Bp)?;
+        let engine = engine(model, Method::named("bp")?)?;
         assert_eq!(engine.parameter_counts(), (params, 0), "{model}");
         assert_eq!(engine.net().units().len(), units);
     }
-    let engine = engine("resnet32", Method::Bp)?;
+    let engine = engine("resnet32", Method::named("bp")?)?;
     let mut x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
     for unit in 0..16 {
         x = engine.net().forward_unit(unit, &x, false)?;
@@ -168,13 +152,7 @@ fn resnet_parameter_counts_and_unit_shapes() -> anyhow::Result<()> {
 
 #[test]
 fn tensor_names_follow_pytorch() -> anyhow::Result<()> {
-    let engine = engine(
-        "resnet32",
-        Method::AugLocal {
-            depth: 1,
-            pyramid: 0.0,
-        },
-    )?;
+    let engine = engine("resnet32", Method::auglocal(1, 0.0)?)?;
     let names: Vec<String> = engine
         .store()
         .entries()
@@ -216,4 +194,25 @@ fn unknown_models_are_listed() {
         err,
         "unknown model `resnet33` (known models: resnet8, resnet20, resnet32, resnet56, resnet110, vgg19, mobilenetv2, resnet18, resnet34, resnet50, resnet101, vgg13)"
     );
+}
+
+#[test]
+fn a_tensor_without_an_owner_is_refused_at_build_time() -> anyhow::Result<()> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
+    let net = auglocal_models::build("resnet8", 10, &pb)?;
+    // Made through the root builder, which no owner was given: no module would step it.
+    pb.pp("extra")
+        .param("weight", &[4], auglocal_core::params::Init::Const(1.0))?;
+    let input = auglocal_data::spec("cifar10")?.input(32);
+    let sgd = auglocal_core::Sgd::new(auglocal_core::SgdConfig::default())?;
+    let err = match Engine::new(net, Method::named("bp")?, input, &pb, sgd) {
+        Ok(_) => panic!("an engine over an unowned tensor was built"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        err,
+        "tensor `extra.weight` has no owner: create it through a builder tagged with ParamBuilder::owned_by (Owner::Unit(i) for unit i, Owner::Head for the output layer)"
+    );
+    Ok(())
 }

@@ -2,21 +2,14 @@
 //! A k x k convolution from c_in to c_out channels with an h x w output costs
 //! h * w * c_out * c_in * k * k multiply-adds per image.
 
+mod common;
+
 use auglocal_core::flops::{self, Macs};
-use auglocal_core::{AuxPlan, Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_core::{Engine, Method};
 use candle_core::{Device, Tensor};
 
 fn engine(model: &str, method: Method) -> anyhow::Result<Engine> {
-    let store = ParamStore::new();
-    let pb = ParamBuilder::new(&store, &Device::Cpu, 0);
-    let net = auglocal_models::build(model, 10, &pb)?;
-    let plan = AuxPlan::new(model, &net.unit_channels(), method)?;
-    Ok(Engine::new(
-        net,
-        plan,
-        &pb,
-        Sgd::new(SgdConfig::default())?,
-    )?)
+    common::engine(&Device::Cpu, model, method, 0)
 }
 
 // Convolutions of the CIFAR ResNets at 32x32, per image.
@@ -29,7 +22,7 @@ const FC: u64 = 64 * 10;
 
 #[test]
 fn resnet32_bp_step_by_hand() -> anyhow::Result<()> {
-    let step = flops::step_flops(&engine("resnet32", Method::Bp)?, [3, 32, 32])?;
+    let step = flops::step_flops(&engine("resnet32", Method::named("bp")?)?, [3, 32, 32])?;
     // Stem, 5 blocks of two 16->16 convs, then per stage: a downsampling block (3x3 stride 2,
     // 3x3, 1x1 projection) and 4 blocks of two convs, whose MACs equal stage 2's.
     let stage = CONV_DOWN + CONV_32 + PROJECTION + 8 * CONV_32;
@@ -55,13 +48,7 @@ fn resnet8_auglocal_step_by_hand() -> anyhow::Result<()> {
     // d = 1: K = 3 modules, [stem], [block 1], [blocks 2, 3 + output layer]. Units 0 and 1
     // each get one auxiliary block copied from unit 3 (16 -> 64, stride 2: its 3x3 convs at
     // 16x16 and a 1x1 projection) and a BatchNorm1d + linear head.
-    let engine = engine(
-        "resnet8",
-        Method::AugLocal {
-            depth: 1,
-            pyramid: 0.0,
-        },
-    )?;
+    let engine = engine("resnet8", Method::auglocal(1, 0.0)?)?;
     let before: Vec<Tensor> = engine
         .store()
         .entries()

@@ -2,17 +2,15 @@
 //! losses in f32. On the CPU the bf16 path runs the same casts as on a GPU (convolutions
 //! take bf16 in and give bf16 out, accumulating in f32), so it is checked here.
 
+mod common;
+
 use std::collections::HashMap;
 
-use auglocal_core::{AuxPlan, Engine, Method, ParamBuilder, ParamStore, Precision, Sgd, SgdConfig};
+use auglocal_core::{Engine, Method, Precision};
 use candle_core::{DType, Device, Tensor};
 
 fn engine(method: Method, precision: Precision) -> anyhow::Result<Engine> {
-    let store = ParamStore::new();
-    let pb = ParamBuilder::new(&store, &Device::Cpu, 11);
-    let net = auglocal_models::build("resnet8", 10, &pb)?;
-    let plan = AuxPlan::new("resnet8", &net.unit_channels(), method)?;
-    let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+    let mut engine = common::engine(&Device::Cpu, "resnet8", method, 11)?;
     engine.set_precision(precision);
     Ok(engine)
 }
@@ -41,15 +39,10 @@ fn values(engine: &Engine) -> anyhow::Result<HashMap<String, (DType, Vec<f32>)>>
         .collect()
 }
 
-const AUGLOCAL: Method = Method::AugLocal {
-    depth: 2,
-    pyramid: 0.5,
-};
-
 #[test]
 fn a_bf16_step_follows_the_f32_step_and_keeps_f32_masters() -> anyhow::Result<()> {
-    let mut full = engine(AUGLOCAL, Precision::F32)?;
-    let mut mixed = engine(AUGLOCAL, Precision::Bf16)?;
+    let mut full = engine(Method::auglocal(2, 0.5)?, Precision::F32)?;
+    let mut mixed = engine(Method::auglocal(2, 0.5)?, Precision::Bf16)?;
     let before = values(&full)?;
     assert_eq!(before, values(&mixed)?, "same seed, same initial weights");
     let (images, labels) = batch(16)?;
@@ -104,7 +97,7 @@ fn a_bf16_step_follows_the_f32_step_and_keeps_f32_masters() -> anyhow::Result<()
 
 #[test]
 fn bf16_training_lowers_the_loss() -> anyhow::Result<()> {
-    let mut mixed = engine(Method::Bp, Precision::Bf16)?;
+    let mut mixed = engine(Method::named("bp")?, Precision::Bf16)?;
     let (images, labels) = batch(20)?;
     let first = mixed.train_step(&images, &labels, 0.05)?.loss;
     let mut last = first;

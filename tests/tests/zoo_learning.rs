@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use auglocal_core::{AuxPlan, Engine, LocalNet, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
-use auglocal_data::{synthetic, Augment, Loader, LoaderConfig, Split};
+use auglocal_core::trainer::{Trainer, TrainerConfig};
+use auglocal_core::{Engine, LocalNet, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_data::{synthetic, Loader, Split};
 use auglocal_models::{MobileNetV2, Vgg};
 use candle_core::Device;
 
@@ -24,61 +25,39 @@ fn auglocal_accuracy(
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, &device, 7);
     let net = build(&pb)?;
-    let plan = AuxPlan::for_net(
-        net.as_ref(),
-        Method::AugLocal {
-            depth,
-            pyramid: 0.5,
-        },
-    )?;
-    let mut engine = Engine::new(net, plan, &pb, Sgd::new(SgdConfig::default())?)?;
+    let data = auglocal_data::spec("synthetic")?;
+    let method = Method::auglocal(depth, 0.5)?;
+    let sgd = Sgd::new(SgdConfig::default())?;
+    let engine = Engine::new(net, method, data.input(32), &pb, sgd)?;
     let config = synthetic::SyntheticConfig {
         train_size,
         test_size: 500,
         seed: 0,
     };
-    let (normalize, augment) = auglocal_data::recipe("synthetic")?;
     let train = Loader::new(
         Arc::new(synthetic::generate(&config, Split::Train)),
-        LoaderConfig {
-            batch_size: 32,
-            shuffle: true,
-            augment,
-            normalize,
-            seed: 1,
-        },
+        data.train_loader(32, true, true, 1),
         device.clone(),
     )?;
     let test = Loader::new(
         Arc::new(synthetic::generate(&config, Split::Test)),
-        LoaderConfig {
-            batch_size: 250,
-            shuffle: false,
-            augment: Augment::None,
-            normalize,
-            seed: 0,
-        },
+        data.eval_loader(250),
         device,
     )?;
-    let mut accuracy = Vec::with_capacity(epochs);
-    for epoch in 1..=epochs {
-        let rate = auglocal_core::Schedule::Cosine.lr(lr, epoch, epochs);
-        for batch in train.epoch(epoch, 0) {
-            let batch = batch?;
-            engine.train_step(&batch.images, &batch.labels, rate)?;
-        }
-        let mut totals = auglocal_core::EvalTotals::default();
-        for batch in test.epoch(1, 0) {
-            let batch = batch?;
-            totals.add(engine.eval_batch(&batch.images, &batch.labels)?);
-        }
-        eprintln!(
-            "{}: epoch {epoch}: test accuracy {:.3}",
-            engine.net().name(),
-            totals.accuracy()
-        );
-        accuracy.push(totals.accuracy());
-    }
+    let name = engine.net().name().to_string();
+    let schedule = TrainerConfig {
+        epochs,
+        lr,
+        schedule: auglocal_core::Schedule::Cosine,
+        ..TrainerConfig::default()
+    };
+    let fit = Trainer::new(engine, schedule)?.fit(&train, Some(&test), &mut ())?;
+    let accuracy: Vec<f64> = fit
+        .epochs
+        .iter()
+        .map(|e| e.eval.unwrap_or_default().accuracy())
+        .collect();
+    eprintln!("{name}: test accuracy by epoch {accuracy:?}");
     Ok(accuracy)
 }
 

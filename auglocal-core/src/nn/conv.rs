@@ -98,7 +98,7 @@ impl Conv2d {
         )
     }
 
-    /// Counts the multiply-adds of output `y` from input `x` (see [`crate::flops`]): each
+    /// Counts the multiply-adds of output `y` from input `x` (see [`crate::macs`]): each
     /// output element is a dot product over (in_channels / groups) x k x k weights.
     pub(crate) fn record_flops(&self, y: &Tensor, x: &Tensor) -> Result<()> {
         self.record_macs(y.elem_count(), x.track_op())
@@ -108,7 +108,7 @@ impl Conv2d {
     /// does not take a gradient.
     pub(crate) fn record_macs(&self, outputs: usize, input_grad: bool) -> Result<()> {
         let w = self.weight.as_tensor();
-        crate::flops::record(outputs * (w.elem_count() / w.dim(0)?), input_grad);
+        crate::macs::record(outputs * (w.elem_count() / w.dim(0)?), input_grad);
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ impl candle_nn::ModuleT for Linear {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         // Mixed precision: the f32 weight is cast to the input's type (a no-op for f32).
         let y = x.matmul(&self.weight.as_tensor().to_dtype(x.dtype())?.t()?)?;
-        crate::flops::record(x.elem_count() * y.dim(D::Minus1)?, x.track_op());
+        crate::macs::record(x.elem_count() * y.dim(D::Minus1)?, x.track_op());
         match &self.bias {
             Some(b) => y.broadcast_add(&b.as_tensor().to_dtype(y.dtype())?),
             None => Ok(y),

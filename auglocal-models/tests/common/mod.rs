@@ -1,5 +1,6 @@
 //! What the model tests share: unit-by-unit shape walks and plan layouts.
 
+use auglocal_core::methods::InputSpec;
 use auglocal_core::plan::UnitAux;
 use auglocal_core::{AuxPlan, Engine, LocalNet, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
 use candle_core::{Device, Tensor};
@@ -50,9 +51,9 @@ pub fn layout(aux: &UnitAux) -> String {
 /// The plan of AugLocal at depth `depth` (pyramid `pyramid`) for registered model `name`.
 pub fn plan(name: &str, depth: usize, pyramid: f64) -> anyhow::Result<AuxPlan> {
     let (net, _) = auglocal_models::build_zeroed(name, 10)?;
-    Ok(AuxPlan::for_net(
+    Ok(AuxPlan::new(
         net.as_ref(),
-        Method::AugLocal { depth, pyramid },
+        &Method::auglocal(depth, pyramid)?,
     )?)
 }
 
@@ -66,14 +67,13 @@ pub fn auglocal_step(
     size: usize,
 ) -> anyhow::Result<Vec<f32>> {
     let classes = net.classes();
-    let plan = AuxPlan::for_net(
-        net.as_ref(),
-        Method::AugLocal {
-            depth,
-            pyramid: 0.5,
-        },
-    )?;
-    let mut engine = Engine::new(net, plan, pb, Sgd::new(SgdConfig::default())?)?;
+    let input = InputSpec {
+        image_size: size,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    let method = Method::auglocal(depth, 0.5)?;
+    let mut engine = Engine::new(net, method, input, pb, Sgd::new(SgdConfig::default())?)?;
     let images = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?;
     let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
     let labels = Tensor::from_vec(labels, batch, &Device::Cpu)?;

@@ -1,7 +1,26 @@
-//! Helpers shared by the CLI tests.
+//! Helpers shared by the tests.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use auglocal_core::{Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use candle_core::Device;
+
+/// A fresh `model` (10 classes) on `device`, initialised from `seed`, trained by `method`
+/// on 32x32 CIFAR-normalised images with the paper's SGD.
+pub fn engine(device: &Device, model: &str, method: Method, seed: u64) -> anyhow::Result<Engine> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, device, seed);
+    let net = auglocal_models::build(model, 10, &pb)?;
+    let input = auglocal_data::spec("cifar10")?.input(32);
+    Ok(Engine::new(
+        net,
+        method,
+        input,
+        &pb,
+        Sgd::new(SgdConfig::default())?,
+    )?)
+}
 
 /// Runs `auglocal ARGS...` in-process and returns what it wrote to its output.
 pub fn auglocal(args: &[&str]) -> anyhow::Result<String> {

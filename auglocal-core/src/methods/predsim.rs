@@ -1,8 +1,8 @@
 use candle_core::{DType, Tensor};
 use candle_nn::ModuleT;
 
-use super::pool::{avg_pool, resample};
-use super::{feature_size, LocalLoss, LossSite};
+use super::resample::{avg_pool, resample};
+use super::{LocalLoss, LossSite};
 use crate::nn::{cross_entropy, Conv2d, Linear};
 use crate::params::ParamBuilder;
 
@@ -10,6 +10,11 @@ use crate::params::ParamBuilder;
 const SIMILARITY: f64 = 0.99;
 /// The prediction branch pools the features to at most this many values.
 const PREDICTION_FEATURES: usize = 512;
+
+/// The table's builder ([`super::METHODS`]).
+pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
+    Ok(Box::new(PredSimAux::new(site, pb)?))
+}
 
 /// PredSim (Nøkland and Eidnes 2019): `0.99 * sim + 0.01 * pred`.
 ///
@@ -50,10 +55,10 @@ fn pool_layout(channels: usize, side: usize) -> ((usize, usize), (usize, usize),
 }
 
 impl PredSimAux {
-    /// The head for `site` with square inputs of side `image_size`.
-    pub fn new(site: &LossSite<'_>, image_size: usize, pb: &ParamBuilder) -> crate::Result<Self> {
+    /// The head for `site`.
+    pub fn new(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Self> {
         let c = site.channels();
-        let side = feature_size(site, image_size)?;
+        let side = site.feature_size()?;
         let ((kh, kw), (ph, pw), width) = pool_layout(c, side);
         Ok(PredSimAux {
             conv: Conv2d::new(c, c, 3, 1, 1, &pb.pp("sim").pp("conv"))?,

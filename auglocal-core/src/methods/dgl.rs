@@ -1,10 +1,15 @@
 use candle_core::Tensor;
 use candle_nn::ModuleT;
 
-use super::pool::{adaptive_avg, resample};
-use super::{feature_size, LocalLoss, LossSite};
+use super::resample::{adaptive_avg, resample};
+use super::{LocalLoss, LossSite};
 use crate::nn::{cross_entropy, BatchNorm1d, BatchNorm2d, Conv2d, Linear};
 use crate::params::ParamBuilder;
+
+/// The table's builder ([`super::METHODS`]).
+pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
+    Ok(Box::new(DglAux::new(site, pb)?))
+}
 
 /// DGL's auxiliary network (Belilovsky et al. 2020, as the AugLocal reference builds it)
 /// on a unit of C channels and side s: adaptive average pooling to ceil(s/4), three
@@ -24,10 +29,10 @@ pub struct DglAux {
 }
 
 impl DglAux {
-    /// The head for `site` with square inputs of side `image_size`.
-    pub fn new(site: &LossSite<'_>, image_size: usize, pb: &ParamBuilder) -> crate::Result<Self> {
+    /// The head for `site`.
+    pub fn new(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Self> {
         let c = site.channels();
-        let side = feature_size(site, image_size)?;
+        let side = site.feature_size()?;
         let pooled = side.div_ceil(4);
         let mlp_side = pooled.min(2);
         let width = c * mlp_side * mlp_side;

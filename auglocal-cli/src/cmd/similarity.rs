@@ -5,6 +5,7 @@
 //! matrix, writes `similarity.json` and the heatmap `similarity.png`.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use auglocal_core::analysis::{linear_cka, Features, Gram};
@@ -13,14 +14,42 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::json;
 
-use crate::plot::{self, drawing, FONT};
-use crate::probe::{extract, load_run, open_images};
-use crate::{FeaturesArg, SimilarityArgs};
+use super::probe::{extract, load_run, open_images, FeatureArgs};
+use crate::charts::{self as plot, drawing, FONT};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FeaturesArg {
+    /// Every value of a unit's output (C x H x W per image).
+    Flat,
+    /// Global average pooling (C per image).
+    Pooled,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// First run directory (rows of the matrix).
+    #[arg(long)]
+    a: PathBuf,
+    /// Second run directory (columns).
+    #[arg(long)]
+    b: PathBuf,
+    #[command(flatten)]
+    extraction: FeatureArgs,
+    /// The first N test images.
+    #[arg(long, default_value_t = 500)]
+    images: usize,
+    /// How a unit's output becomes a vector per image.
+    #[arg(long, value_enum, default_value = "flat")]
+    features: FeaturesArg,
+    /// Where similarity.json and similarity.png go (default: run A's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
 
 /// Pixel size of `similarity.png`.
 pub const SIMILARITY_SIZE: (u32, u32) = (900, 760);
 
-pub fn run(args: SimilarityArgs, out: &mut dyn Write) -> Result<()> {
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.images < 2 {
         bail!("--images must be at least 2 (CKA compares images with each other)");
     }

@@ -14,22 +14,61 @@ use candle_core::{Device, Tensor};
 use plotters::prelude::SeriesLabelPosition;
 use serde_json::json;
 
-use crate::plot::{self, Panel, Series};
-use crate::session::{self, RunState};
-use crate::{FeatureArgs, ProbeArgs};
+use crate::charts::{self as plot, Panel, Series};
+use crate::session::{self, CliState};
+use crate::settings::{DeviceName, TrainConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run directory (or its checkpoint/ folder); repeat to compare runs on one plot.
+    #[arg(long, required = true)]
+    checkpoint: Vec<PathBuf>,
+    #[command(flatten)]
+    features: FeatureArgs,
+    /// Training images for the probes (default: the run's --train-size; all when it had none).
+    #[arg(long)]
+    train_size: Option<usize>,
+    /// Test images (default: the run's --test-size; all when it had none).
+    #[arg(long)]
+    test_size: Option<usize>,
+    /// Ridge strength, relative to the number of training images.
+    #[arg(long, default_value_t = 1e-3)]
+    ridge: f64,
+    /// Where probe.json and probe.png go (default: the first run's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Where `probe` and `similarity` read images and how they run the backbones.
+#[derive(clap::Args)]
+pub struct FeatureArgs {
+    /// Dataset of the images (default: the one the first run trained on).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Images per forward pass when extracting features.
+    #[arg(long, default_value_t = 250)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceName,
+}
 
 impl FeatureArgs {
     /// Starts the worker threads and opens the device.
     pub fn start(&self) -> Result<Device> {
         session::set_threads(self.threads.unwrap_or(0))?;
-        crate::config::parse_device(&self.device)
+        self.device.open()
     }
 }
 
 /// A loaded checkpoint and the run directory it belongs to.
 pub struct LoadedRun {
     pub run_dir: PathBuf,
-    pub state: RunState,
+    pub state: CliState,
     pub engine: Engine,
 }
 
@@ -59,7 +98,7 @@ pub fn open_images(
     split: Split,
     limit: Option<usize>,
 ) -> Result<(String, std::sync::Arc<dyn auglocal_data::Dataset>)> {
-    let config = &run.state.config;
+    let config = &run.state.meta.config;
     let name = dataset.unwrap_or(&config.dataset).to_string();
     let data_dir = data_dir.or(config.data_dir.as_deref());
     let own_limit = match split {
@@ -71,17 +110,17 @@ pub fn open_images(
     } else {
         None
     });
-    let source = crate::config::TrainConfig {
+    let source = TrainConfig {
         dataset: name.clone(),
         data_dir: data_dir.map(Path::to_path_buf),
         ..config.clone()
     };
     let data = session::open_split(&source, split, limit)?;
-    if data.classes() != run.state.classes {
+    if data.classes() != run.state.meta.classes {
         bail!(
             "the checkpoint {} has {} classes but {name} has {}; analyse it on a dataset with the same classes",
             run.run_dir.display(),
-            run.state.classes,
+            run.state.meta.classes,
             data.classes()
         );
     }
@@ -129,7 +168,7 @@ struct UnitResult {
     test_acc: f64,
 }
 
-pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let device = args.features.start()?;
     let mut runs_json = Vec::new();
     let mut series = Vec::new();
@@ -166,7 +205,7 @@ pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
         let (test_features, test_labels) = extract_split(test)?;
         let mut results = Vec::with_capacity(train_features.len());
         for (unit, (xtr, xte)) in train_features.iter().zip(&test_features).enumerate() {
-            let probe = RidgeProbe::fit(xtr, &train_labels, run.state.classes, args.ridge)?;
+            let probe = RidgeProbe::fit(xtr, &train_labels, run.state.meta.classes, args.ridge)?;
             results.push(UnitResult {
                 unit,
                 channels: xtr.dim(1)?,
@@ -228,8 +267,8 @@ pub fn run(args: ProbeArgs, out: &mut dyn Write) -> Result<()> {
         runs_json.push(json!({
             "checkpoint": run.run_dir,
             "label": label,
-            "model": run.state.config.model,
-            "method": run.state.config.method,
+            "model": run.state.meta.config.model,
+            "method": run.state.meta.config.method.name,
             "units": results.iter().map(|r| json!({
                 "unit": r.unit,
                 "channels": r.channels,

@@ -1,8 +1,8 @@
 use candle_core::{DType, Tensor, Var, D};
 use candle_nn::ModuleT;
 
-use super::pool::{bilinear, resample};
-use super::{feature_size, InputSpec, LocalLoss, LossSite};
+use super::resample::{bilinear, resample};
+use super::{LocalLoss, LossSite};
 use crate::nn::{cross_entropy, global_avg_pool, BatchNorm2d, Conv2d, Linear};
 use crate::params::{Init, ParamBuilder};
 
@@ -12,6 +12,24 @@ const FEATURE_DIM: usize = 128;
 const DECODER_CHANNELS: usize = 12;
 /// Temperature of the supervised contrastive loss.
 const TEMPERATURE: f64 = 0.07;
+
+/// The table's builder of `infopro` ([`super::METHODS`]), with the reference's weights.
+pub(super) fn build_softmax(
+    site: &LossSite<'_>,
+    pb: &ParamBuilder,
+) -> crate::Result<Box<dyn LocalLoss>> {
+    let weights = InfoProWeights::for_model(site.net.name());
+    Ok(Box::new(InfoProAux::new(site, weights, false, pb)?))
+}
+
+/// The table's builder of `infopro-contrast`.
+pub(super) fn build_contrast(
+    site: &LossSite<'_>,
+    pb: &ParamBuilder,
+) -> crate::Result<Box<dyn LocalLoss>> {
+    let weights = InfoProWeights::for_model(site.net.name());
+    Ok(Box::new(InfoProAux::new(site, weights, true, pb)?))
+}
 
 /// InfoPro's loss weights: `ixx` on the reconstruction, `ixy` on the classification term,
 /// each moving linearly from its first value (module 0) to its second (module K-2, the last
@@ -81,7 +99,7 @@ impl BiasedConv {
 /// - Reconstruction: bilinear upsampling (corners aligned) to the image size, conv3x3
 ///   (C -> 12, bias) + BN + ReLU, conv3x3 (12 -> 3, bias), sigmoid; binary cross-entropy
 ///   against the image as it was before normalisation (the loss undoes the loader's
-///   normalisation with the [`InputSpec`] it was built with).
+///   normalisation with the [`InputSpec`](super::InputSpec) it was built with).
 ///
 /// Tensor names under the builder's prefix: `head.{conv,bn,fc1,fc2}`,
 /// `decoder.{conv1,bn,conv2}`.
@@ -103,15 +121,17 @@ pub struct InfoProAux {
 }
 
 impl InfoProAux {
+    /// The head for `site`, with the loss weights of `weights` at this module; the
+    /// contrastive form when `contrastive`.
     pub fn new(
         site: &LossSite<'_>,
-        input: InputSpec,
         weights: InfoProWeights,
         contrastive: bool,
         pb: &ParamBuilder,
     ) -> crate::Result<Self> {
+        let input = site.input;
         let c = site.channels();
-        let side = feature_size(site, input.image_size)?;
+        let side = site.feature_size()?;
         let (width, stride) = if c < 64 { (2 * c, 2) } else { (c, 1) };
         let head = pb.pp("head");
         let out = if contrastive {

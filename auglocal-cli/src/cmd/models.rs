@@ -7,7 +7,12 @@ use anyhow::Result;
 use auglocal_core::ParamStore;
 use serde::Serialize;
 
-use crate::ModelsArgs;
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON array.
+    #[arg(long)]
+    json: bool,
+}
 
 /// One row of the listing.
 #[derive(Serialize)]
@@ -18,7 +23,7 @@ struct Row {
     parameters: usize,
 }
 
-pub fn run(args: ModelsArgs, out: &mut dyn Write) -> Result<()> {
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let rows = auglocal_models::MODELS
         .iter()
         .map(|&name| {

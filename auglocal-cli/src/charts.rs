@@ -1,5 +1,5 @@
-//! Line charts as PNG files, and `auglocal plot`: loss, accuracy and learning-rate curves of
-//! training runs.
+//! Line charts as PNG files, and the loss, accuracy and learning-rate curves of training
+//! runs (`curves.png`, drawn by `train` and `plot`).
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (the `dejavu` crate, under the
 //! DejaVu fonts licence), through plotters' `ab_glyph` feature: no system font is needed.
@@ -11,8 +11,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
-
-use crate::PlotArgs;
 
 /// The font family every chart uses.
 pub const FONT: &str = "sans-serif";
@@ -433,10 +431,3 @@ pub fn write_curves(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
 
 /// Pixel size of `curves.png`.
 pub const CURVES_SIZE: (u32, u32) = (1800, 560);
-
-pub fn run(args: PlotArgs, out: &mut dyn std::io::Write) -> Result<()> {
-    let dir = args.out.clone().unwrap_or_else(|| args.run[0].clone());
-    let path = write_curves(&args.run, &dir)?;
-    writeln!(out, "wrote {}", path.display())?;
-    Ok(())
-}

@@ -4,16 +4,72 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use auglocal_core::{checkpoint, flops};
+use auglocal_core::methods::ModuleRule;
+use auglocal_core::trainer::{EpochRecord, Observer, Trainer, TrainerConfig};
+use auglocal_core::{checkpoint, flops, MethodInfo};
 use auglocal_data::{Dataset, Split};
 use candle_core::Device;
 
-use crate::config::{self, TrainConfig};
-use crate::{heap, session, CompareArgs, MethodArg};
+use crate::settings::{method_parser, model_parser, DeviceName, Settings, TrainConfig};
+use crate::{heap, session};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Methods to train, comma-separated.
+    #[arg(
+        long,
+        value_parser = method_parser(),
+        value_delimiter = ',',
+        default_value = "bp,auglocal,dgl,infopro,predsim,greedy"
+    )]
+    methods: Vec<&'static MethodInfo>,
+    /// Dataset: synthetic (the default), cifar10, cifar100.
+    #[arg(long, default_value = "synthetic")]
+    dataset: String,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Backbone (default: the dataset's recipe).
+    #[arg(long, value_parser = model_parser())]
+    model: Option<String>,
+    /// K of the methods with one head per unit (default: one module per unit).
+    #[arg(long)]
+    modules: Option<usize>,
+    /// AugLocal's auxiliary depth.
+    #[arg(long)]
+    aux_depth: Option<usize>,
+    /// AugLocal's pyramid coefficient.
+    #[arg(long)]
+    pyramid: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// warmup-cosine, cosine, constant or step:E1,E2,...
+    #[arg(long)]
+    schedule: Option<auglocal_core::Schedule>,
+    #[arg(long)]
+    train_size: Option<usize>,
+    #[arg(long)]
+    test_size: Option<usize>,
+    /// Seed of initialisation, shuffling and augmentation, the same for every method.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<DeviceName>,
+    /// Directory to create for compare.md, compare.csv and each method's metrics.
+    #[arg(long)]
+    out: PathBuf,
+}
 
 /// What one method achieved and cost.
 #[derive(Debug, Clone)]
@@ -56,53 +112,54 @@ impl Outcome {
 }
 
 /// The settings shared by every method: the dataset's recipe, then the flags.
-fn base_config(args: &CompareArgs) -> TrainConfig {
-    let recipe = TrainConfig::recipe(&args.dataset);
-    TrainConfig {
+fn base_config(args: &Args) -> Result<TrainConfig> {
+    let flags = Settings {
+        dataset: Some(args.dataset.clone()),
         data_dir: args.data_dir.clone(),
-        model: args.model.clone().unwrap_or(recipe.model.clone()),
-        aux_depth: args.aux_depth.unwrap_or(recipe.aux_depth),
-        pyramid: args.pyramid.unwrap_or(recipe.pyramid),
-        epochs: args.epochs.unwrap_or(recipe.epochs),
-        batch_size: args.batch_size.unwrap_or(recipe.batch_size),
-        lr: args.lr.unwrap_or(recipe.lr),
-        schedule: args.schedule.clone().unwrap_or(recipe.schedule.clone()),
-        train_size: args.train_size.or(recipe.train_size),
-        test_size: args.test_size.or(recipe.test_size),
-        seed: args.seed.unwrap_or(recipe.seed),
-        threads: args.threads.unwrap_or(recipe.threads),
-        device: args.device.clone().unwrap_or(recipe.device.clone()),
-        ..recipe
-    }
+        model: args.model.clone(),
+        aux_depth: args.aux_depth,
+        pyramid: args.pyramid,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        schedule: args.schedule.clone(),
+        train_size: args.train_size,
+        test_size: args.test_size,
+        seed: args.seed,
+        threads: args.threads,
+        device: args.device,
+        ..Settings::default()
+    };
+    TrainConfig::resolve(&Settings::default(), &flags)
 }
 
-/// The configuration of `method`: the shared one with the method (and, for the
-/// baselines, K) set.
-fn method_config(base: &TrainConfig, method: MethodArg, modules: Option<usize>) -> TrainConfig {
-    let baseline = !matches!(method, MethodArg::Bp | MethodArg::Auglocal);
+/// The configuration of `method`: the shared one with the method (and, for the methods
+/// with one head per unit, K) set.
+fn method_config(
+    base: &TrainConfig,
+    method: &'static MethodInfo,
+    modules: Option<usize>,
+) -> TrainConfig {
     TrainConfig {
-        method: method.as_str().into(),
-        modules: if baseline { modules } else { None },
+        method,
+        modules: modules.filter(|_| method.rule == ModuleRule::SplitTable),
         ..base.clone()
     }
 }
 
-pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.methods.is_empty() {
         bail!(
             "--methods lists no method; give some of {}",
-            config::METHODS.join(",")
+            auglocal_core::methods::names()
         );
     }
     for (i, m) in args.methods.iter().enumerate() {
         if args.methods[..i].contains(m) {
-            bail!(
-                "--methods lists {} twice; list each method once",
-                m.as_str()
-            );
+            bail!("--methods lists {} twice; list each method once", m.name);
         }
     }
-    let base = base_config(&args);
+    let base = base_config(&args)?;
     let configs: Vec<TrainConfig> = args
         .methods
         .iter()
@@ -110,7 +167,7 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
         .collect();
     for c in &configs {
         c.validate()
-            .with_context(|| format!("method {}", c.method))?;
+            .with_context(|| format!("method {}", c.method.name))?;
     }
     let report_path = args.out.join("compare.md");
     if report_path.exists() {
@@ -120,7 +177,7 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
         );
     }
     session::set_threads(base.threads)?;
-    let device = config::parse_device(&base.device)?;
+    let device = base.device.open()?;
     let train = session::open_split(&base, Split::Train, base.train_size)?;
     let test = session::open_split(&base, Split::Test, base.test_size)?;
     std::fs::create_dir_all(&args.out)
@@ -129,7 +186,7 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
         "comparing {} on {} {} ({} train / {} test images, {} epochs, seed {})",
         configs
             .iter()
-            .map(|c| c.method.as_str())
+            .map(|c| c.method.name)
             .collect::<Vec<_>>()
             .join(", "),
         base.model,
@@ -142,7 +199,7 @@ pub fn run(args: CompareArgs, out: &mut dyn Write) -> Result<()> {
 
     let mut outcomes = Vec::with_capacity(configs.len());
     for (config, &method) in configs.iter().zip(&args.methods) {
-        let outcome = train_one(config, method.as_str(), &train, &test, &device)?;
+        let outcome = train_one(config, method.name, &train, &test, &device)?;
         eprintln!(
             "{}: final test acc {:.2}%, best {:.2}%, {:.1} s/epoch, peak heap {} MiB",
             outcome.method,
@@ -178,6 +235,35 @@ fn folder_files(dir: &Path) -> String {
         .join(", ")
 }
 
+/// Training's heap peak of every epoch, and a line per epoch on the terminal.
+struct HeapPeak {
+    method: &'static str,
+    peak: usize,
+}
+
+impl Observer for HeapPeak {
+    fn epoch_trained(&mut self, _epoch: usize) -> auglocal_core::Result<()> {
+        // Training's peak only: evaluation runs larger batches through the backbone alone,
+        // the same for every method, and would hide the differences.
+        self.peak = self.peak.max(heap::peak_bytes());
+        Ok(())
+    }
+
+    fn epoch_ended(&mut self, r: &EpochRecord) -> auglocal_core::Result<()> {
+        heap::reset_peak();
+        eprintln!(
+            "{} epoch {}/{}: train loss {:.4} | test acc {:.2}% | {:.1}s",
+            self.method,
+            r.epoch,
+            r.epochs,
+            r.train.mean_loss(),
+            100.0 * r.eval.unwrap_or_default().accuracy(),
+            r.train.seconds
+        );
+        Ok(())
+    }
+}
+
 /// Trains one method for `config.epochs` epochs, evaluating the backbone after each.
 fn train_one(
     config: &TrainConfig,
@@ -187,7 +273,8 @@ fn train_one(
     device: &Device,
 ) -> Result<Outcome> {
     let heap_before = heap::reset_peak();
-    let mut engine = session::build_engine(config, train.classes(), device)?;
+    let image_size = train.shape().1;
+    let engine = session::build_engine(config, train.classes(), image_size, device)?;
     let loader = session::train_loader(config, train.clone(), device)?;
     let test_loader = session::eval_loader(
         test.clone(),
@@ -195,61 +282,45 @@ fn train_one(
         config.eval_batch_size,
         device,
     )?;
-    let schedule = config.schedule()?;
     let (backbone_params, aux_params) = engine.parameter_counts();
-    let size = config.input_size();
-    let per_image = flops::step_flops(&engine, [3, size, size])?.step();
+    let per_image = flops::step_flops(&engine, [3, image_size, image_size])?.step();
     let batch = config.batch_size as u64;
     let step_macs = flops::Macs {
         forward: per_image.forward * batch,
         input_grad: per_image.input_grad * batch,
         weight_grad: per_image.weight_grad * batch,
     };
-    let mut outcome = Outcome {
+    let modules = engine.plan().modules;
+    let mut trainer = Trainer::new(
+        engine,
+        TrainerConfig {
+            epochs: config.epochs,
+            lr: config.lr,
+            schedule: config.schedule.clone(),
+            ..TrainerConfig::default()
+        },
+    )?;
+    let mut peak = HeapPeak { method, peak: 0 };
+    let fit = trainer
+        .fit(&loader, Some(&test_loader), &mut peak)
+        .with_context(|| format!("method {method}"))?;
+    Ok(Outcome {
         method,
-        modules: engine.plan().modules,
-        test_acc: Vec::new(),
-        train_loss: Vec::new(),
-        seconds: Vec::new(),
-        peak_bytes: None,
+        modules,
+        test_acc: fit
+            .epochs
+            .iter()
+            .map(|r| r.eval.unwrap_or_default().accuracy())
+            .collect(),
+        train_loss: fit.epochs.iter().map(|r| r.train.mean_loss()).collect(),
+        seconds: fit.epochs.iter().map(|r| r.train.seconds).collect(),
+        peak_bytes: device
+            .is_cpu()
+            .then(|| peak.peak.saturating_sub(heap_before)),
         backbone_params,
         aux_params,
         step_macs,
-    };
-    let mut train_peak = 0;
-    for epoch in 1..=config.epochs {
-        let lr = schedule.lr(config.lr, epoch, config.epochs);
-        let started = Instant::now();
-        let (mut loss_sum, mut images) = (0.0, 0);
-        for batch in loader.epoch(epoch, 0) {
-            let batch = batch?;
-            let report = engine
-                .train_step(&batch.images, &batch.labels, lr)
-                .with_context(|| format!("method {method}, epoch {epoch}"))?;
-            loss_sum += report.loss as f64 * report.images as f64;
-            images += report.images;
-        }
-        device.synchronize()?;
-        outcome.seconds.push(started.elapsed().as_secs_f64());
-        // Training's peak only: evaluation runs larger batches through the backbone alone,
-        // the same for every method, and would hide the differences.
-        train_peak = train_peak.max(heap::peak_bytes());
-        outcome.train_loss.push(loss_sum / images.max(1) as f64);
-        let test = session::evaluate(&engine, &test_loader)?;
-        outcome.test_acc.push(test.accuracy());
-        heap::reset_peak();
-        eprintln!(
-            "{method} epoch {epoch}/{}: train loss {:.4} | test acc {:.2}% | {:.1}s",
-            config.epochs,
-            loss_sum / images.max(1) as f64,
-            100.0 * test.accuracy(),
-            outcome.seconds.last().copied().unwrap_or(0.0)
-        );
-    }
-    if device.is_cpu() {
-        outcome.peak_bytes = Some(train_peak.saturating_sub(heap_before));
-    }
-    Ok(outcome)
+    })
 }
 
 fn summary_csv(outcomes: &[Outcome]) -> String {

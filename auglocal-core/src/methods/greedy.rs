@@ -5,6 +5,11 @@ use super::{LocalLoss, LossSite};
 use crate::nn::{cross_entropy, global_avg_pool, Linear};
 use crate::params::ParamBuilder;
 
+/// The table's builder ([`super::METHODS`]).
+pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
+    Ok(Box::new(GreedyAux::new(site, pb)?))
+}
+
 /// Greedy supervised learning (InfoPro's `0c1f`): global average pooling and one linear
 /// classifier on the unit's output, cross-entropy. The weakest baseline: the unit alone
 /// has to make its features linearly separable.

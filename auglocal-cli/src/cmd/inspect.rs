@@ -3,20 +3,46 @@
 use std::io::Write;
 
 use anyhow::Result;
-use auglocal_core::local::{BuiltinLosses, InputSpec};
-use auglocal_core::{flops, AuxPlan, Engine, ParamBuilder, Sgd, SgdConfig};
+use auglocal_core::methods::InputSpec;
+use auglocal_core::{
+    flops, AuxPlan, Engine, Method, MethodInfo, MethodSettings, ParamBuilder, Sgd, SgdConfig,
+};
 
-use crate::InspectArgs;
+use crate::settings::{method_parser, model_parser};
 
-pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
-    let method = crate::config::TrainConfig {
-        method: args.method.as_str().into(),
-        modules: args.modules,
-        aux_depth: args.aux_depth,
-        pyramid: args.pyramid,
-        ..crate::config::TrainConfig::recipe("synthetic")
-    }
-    .method()?;
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "resnet32", value_parser = model_parser())]
+    model: String,
+    #[arg(long, default_value = "auglocal", value_parser = method_parser())]
+    method: &'static MethodInfo,
+    /// Number of modules K of the methods with one head per unit (default: one per unit).
+    #[arg(long)]
+    modules: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    aux_depth: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pyramid: f64,
+    /// Classes of the output layer, for parameter counts (default: the model's, 10 or 1000).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Image side for the multiply-add counts (default: the model's input size).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
+    let method = Method::new(
+        args.method.name,
+        MethodSettings {
+            aux_depth: args.aux_depth,
+            pyramid: args.pyramid,
+            modules: args.modules,
+        },
+    )?;
     let model = auglocal_models::info(&args.model)?;
     let classes = args.classes.unwrap_or(model.default_classes);
     let size = args.image_size.unwrap_or(model.input_size);
@@ -24,21 +50,21 @@ pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
     // this way in milliseconds.
     let (net, store) = auglocal_models::build_zeroed(&args.model, classes)?;
     let channels = net.unit_channels();
-    let plan = AuxPlan::for_net(net.as_ref(), method)?;
+    let plan = AuxPlan::new(net.as_ref(), &method)?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&plan)?)?;
         return Ok(());
     }
     let pb = ParamBuilder::zeros(&store, &candle_core::Device::Cpu);
-    // The baselines' heads size their pooling from the input.
-    let losses = BuiltinLosses {
-        input: InputSpec {
-            image_size: size,
-            ..InputSpec::default()
-        },
+    // The baselines' heads size their pooling from the input; the normalisation does not
+    // change a count.
+    let input = InputSpec {
+        image_size: size,
+        mean: [0.0; 3],
+        std: [1.0; 3],
     };
     let sgd = Sgd::new(SgdConfig::default())?;
-    let engine = Engine::with_losses(net, plan.clone(), &pb, sgd, &losses)?;
+    let engine = Engine::new(net, method, input, &pb, sgd)?;
     let (backbone, aux) = engine.parameter_counts();
     writeln!(
         out,
@@ -78,7 +104,7 @@ pub fn run(args: InspectArgs, out: &mut dyn Write) -> Result<()> {
                 )
             })
             .collect();
-        let head = a.head.name();
+        let head = a.head.map_or(plan.method.as_str(), |h| h.name());
         // The module that ends at this unit is trained by this auxiliary network.
         let aux_macs = macs
             .modules

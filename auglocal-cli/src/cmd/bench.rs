@@ -9,27 +9,70 @@ use auglocal_core::{flops, memory};
 use candle_core::Tensor;
 use serde_json::json;
 
-use crate::config::{self, TrainConfig};
-use crate::session;
-use crate::BenchArgs;
+use auglocal_core::{MethodInfo, Precision};
 
-pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
+use crate::session;
+use crate::settings::{method_parser, model_parser, precision_parser, DeviceName, TrainConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "resnet32", value_parser = model_parser())]
+    model: String,
+    #[arg(long, default_value = "bp", value_parser = method_parser())]
+    method: &'static MethodInfo,
+    /// Number of modules K of the methods with one head per unit (default: one per unit).
+    #[arg(long)]
+    modules: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    aux_depth: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pyramid: f64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: DeviceName,
+    /// Activations in f32 or bf16 (mixed precision, f32 master weights).
+    #[arg(long, default_value = "f32", value_parser = precision_parser())]
+    precision: Precision,
+    /// Classes of the output layer (default: the model's, 10 or 1000).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Side of the random square images (default: the model's, 32 or 224).
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
     session::set_threads(args.threads.unwrap_or(0))?;
-    let device = config::parse_device(&args.device)?;
+    let device = args.device.open()?;
     let settings = TrainConfig {
         model: args.model.clone(),
-        method: args.method.as_str().into(),
+        method: args.method,
         modules: args.modules,
         aux_depth: args.aux_depth,
         pyramid: args.pyramid,
         batch_size: args.batch_size,
         seed: args.seed,
-        device: args.device.clone(),
-        precision: args.precision.clone(),
-        ..TrainConfig::recipe("synthetic")
+        device: args.device,
+        precision: args.precision,
+        ..TrainConfig::recipe("synthetic")?
     };
     settings.validate()?;
     let model = auglocal_models::info(&args.model)?;
@@ -45,7 +88,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     // On a GPU: the driver's count of device memory in use before the model exists.
     memory::reset_device_peak(&device);
     let device_baseline = memory::device_memory(&device).map(|m| m.in_use);
-    let mut engine = session::build_engine_sized(&settings, classes, image_size, &device)?;
+    let mut engine = session::build_engine(&settings, classes, image_size, &device)?;
     let images = Tensor::randn(
         0f32,
         1.0,
@@ -87,14 +130,14 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     let (backbone, aux) = engine.parameter_counts();
     let line = json!({
         "model": args.model,
-        "method": args.method.as_str(),
+        "method": args.method.name,
         "aux_depth": args.aux_depth,
         "pyramid": args.pyramid,
         "modules": engine.plan().modules,
         "batch_size": args.batch_size,
         "image_size": image_size,
         "threads": auglocal_core::parallel::threads(),
-        "device": args.device,
+        "device": args.device.to_string(),
         "precision": args.precision,
         "iters": args.iters,
         "median_step_seconds": median,
@@ -117,7 +160,7 @@ pub fn run(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
             out,
             "{} {} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s, {:.1} GMAC/s of {:.2} GMAC/step), peak memory {}",
             args.model,
-            args.method.as_str(),
+            args.method.name,
             engine.plan().modules,
             args.batch_size,
             auglocal_core::parallel::threads(),

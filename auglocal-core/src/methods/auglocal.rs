@@ -1,15 +1,19 @@
 use candle_core::Tensor;
 use candle_nn::ModuleT;
 
-use super::LocalLoss;
-use crate::net::LocalNet;
+use super::{LocalLoss, LossSite};
+use crate::net::AuxHead;
 use crate::nn::{
     adaptive_avg_pool1d, cross_entropy, global_avg_pool, BatchNorm1d, BoxedLayer, Linear,
 };
 use crate::params::ParamBuilder;
-use crate::plan::{HeadKind, UnitAux};
 
-/// Width of the reference's ImageNet VGG auxiliary head ([`HeadKind::Mlp`]).
+/// The table's builder ([`super::METHODS`]).
+pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
+    Ok(Box::new(AugLocalAux::new(site, pb)?))
+}
+
+/// Width of the reference's ImageNet VGG auxiliary head ([`AuxHead::Mlp`]).
 const MLP_WIDTH: usize = 512;
 
 /// The classifier after the auxiliary blocks.
@@ -24,7 +28,7 @@ enum Head {
 }
 
 /// AugLocal's auxiliary network: fresh copies of uniformly sampled downstream units, then
-/// a head ([`HeadKind`]: global average pooling, an optional BatchNorm1d (depth <= 1) and a
+/// a head ([`AuxHead`]: global average pooling, an optional BatchNorm1d (depth <= 1) and a
 /// linear classifier, or VGG's MLP), trained with cross-entropy.
 ///
 /// Tensor names under the builder's prefix: `blocks.<m>.…` and `head.{bn,fc}.…` (the MLP:
@@ -35,8 +39,16 @@ pub struct AugLocalAux {
 }
 
 impl AugLocalAux {
-    /// Builds the auxiliary network `aux` of the plan for `net`.
-    pub fn new(net: &dyn LocalNet, aux: &UnitAux, pb: &ParamBuilder) -> crate::Result<Self> {
+    /// Builds the auxiliary network the plan puts at `site`.
+    pub fn new(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Self> {
+        let (net, aux) = (site.net, site.aux);
+        let Some(head) = aux.head else {
+            return Err(crate::Error::InvalidSetting {
+                setting: "AugLocal head",
+                value: format!("none in the plan for unit {}", aux.unit),
+                valid: "a plan of method auglocal (AuxPlan::new), whose auxiliary networks end in a head".into(),
+            });
+        };
         let blocks = aux
             .blocks
             .iter()
@@ -53,15 +65,15 @@ impl AugLocalAux {
             .collect::<crate::Result<Vec<_>>>()?;
         let width = aux.head_channels(net.units()[aux.unit].channels);
         let hp = pb.pp("head");
-        let head = match aux.head {
-            HeadKind::Fc | HeadKind::BnFc => Head::Pooled {
-                bn: match aux.head {
-                    HeadKind::BnFc => Some(BatchNorm1d::new(width, &hp.pp("bn"))?),
-                    _ => None,
+        let head = match head {
+            AuxHead::Fc | AuxHead::BnFc => Head::Pooled {
+                bn: match head {
+                    AuxHead::BnFc => Some(BatchNorm1d::new(width, &hp.pp("bn"))?),
+                    AuxHead::Fc | AuxHead::Mlp => None,
                 },
                 fc: Linear::new(width, net.classes(), true, &hp.pp("fc"))?,
             },
-            HeadKind::Mlp => Head::Mlp {
+            AuxHead::Mlp => Head::Mlp {
                 hidden: (1..=2)
                     .map(|i| {
                         Ok((
@@ -72,13 +84,6 @@ impl AugLocalAux {
                     .collect::<crate::Result<Vec<_>>>()?,
                 fc: Linear::new(MLP_WIDTH, net.classes(), true, &hp.pp("fc"))?,
             },
-            other => {
-                return Err(crate::Error::InvalidSetting {
-                    setting: "AugLocal head",
-                    value: other.name().into(),
-                    valid: "fc, bn_fc or mlp".into(),
-                })
-            }
         };
         Ok(AugLocalAux { blocks, head })
     }

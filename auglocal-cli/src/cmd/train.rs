@@ -1,0 +1,356 @@
+//! `auglocal train`: resolves the settings, opens the data, builds the engine and runs
+//! `auglocal_core::Trainer` with a progress display, the run's metrics files and curves.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use auglocal_core::checkpoint::{self, Coverage};
+use auglocal_core::trainer::{
+    CheckpointPolicy, EpochRecord, MetricsLog, Observer, Observers, Progress, StepEvent, Stop,
+    Trainer, TrainerConfig, METRICS_FILE,
+};
+use auglocal_data::Split;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::session::{self, CliState, RunMeta};
+use crate::settings::{Settings, TrainConfig, RESUMABLE};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    settings: Settings,
+    /// TOML file with any of the settings above (snake_case keys); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory to create (metrics.jsonl, config.json, checkpoint/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "init_from"])]
+    resume: Option<PathBuf>,
+}
+
+/// Resolves the run directory, the settings, and the checkpoint to resume from (if any).
+fn resolve(args: &Args) -> Result<(PathBuf, TrainConfig, Option<CliState>)> {
+    let flags = &args.settings;
+    if let Some(dir) = &args.resume {
+        if let Some(out) = &args.out {
+            if out != dir {
+                bail!(
+                    "--out {} and --resume {} name different runs; pass only --resume",
+                    out.display(),
+                    dir.display()
+                );
+            }
+        }
+        let (_, state) = session::read_state(dir)?;
+        if let Some(key) = flags
+            .given()
+            .into_iter()
+            .find(|k| !RESUMABLE.contains(&k.as_str()))
+        {
+            bail!(
+                "--{} cannot change when resuming (the run fixed it); only {} may be given with --resume",
+                key.replace('_', "-"),
+                RESUMABLE.iter().map(|k| format!("--{}", k.replace('_', "-"))).collect::<Vec<_>>().join(", ")
+            );
+        }
+        // A step limit belongs to one invocation: a run stopped by --max-steps resumes to
+        // the end unless a new limit is given.
+        let mut config = TrainConfig {
+            max_steps: None,
+            ..state.meta.config.clone()
+        };
+        config.apply(flags);
+        config.validate()?;
+        return Ok((dir.clone(), config, Some(state)));
+    }
+    let Some(out) = args.out.clone() else {
+        bail!("--out DIR is required: the directory that receives metrics, config and checkpoints");
+    };
+    if checkpoint::resolve(&out).is_ok() {
+        bail!(
+            "--out {} already holds a training run; continue it with --resume {} or choose another directory",
+            out.display(),
+            out.display()
+        );
+    }
+    // A run killed before its first checkpoint leaves an empty metrics.jsonl: nothing to
+    // lose, so it may start again. Epoch metrics without any checkpoint are kept.
+    let metrics = out.join(METRICS_FILE);
+    if fs::metadata(&metrics).is_ok_and(|m| m.len() > 0) {
+        bail!(
+            "--out {} holds {} but no checkpoint to resume from; move it away or choose another directory",
+            out.display(),
+            metrics.display()
+        );
+    }
+    let file = match &args.config {
+        Some(path) => Settings::read_toml(path)?,
+        None => Settings::default(),
+    };
+    Ok((out, TrainConfig::resolve(&file, flags)?, None))
+}
+
+/// SIGINT and SIGTERM ask the run to stop after the current step.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Once;
+
+    static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+    /// Installs the handler (once per process). A second signal while the first is being
+    /// honoured ends the process at once.
+    pub fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let _ = ctrlc::set_handler(|| {
+                if REQUESTED.swap(true, Ordering::SeqCst) {
+                    eprintln!("interrupted twice: exiting without a checkpoint of the current step");
+                    std::process::exit(130);
+                }
+                eprintln!("interrupt: finishing the current step, then writing a checkpoint (interrupt again to quit now)");
+            });
+        });
+    }
+
+    pub fn requested() -> bool {
+        REQUESTED.load(Ordering::SeqCst)
+    }
+}
+
+/// The terminal: a progress bar per epoch, a line per epoch, warnings for skipped batches,
+/// and Ctrl-C.
+struct Console {
+    epochs: usize,
+    batches: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for Console {
+    fn started(&mut self, _progress: &Progress, batches: usize) -> auglocal_core::Result<()> {
+        self.batches = batches;
+        Ok(())
+    }
+
+    fn epoch_started(&mut self, epoch: usize, _lr: f64, start: usize) -> auglocal_core::Result<()> {
+        let bar = ProgressBar::new(self.batches as u64)
+            .with_prefix(format!("epoch {epoch}/{}", self.epochs));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_position(start as u64);
+        self.bar = Some(bar);
+        Ok(())
+    }
+
+    fn step(&mut self, event: &StepEvent<'_>) -> auglocal_core::Result<()> {
+        let Some(bar) = &self.bar else {
+            return Ok(());
+        };
+        if let Some(skip) = &event.report.skipped {
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: non-finite {} ({}) at step {} in module {}: batch skipped (--on-nan skip)",
+                    skip.what, skip.value, event.step, skip.module
+                )
+            });
+        }
+        let sums = event.sums;
+        bar.set_position(event.batch as u64);
+        bar.set_message(format!(
+            "loss {:.3} acc {:.1}% {:.0} img/s",
+            sums.mean_loss(),
+            100.0 * sums.accuracy(),
+            sums.images_per_second()
+        ));
+        Ok(())
+    }
+
+    fn epoch_trained(&mut self, _epoch: usize) -> auglocal_core::Result<()> {
+        self.clear();
+        Ok(())
+    }
+
+    fn epoch_ended(&mut self, r: &EpochRecord) -> auglocal_core::Result<()> {
+        let test = r.eval.unwrap_or_default();
+        println!(
+            "epoch {}/{}: lr {:.4} train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
+            r.epoch,
+            r.epochs,
+            r.lr,
+            r.train.mean_loss(),
+            100.0 * r.train.accuracy(),
+            test.mean_loss(),
+            100.0 * test.accuracy(),
+            r.train.seconds,
+            r.train.images_per_second()
+        );
+        Ok(())
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        interrupt::requested()
+    }
+}
+
+impl Console {
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (out, config, resumed) = resolve(&args)?;
+    interrupt::install();
+    session::set_threads(config.threads)?;
+    let device = config.device.open()?;
+
+    let train_set = session::open_split(&config, Split::Train, config.train_size)?;
+    let test_set = session::open_split(&config, Split::Test, config.test_size)?;
+    if train_set.classes() != test_set.classes() {
+        bail!(
+            "train and test splits disagree on the number of classes ({} vs {})",
+            train_set.classes(),
+            test_set.classes()
+        );
+    }
+    let (classes, image_size) = match &resumed {
+        Some(state) => (state.meta.classes, state.meta.image_size()?),
+        None => (train_set.classes(), train_set.shape().1),
+    };
+    if train_set.classes() != classes {
+        bail!(
+            "the run's model has {classes} classes but {} now has {}; resume it on the data it trained on",
+            config.dataset,
+            train_set.classes()
+        );
+    }
+
+    let engine = session::build_engine(&config, classes, image_size, &device)?;
+    if let (None, Some(path)) = (&resumed, &config.init_from) {
+        checkpoint::load_weights(path, engine.store(), Coverage::Backbone)?;
+    }
+    let ckpt_dir = out.join(checkpoint::CHECKPOINT_DIR);
+    let trainer_config = TrainerConfig {
+        epochs: config.epochs,
+        lr: config.lr,
+        schedule: config.schedule.clone(),
+        max_steps: config.max_steps,
+        checkpoint: CheckpointPolicy {
+            dir: Some(ckpt_dir.clone()),
+            every_steps: config.checkpoint_every,
+            keep: config.keep,
+        },
+        on_non_finite: config.on_nan,
+    };
+    let meta = RunMeta {
+        config: config.clone(),
+        classes,
+        image_size: Some(image_size),
+    };
+    let mut trainer = Trainer::new(engine, trainer_config)?.with_meta(&meta)?;
+    if resumed.is_some() {
+        trainer.resume(&ckpt_dir)?;
+    }
+
+    fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run directory {}", out.display()))?;
+    checkpoint::write_atomic(
+        &out.join("config.json"),
+        &serde_json::to_vec_pretty(&config)?,
+    )?;
+    let loader = session::train_loader(&config, train_set.clone(), &device)?;
+    let test_loader = session::eval_loader(
+        test_set.clone(),
+        &config.dataset,
+        config.eval_batch_size,
+        &device,
+    )?;
+    let (backbone_params, aux_params) = trainer.engine().parameter_counts();
+    println!(
+        "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
+        config.model,
+        config.method.name,
+        config.dataset,
+        train_set.len(),
+        test_set.len(),
+        classes,
+        trainer.engine().plan().modules,
+        backbone_params,
+        aux_params,
+        out.display()
+    );
+    let done = trainer.progress().epochs_done;
+    if done >= config.epochs {
+        println!(
+            "the run is complete ({done} of {} epochs); raise --epochs to train further",
+            config.epochs
+        );
+        return Ok(());
+    }
+
+    let mut metrics = MetricsLog::new(&out, config.log_every);
+    let mut console = Console {
+        epochs: config.epochs,
+        batches: 0,
+        bar: None,
+    };
+    let outcome = trainer.fit(
+        &loader,
+        Some(&test_loader),
+        &mut Observers(vec![&mut metrics, &mut console]),
+    )?;
+    drop(console);
+    let progress = *trainer.progress();
+    let resume = format!("auglocal train --resume {}", out.display());
+    match outcome.stop {
+        Stop::Finished => {}
+        Stop::Requested => bail!(
+            "interrupted after step {} (epoch {}, batch {}); the checkpoint is saved: continue with `{resume}`",
+            progress.steps,
+            progress.epochs_done + 1,
+            progress.batches_done
+        ),
+        Stop::MaxSteps => match outcome.eval_at_stop {
+            Some(test) => println!(
+                "stopped after {} steps (--max-steps) in epoch {}, batch {}/{}: test acc {:.2}%; continue with `{resume}`",
+                progress.steps,
+                progress.epochs_done + 1,
+                progress.batches_done,
+                loader.len(),
+                100.0 * test.accuracy(),
+            ),
+            None => println!(
+                "stopped after {} steps (--max-steps); continue with `{resume}`",
+                progress.steps
+            ),
+        },
+    }
+    write_curves(&out);
+    Ok(())
+}
+
+/// Draws the run's curves.png once it has epochs to show. A failed picture is reported
+/// but does not fail a finished training run.
+fn write_curves(run: &Path) {
+    let has_epochs = fs::metadata(run.join(METRICS_FILE)).is_ok_and(|m| m.len() > 0);
+    if !has_epochs {
+        return;
+    }
+    match crate::charts::write_curves(&[run.to_path_buf()], run) {
+        Ok(path) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("warning: no curves: {e:#}"),
+    }
+}

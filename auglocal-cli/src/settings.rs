@@ -1,0 +1,627 @@
+//! The settings of a training run: [`Settings`] is what the flags or a config file give
+//! (every field optional), [`TrainConfig`] the resolved run: the dataset's recipe
+//! (auglocal-data's table), then the config file, then the flags, each overriding the one
+//! before, field by field, typed all the way.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use auglocal_core::{
+    AuxPlan, Method, MethodInfo, MethodSettings, OnNonFinite, Precision, Schedule, METHODS,
+};
+use auglocal_data::{DatasetSpec, RecipeName};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use serde::{Deserialize, Serialize};
+
+/// `cpu`, `cuda` (the first GPU) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceName {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "cpu" => Ok(DeviceName::Cpu),
+            "cuda" => Ok(DeviceName::Cuda(0)),
+            _ => match name
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) => Ok(DeviceName::Cuda(n)),
+                None => bail!("unknown device `{name}` (valid: cpu, cuda, cuda:N)"),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceName {
+    type Error = anyhow::Error;
+
+    fn try_from(name: String) -> Result<Self> {
+        name.parse()
+    }
+}
+
+impl From<DeviceName> for String {
+    fn from(device: DeviceName) -> String {
+        device.to_string()
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceName::Cpu => f.write_str("cpu"),
+            DeviceName::Cuda(0) => f.write_str("cuda"),
+            DeviceName::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceName {
+    /// Opens the device, with an error that says how to get CUDA where this build has none.
+    pub fn open(self) -> Result<candle_core::Device> {
+        let DeviceName::Cuda(ordinal) = self else {
+            return Ok(candle_core::Device::Cpu);
+        };
+        if !candle_core::utils::cuda_is_available() {
+            bail!("--device {self}: this auglocal was built without CUDA; build it with `--features cuda` (see the README)");
+        }
+        candle_core::Device::new_cuda(ordinal)
+            .with_context(|| format!("--device {self}: no usable CUDA GPU with ordinal {ordinal}"))
+    }
+}
+
+/// `--method`: the names of the table of methods, with their help lines.
+pub fn method_parser() -> impl TypedValueParser<Value = &'static MethodInfo> {
+    PossibleValuesParser::new(
+        METHODS
+            .iter()
+            .map(|m| PossibleValue::new(m.name).help(m.help)),
+    )
+    .try_map(|name| MethodInfo::named(&name))
+}
+
+/// `--model`: the registry's names.
+pub fn model_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(auglocal_models::MODELS.iter().copied())
+}
+
+/// `--on-nan`: stop or skip.
+pub fn on_nan_parser() -> impl TypedValueParser<Value = OnNonFinite> {
+    PossibleValuesParser::new(["stop", "skip"]).map(|v| match v.as_str() {
+        "skip" => OnNonFinite::Skip,
+        _ => OnNonFinite::Stop,
+    })
+}
+
+/// `--precision`: f32 or bf16.
+pub fn precision_parser() -> impl TypedValueParser<Value = Precision> {
+    PossibleValuesParser::new(["f32", "bf16"]).map(|v| match v.as_str() {
+        "bf16" => Precision::Bf16,
+        _ => Precision::F32,
+    })
+}
+
+/// `--recipe`: the recipe names of auglocal-data.
+fn recipe_parser() -> impl TypedValueParser<Value = RecipeName> {
+    PossibleValuesParser::new(RecipeName::NAMES.iter().copied())
+        .try_map(|name| RecipeName::parse(&name))
+}
+
+/// What flags or a config file set: every setting of `auglocal train`, each optional. The
+/// flags are these fields (`--aux-depth` is `aux_depth`); a config file is a TOML table of
+/// the same names. Unknown keys are errors, so a typo never passes silently.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Dataset: synthetic (embedded, the default), cifar10, cifar100, svhn, svhn-extra,
+    /// stl10, imagefolder, hub:<owner>/<name>[/<config>] or hub:cifar10|cifar100|svhn|stl10.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Settings recipe: paper (the spec's for the dataset; default for real data) or quick.
+    #[arg(long, value_parser = recipe_parser())]
+    pub recipe: Option<RecipeName>,
+    /// imagefolder: side of the square crops (default 224; resize 256 scales with it).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// hub: datasets: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub offline: Option<bool>,
+    /// imagefolder: leave out files that are not JPEG/PNG images (counted and reported).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub skip_bad_images: Option<bool>,
+    /// hub: datasets: the label column (default `label`, else the only integer column).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Backbone (`auglocal models` lists them).
+    #[arg(long, value_parser = model_parser())]
+    pub model: Option<String>,
+    /// Training method.
+    #[arg(long, value_parser = method_parser())]
+    pub method: Option<&'static MethodInfo>,
+    /// Number of modules K of the methods with one head per unit (default: one per unit).
+    #[arg(long)]
+    pub modules: Option<usize>,
+    /// AugLocal auxiliary depth d (K = units - d modules).
+    #[arg(long)]
+    pub aux_depth: Option<usize>,
+    /// Pyramid coefficient in [0, 1] (0: same depth everywhere).
+    #[arg(long)]
+    pub pyramid: Option<f64>,
+    /// Epochs to train (synthetic default 4; CIFAR 400).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size (synthetic default 64; CIFAR 1024).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Batch size for evaluation.
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// Initial learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum (default 0.9).
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Plain momentum instead of Nesterov (config file: `nesterov = false`).
+    #[arg(long = "no-nesterov", num_args = 0, default_missing_value = "false")]
+    pub nesterov: Option<bool>,
+    /// Weight decay on every parameter, never on BatchNorm statistics (default 1e-4).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// warmup-cosine, cosine, constant or step:E1,E2,...
+    #[arg(long)]
+    pub schedule: Option<Schedule>,
+    /// Seed of initialisation, shuffling and augmentation (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long)]
+    pub device: Option<DeviceName>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub train_size: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub test_size: Option<usize>,
+    /// Stop after N training steps in total (a checkpoint is written there).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Append each module's loss to steps.jsonl every N steps.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Also write a checkpoint every N steps (always at the end of each epoch).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints to keep in the run directory, the newest included (default 1).
+    #[arg(long)]
+    pub keep: Option<usize>,
+    /// On a NaN or infinite loss or gradient: stop (default) or skip the batch.
+    #[arg(long, value_parser = on_nan_parser())]
+    pub on_nan: Option<OnNonFinite>,
+    /// Activations in f32 (default) or bf16 (mixed precision, f32 master weights; for GPUs).
+    #[arg(long, value_parser = precision_parser())]
+    pub precision: Option<Precision>,
+    /// Turn off training augmentation (config file: `augment = false`).
+    #[arg(long = "no-augment", num_args = 0, default_missing_value = "false")]
+    pub augment: Option<bool>,
+    /// Keep the dataset order in every epoch (config file: `shuffle = false`).
+    #[arg(long = "no-shuffle", num_args = 0, default_missing_value = "false")]
+    pub shuffle: Option<bool>,
+    /// Start from these weights (safetensors with the backbone's PyTorch names).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+}
+
+/// The settings that may change when a run is resumed; everything else is fixed by the run.
+pub const RESUMABLE: &[&str] = &[
+    "checkpoint_every",
+    "keep",
+    "on_nan",
+    "precision",
+    "epochs",
+    "max_steps",
+    "log_every",
+    "threads",
+    "device",
+    "eval_batch_size",
+    "offline",
+];
+
+impl Settings {
+    /// Reads a TOML config file: a table of these fields, any subset of them.
+    pub fn read_toml(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse_toml(&text, path)
+    }
+
+    /// [`Settings::read_toml`] on the text of the file; `path` only names it in errors.
+    pub fn parse_toml(text: &str, path: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.to_string().trim().replace('\n', " ");
+            if toml::from_str::<toml::Table>(text).is_err() {
+                anyhow::anyhow!(
+                    "config file {} is not valid TOML: {message}",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("config file {}: {message}", path.display())
+            }
+        })
+    }
+
+    /// The names of the settings given (`aux_depth` for `--aux-depth`).
+    pub fn given(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Every setting of `auglocal train`, resolved. Written to `config.json` of each run and
+/// into each checkpoint's `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub dataset: String,
+    pub data_dir: Option<PathBuf>,
+    pub model: String,
+    pub method: &'static MethodInfo,
+    /// K of the methods with one head per unit (None: one module per unit); AugLocal's K
+    /// is units - aux_depth.
+    #[serde(default)]
+    pub modules: Option<usize>,
+    pub aux_depth: usize,
+    pub pyramid: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub seed: u64,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    #[serde(default = "default_device")]
+    pub device: DeviceName,
+    pub augment: bool,
+    pub shuffle: bool,
+    /// Train on the first N images only (None: all).
+    pub train_size: Option<usize>,
+    /// Evaluate on the first N test images only (None: all).
+    pub test_size: Option<usize>,
+    /// Stop after this many training steps in total (None: run every epoch).
+    pub max_steps: Option<u64>,
+    /// Write a line to `steps.jsonl` every N steps (None: never).
+    pub log_every: Option<u64>,
+    /// Also checkpoint every N steps, not only at the end of each epoch (None: per epoch).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept in the run directory, the newest included (older ones as
+    /// `checkpoint.old-<seq>/`).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// On a NaN or infinite loss or gradient: stop the run, or skip the batch.
+    #[serde(default)]
+    pub on_nan: OnNonFinite,
+    /// Activation precision: f32, or bf16 (mixed precision with f32 master weights,
+    /// BatchNorm and losses; meant for GPUs).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Start from these weights (safetensors; backbone names, auxiliary nets optional).
+    pub init_from: Option<PathBuf>,
+    /// The recipe the settings started from.
+    #[serde(default = "default_recipe")]
+    pub recipe: RecipeName,
+    /// Side of the square crops of `imagefolder` (None: 224).
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    /// `hub:` datasets: use the Hugging Face cache only.
+    #[serde(default)]
+    pub offline: bool,
+    /// `imagefolder`: leave out files that are not JPEG/PNG images instead of failing.
+    #[serde(default)]
+    pub skip_bad_images: bool,
+    /// `hub:` datasets: the label column (None: `label`, else the only integer column).
+    #[serde(default)]
+    pub label_column: Option<String>,
+}
+
+fn default_device() -> DeviceName {
+    DeviceName::Cpu
+}
+
+fn default_keep() -> usize {
+    1
+}
+
+fn default_recipe() -> RecipeName {
+    RecipeName::Paper
+}
+
+impl TrainConfig {
+    /// The settings of recipe `recipe` of dataset `dataset` (its line of auglocal-data's
+    /// table), before any file or flag.
+    pub fn from_recipe(dataset: &str, spec: &DatasetSpec, recipe: RecipeName) -> Result<Self> {
+        let r = spec.recipe(recipe);
+        Ok(TrainConfig {
+            dataset: dataset.to_string(),
+            data_dir: None,
+            model: r.model.to_string(),
+            method: MethodInfo::named("auglocal")?,
+            modules: None,
+            aux_depth: MethodSettings::default().aux_depth,
+            pyramid: MethodSettings::default().pyramid,
+            epochs: r.epochs,
+            batch_size: r.batch_size,
+            eval_batch_size: r.eval_batch_size,
+            lr: r.lr,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+            schedule: r.schedule,
+            seed: 0,
+            threads: 0,
+            device: DeviceName::Cpu,
+            augment: true,
+            shuffle: true,
+            train_size: r.train_size,
+            test_size: r.test_size,
+            max_steps: None,
+            log_every: None,
+            checkpoint_every: None,
+            keep: default_keep(),
+            on_nan: OnNonFinite::Stop,
+            precision: Precision::F32,
+            init_from: None,
+            recipe,
+            image_size: None,
+            offline: false,
+            skip_bad_images: false,
+            label_column: None,
+        })
+    }
+
+    /// The default settings of `dataset`: its default recipe.
+    pub fn recipe(dataset: &str) -> Result<Self> {
+        let spec = auglocal_data::spec(dataset)?;
+        Self::from_recipe(dataset, &spec, spec.default_recipe)
+    }
+
+    /// The settings of a new run: the recipe that the dataset and recipe of `flags`, else of
+    /// `file`, pick (default: `synthetic` and its default recipe), then `file`, then
+    /// `flags`, validated.
+    pub fn resolve(file: &Settings, flags: &Settings) -> Result<Self> {
+        let dataset = flags
+            .dataset
+            .clone()
+            .or_else(|| file.dataset.clone())
+            .unwrap_or_else(|| "synthetic".to_string());
+        let spec = auglocal_data::spec(&dataset)?;
+        let recipe = flags.recipe.or(file.recipe).unwrap_or(spec.default_recipe);
+        let mut config = Self::from_recipe(&dataset, &spec, recipe)?;
+        config.apply(file);
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Takes every setting `s` gives.
+    pub fn apply(&mut self, s: &Settings) {
+        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
+        }
+        fn set_some<T: Clone>(field: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        set(&mut self.dataset, &s.dataset);
+        set_some(&mut self.data_dir, &s.data_dir);
+        set(&mut self.recipe, &s.recipe);
+        set_some(&mut self.image_size, &s.image_size);
+        set(&mut self.offline, &s.offline);
+        set(&mut self.skip_bad_images, &s.skip_bad_images);
+        set_some(&mut self.label_column, &s.label_column);
+        set(&mut self.model, &s.model);
+        set(&mut self.method, &s.method);
+        set_some(&mut self.modules, &s.modules);
+        set(&mut self.aux_depth, &s.aux_depth);
+        set(&mut self.pyramid, &s.pyramid);
+        set(&mut self.epochs, &s.epochs);
+        set(&mut self.batch_size, &s.batch_size);
+        set(&mut self.eval_batch_size, &s.eval_batch_size);
+        set(&mut self.lr, &s.lr);
+        set(&mut self.momentum, &s.momentum);
+        set(&mut self.nesterov, &s.nesterov);
+        set(&mut self.weight_decay, &s.weight_decay);
+        set(&mut self.schedule, &s.schedule);
+        set(&mut self.seed, &s.seed);
+        set(&mut self.threads, &s.threads);
+        set(&mut self.device, &s.device);
+        set_some(&mut self.train_size, &s.train_size);
+        set_some(&mut self.test_size, &s.test_size);
+        set_some(&mut self.max_steps, &s.max_steps);
+        set_some(&mut self.log_every, &s.log_every);
+        set_some(&mut self.checkpoint_every, &s.checkpoint_every);
+        set(&mut self.keep, &s.keep);
+        set(&mut self.on_nan, &s.on_nan);
+        set(&mut self.precision, &s.precision);
+        set(&mut self.augment, &s.augment);
+        set(&mut self.shuffle, &s.shuffle);
+        set_some(&mut self.init_from, &s.init_from);
+    }
+
+    /// The method these settings describe.
+    pub fn method(&self) -> Result<Method> {
+        Ok(Method::new(
+            self.method.name,
+            MethodSettings {
+                aux_depth: self.aux_depth,
+                pyramid: self.pyramid,
+                modules: self.modules,
+            },
+        )?)
+    }
+
+    /// This dataset's line of auglocal-data's table.
+    pub fn dataset_spec(&self) -> Result<DatasetSpec> {
+        Ok(auglocal_data::spec(&self.dataset)?)
+    }
+
+    /// Checks every setting that can be checked before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        if !auglocal_models::MODELS.contains(&self.model.as_str()) {
+            bail!(
+                "unknown model `{}` (valid: {})",
+                self.model,
+                auglocal_models::MODELS.join(", ")
+            );
+        }
+        // The method's and the plan's own checks (K, depth, pyramid) before any data is read.
+        let (net, _) = auglocal_models::build_zeroed(&self.model, 10)?;
+        AuxPlan::new(net.as_ref(), &self.method()?)?;
+        auglocal_data::check_name(&self.dataset)?;
+        if self.image_size == Some(0) {
+            bail!("--image-size must be at least 1 pixel");
+        }
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch_size < 2 || self.eval_batch_size == 0 {
+            bail!("--batch-size must be at least 2 (BatchNorm needs two samples to train)");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive finite number, got {}", self.lr);
+        }
+        if self.log_every == Some(0) {
+            bail!("--log-every must be at least 1");
+        }
+        if self.checkpoint_every == Some(0) {
+            bail!("--checkpoint-every must be at least 1");
+        }
+        if self.keep == 0 {
+            bail!("--keep must be at least 1 (the newest checkpoint is always kept)");
+        }
+        auglocal_core::SgdConfig {
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+        }
+        .validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn flags(args: &[&str]) -> Settings {
+        let mut argv = vec!["auglocal"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).unwrap().settings
+    }
+
+    #[test]
+    fn switches_set_their_field_only_when_given() {
+        let none = flags(&[]);
+        assert_eq!(none, Settings::default());
+        assert!(none.given().is_empty());
+        let given = flags(&["--no-nesterov", "--offline", "--no-augment", "--lr", "0.1"]);
+        assert_eq!(given.nesterov, Some(false));
+        assert_eq!(given.offline, Some(true));
+        assert_eq!(given.augment, Some(false));
+        assert_eq!(given.shuffle, None);
+        let mut names = given.given();
+        names.sort();
+        assert_eq!(names, ["augment", "lr", "nesterov", "offline"]);
+    }
+
+    #[test]
+    fn recipe_then_file_then_flags() -> Result<()> {
+        let file = Settings::parse_toml(
+            "dataset = \"cifar10\"\nlr = 0.1\nepochs = 7\nschedule = \"step:3,5\"\nmethod = \"dgl\"\nmodules = 4\nnesterov = false\n",
+            Path::new("c.toml"),
+        )?;
+        let config = TrainConfig::resolve(&file, &flags(&["--epochs", "9", "--device", "cuda:1"]))?;
+        // The CIFAR paper recipe under the file under the flags.
+        assert_eq!(config.batch_size, 1024);
+        assert_eq!(config.model, "resnet32");
+        assert_eq!(config.lr, 0.1);
+        assert_eq!(config.epochs, 9);
+        assert_eq!(
+            config.schedule,
+            Schedule::Step {
+                milestones: vec![3, 5]
+            }
+        );
+        assert_eq!(config.method.name, "dgl");
+        assert_eq!(config.modules, Some(4));
+        assert!(!config.nesterov);
+        assert_eq!(config.device, DeviceName::Cuda(1));
+        assert_eq!(config.recipe, RecipeName::Paper);
+        // Written as text, read back the same.
+        let json = serde_json::to_value(&config)?;
+        assert_eq!(json["schedule"], "step:3,5");
+        assert_eq!(json["method"], "dgl");
+        assert_eq!(json["device"], "cuda:1");
+        assert_eq!(json["on_nan"], "stop");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json)?, config);
+        Ok(())
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_key() {
+        let err = Settings::parse_toml("learning_rate = 1", Path::new("x.toml")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("config file x.toml: "), "{message}");
+        assert!(
+            message.contains("unknown field `learning_rate`"),
+            "{message}"
+        );
+        let err = Settings::parse_toml("precision = \"fp8\"", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("fp8"), "{err}");
+        let err = Settings::parse_toml("method = \"sgd\"", Path::new("x.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown method `sgd` (known methods: bp, auglocal, dgl"),
+            "{err}"
+        );
+        let err = Settings::parse_toml("lr = [", Path::new("x.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config file x.toml is not valid TOML"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! The training loop: epochs of an [`Engine`]'s steps over a [`BatchSource`], the learning
+//! rate schedule, evaluation after every epoch, checkpoints and exact resume, the NaN
+//! policy, and [`Observer`]s for everything shown or written on the way.
+//!
+//! The engine knows one step; the trainer knows epochs and files. A run resumed from any of
+//! its checkpoints (end of an epoch, every N steps, a stop by `max_steps` or by an
+//! observer) gives on the CPU bit for bit the weights, momentum and metrics of the run
+//! never stopped: the checkpoint holds the weights, the momentum and the [`Progress`], and
+//! the batch source rebuilds any batch from (seed, epoch, index).
+//!
+//! ```no_run
+//! # use auglocal_core::trainer::{BatchSource, CheckpointPolicy, Trainer, TrainerConfig};
+//! # fn run(engine: auglocal_core::Engine, train: &dyn BatchSource, test: &dyn BatchSource) -> auglocal_core::Result<()> {
+//! let config = TrainerConfig {
+//!     epochs: 10,
+//!     checkpoint: CheckpointPolicy::in_run("runs/r20"),
+//!     ..TrainerConfig::default()
+//! };
+//! let mut trainer = Trainer::new(engine, config)?;
+//! trainer.resume_if_saved("runs/r20")?; // a no-op on the first run
+//! let outcome = trainer.fit(train, Some(test), &mut ())?;
+//! # Ok(()) }
+//! ```
+
+mod metrics;
+mod observer;
+mod source;
+mod state;
+
+pub use metrics::{MetricsLog, METRICS_FILE, STEPS_FILE};
+pub use observer::{EpochRecord, Observer, Observers, StepEvent};
+pub use source::{evaluate, Batch, BatchSource};
+pub use state::{EpochSums, Progress, RunState, STATE_VERSION};
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, Coverage};
+use crate::engine::{Engine, EvalTotals, OnNonFinite};
+use crate::error::{Error, Result};
+use crate::memory;
+use crate::optim::Schedule;
+
+/// When and where checkpoints are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointPolicy {
+    /// The checkpoint directory (`None`: no checkpoints). A checkpoint is written at the
+    /// end of every epoch and wherever the run stops early.
+    pub dir: Option<PathBuf>,
+    /// Also every N steps.
+    pub every_steps: Option<u64>,
+    /// Checkpoints kept, the newest included; older ones stay as `<dir>.old-<seq>`.
+    pub keep: usize,
+}
+
+impl CheckpointPolicy {
+    /// No checkpoints.
+    pub fn none() -> Self {
+        CheckpointPolicy {
+            dir: None,
+            every_steps: None,
+            keep: 1,
+        }
+    }
+
+    /// Checkpoints into `checkpoint/` of run directory `run`, at the end of every epoch,
+    /// keeping the newest.
+    pub fn in_run(run: impl AsRef<Path>) -> Self {
+        CheckpointPolicy {
+            dir: Some(run.as_ref().join(checkpoint::CHECKPOINT_DIR)),
+            ..Self::none()
+        }
+    }
+}
+
+/// What a [`Trainer`] does: a plain struct, `Default` giving a short cosine run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    /// Epochs to train in all (a resumed run counts the ones done).
+    pub epochs: usize,
+    /// The learning rate the schedule starts from.
+    pub lr: f64,
+    pub schedule: Schedule,
+    /// Stop after this many training steps in all, with a checkpoint there.
+    pub max_steps: Option<u64>,
+    pub checkpoint: CheckpointPolicy,
+    /// On a NaN or infinite loss or gradient: stop with an error, or skip the batch.
+    pub on_non_finite: OnNonFinite,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            epochs: 1,
+            lr: 0.05,
+            schedule: Schedule::Cosine,
+            max_steps: None,
+            checkpoint: CheckpointPolicy::none(),
+            on_non_finite: OnNonFinite::Stop,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Fails on a setting no run can use, naming it and its valid range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |setting: &'static str, value: String, valid: &str| {
+            Err(Error::InvalidSetting {
+                setting,
+                value,
+                valid: valid.into(),
+            })
+        };
+        if self.epochs == 0 {
+            return invalid("epochs", "0".into(), "at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return invalid(
+                "learning rate",
+                self.lr.to_string(),
+                "a positive finite number",
+            );
+        }
+        if self.checkpoint.every_steps == Some(0) {
+            return invalid("checkpoint interval", "0 steps".into(), "at least 1 step");
+        }
+        if self.checkpoint.keep == 0 {
+            return invalid(
+                "checkpoints kept",
+                "0".into(),
+                "at least 1 (the newest checkpoint is always kept)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Trainer::fit`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Every epoch is trained (or was before this call).
+    Finished,
+    /// `max_steps` was reached; a checkpoint is written there.
+    MaxSteps,
+    /// An observer asked to stop; a checkpoint is written there.
+    Requested,
+}
+
+/// What one call of [`Trainer::fit`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOutcome {
+    pub stop: Stop,
+    /// The epochs this call finished, in order.
+    pub epochs: Vec<EpochRecord>,
+    /// After a stop by `max_steps` in the middle of an epoch: the evaluation there.
+    pub eval_at_stop: Option<EvalTotals>,
+}
+
+/// Trains an [`Engine`] epoch by epoch.
+pub struct Trainer {
+    engine: Engine,
+    config: TrainerConfig,
+    progress: Progress,
+    meta: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Trainer {
+    /// A trainer at the start of training (`progress` zero), after checking `config`.
+    pub fn new(engine: Engine, config: TrainerConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Trainer {
+            engine,
+            config,
+            progress: Progress::default(),
+            meta: serde_json::Map::new(),
+        })
+    }
+
+    /// Records `meta` (a struct or map) beside the progress in every checkpoint's
+    /// `state.json` (see [`RunState`]): what the caller needs to rebuild the engine.
+    pub fn with_meta(mut self, meta: &impl Serialize) -> Result<Self> {
+        self.meta = match serde_json::to_value(meta) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(Error::InvalidSetting {
+                    setting: "run metadata",
+                    value: other.to_string(),
+                    valid: "a struct or map (it is flattened into state.json)".into(),
+                })
+            }
+            Err(e) => return Err(Error::external(e)),
+        };
+        Ok(self)
+    }
+
+    /// Continues from the newest complete checkpoint at `path` (a run directory or its
+    /// checkpoint folder): every tensor, the momentum and the progress. The engine must be
+    /// built as the checkpointed one was (same model, method and classes).
+    pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let state = restore(path.as_ref(), &mut self.engine)?;
+        self.progress = state.progress;
+        Ok(())
+    }
+
+    /// [`Trainer::resume`] when `path` holds a checkpoint; `false` (nothing changed) when it
+    /// holds none yet.
+    pub fn resume_if_saved(&mut self, path: impl AsRef<Path>) -> Result<bool> {
+        if checkpoint::resolve(path.as_ref()).is_err() {
+            return Ok(false);
+        }
+        self.resume(path)?;
+        Ok(true)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    pub fn into_engine(self) -> Engine {
+        self.engine
+    }
+
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// Where the run stands.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Trains from where the run stands to `epochs` (or `max_steps`, or an observer's stop),
+    /// evaluating the backbone on `eval` after every epoch and checkpointing by the policy.
+    pub fn fit(
+        &mut self,
+        train: &dyn BatchSource,
+        eval: Option<&dyn BatchSource>,
+        observer: &mut dyn Observer,
+    ) -> Result<FitOutcome> {
+        self.engine.set_on_non_finite(self.config.on_non_finite);
+        let batches = train.batches_per_epoch();
+        if let Some(dir) = &self.config.checkpoint.dir {
+            // A kill inside the last save can leave one old checkpoint too many.
+            checkpoint::prune(dir, self.config.checkpoint.keep)?;
+        }
+        observer.started(&self.progress, batches)?;
+        let mut outcome = FitOutcome {
+            stop: Stop::Finished,
+            epochs: Vec::new(),
+            eval_at_stop: None,
+        };
+        let epochs = self.config.epochs;
+        for epoch in self.progress.epochs_done + 1..=epochs {
+            let lr = self.config.schedule.lr(self.config.lr, epoch, epochs);
+            observer.epoch_started(epoch, lr, self.progress.batches_done)?;
+            let mut sums = self.progress.partial;
+            let started = Instant::now();
+            let mut waited = Duration::ZERO;
+            let mut stop = None;
+            // GPU only: the largest per-step peak of device memory in this epoch.
+            let mut device_peak: Option<u64> = None;
+            let mut source = train.batches(epoch, self.progress.batches_done);
+            loop {
+                if self.progress.batches_done < batches && self.max_steps_reached() {
+                    stop = Some(Stop::MaxSteps);
+                    break;
+                }
+                let asked = Instant::now();
+                let Some(batch) = source.next() else {
+                    break;
+                };
+                waited += asked.elapsed();
+                let batch = batch?;
+                let device = self.engine.device().clone();
+                memory::reset_device_peak(&device);
+                let report = self.engine.train_step(&batch.images, &batch.labels, lr)?;
+                let step_peak = memory::device_memory(&device).map(|m| m.peak);
+                device_peak = device_peak.max(step_peak);
+                self.progress.batches_done += 1;
+                self.progress.steps = self.engine.steps();
+                if report.skipped.is_some() {
+                    sums.skipped += 1;
+                } else {
+                    sums.loss_sum += report.loss as f64 * report.images as f64;
+                    sums.correct += report.correct;
+                    sums.images += report.images;
+                }
+                let so_far = EpochSums {
+                    seconds: sums.seconds + started.elapsed().as_secs_f64(),
+                    ..sums
+                };
+                observer.step(&StepEvent {
+                    epoch,
+                    epochs,
+                    batch: self.progress.batches_done,
+                    batches,
+                    step: self.progress.steps,
+                    lr,
+                    report: &report,
+                    sums: &so_far,
+                    peak_device_memory_bytes: step_peak,
+                })?;
+                if observer.stop_requested() {
+                    stop = Some(Stop::Requested);
+                    break;
+                }
+                let epoch_ends = self.progress.batches_done == batches;
+                let every = self.config.checkpoint.every_steps;
+                if !epoch_ends && every.is_some_and(|n| self.progress.steps.is_multiple_of(n)) {
+                    let snapshot = Progress {
+                        partial: so_far,
+                        ..self.progress
+                    };
+                    self.save(&snapshot, observer)?;
+                }
+            }
+            drop(source);
+            self.engine.device().synchronize()?;
+            sums.seconds += started.elapsed().as_secs_f64();
+            if let Some(stop) = stop.filter(|_| self.progress.batches_done < batches) {
+                // Mid-epoch: the partial sums let the resumed epoch report all of it.
+                self.progress.partial = sums;
+                self.save(&self.progress, observer)?;
+                if stop == Stop::MaxSteps {
+                    if let Some(eval) = eval {
+                        outcome.eval_at_stop = Some(evaluate(&self.engine, eval)?);
+                    }
+                }
+                outcome.stop = stop;
+                return Ok(outcome);
+            }
+            observer.epoch_trained(epoch)?;
+            let evaluated = eval.map(|e| evaluate(&self.engine, e)).transpose()?;
+            let record = EpochRecord {
+                epoch,
+                epochs,
+                lr,
+                train: sums,
+                eval: evaluated,
+                peak_rss_bytes: memory::peak_rss_bytes(),
+                peak_device_memory_bytes: device_peak,
+                data_wait_seconds: waited.as_secs_f64(),
+                steps: self.progress.steps,
+            };
+            // The epoch's line goes out before the checkpoint that covers it (see
+            // `MetricsLog`).
+            observer.epoch_ended(&record)?;
+            self.progress.epochs_done = epoch;
+            self.progress.batches_done = 0;
+            self.progress.partial = EpochSums::default();
+            self.save(&self.progress, observer)?;
+            outcome.epochs.push(record);
+            if stop.is_none() && epoch < epochs && self.max_steps_reached() {
+                stop = Some(Stop::MaxSteps);
+            }
+            if let Some(stop) = stop {
+                outcome.stop = stop;
+                return Ok(outcome);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn max_steps_reached(&self) -> bool {
+        self.config
+            .max_steps
+            .is_some_and(|max| self.engine.steps() >= max)
+    }
+
+    /// Writes a checkpoint of the engine at `progress`, if the policy has a directory.
+    fn save(&self, progress: &Progress, observer: &mut dyn Observer) -> Result<()> {
+        let Some(dir) = &self.config.checkpoint.dir else {
+            return Ok(());
+        };
+        let state = RunState {
+            version: STATE_VERSION,
+            progress: *progress,
+            meta: &self.meta,
+        };
+        checkpoint::save_keeping(
+            dir,
+            self.engine.store(),
+            self.engine.optimizer(),
+            &state,
+            self.config.checkpoint.keep,
+        )?;
+        observer.checkpoint_saved(dir, progress)
+    }
+}
+
+/// Reads the state of the newest complete checkpoint at `path` (a run directory or its
+/// checkpoint folder) with the caller's metadata typed as `M`, checking its layout
+/// version. Returns the checkpoint directory found and the state.
+pub fn read_run_state<M: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<(PathBuf, RunState<M>)> {
+    let dir = checkpoint::resolve(path)?;
+    let state: RunState<M> = checkpoint::read_state(&dir)?;
+    if state.version != STATE_VERSION {
+        return Err(Error::checkpoint(
+            &dir,
+            format!(
+                "state version {}, this auglocal reads version {STATE_VERSION}; use the auglocal release that wrote it",
+                state.version
+            ),
+        ));
+    }
+    Ok((dir, state))
+}
+
+/// Loads every tensor and the momentum of the newest complete checkpoint at `path` into
+/// `engine` and sets its step count; returns the checkpoint's state.
+pub fn restore(path: &Path, engine: &mut Engine) -> Result<RunState> {
+    let (dir, state) = read_run_state(path)?;
+    checkpoint::load_weights(
+        &dir.join(checkpoint::WEIGHTS_FILE),
+        engine.store(),
+        Coverage::Everything,
+    )?;
+    let store = engine.store().clone();
+    checkpoint::load_optimizer(
+        &dir.join(checkpoint::OPTIMIZER_FILE),
+        &store,
+        engine.optimizer_mut(),
+    )?;
+    engine.set_steps(state.progress.steps);
+    Ok(state)
+}

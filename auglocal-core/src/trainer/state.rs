@@ -1,0 +1,64 @@
+//! Where a run stands, as a checkpoint's `state.json` records it.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the `state.json` layout this crate writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// Training-set sums of the epoch in progress, so a resumed epoch reports the whole epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    /// Output cross-entropy summed over images.
+    pub loss_sum: f64,
+    /// Correct predictions of the output layer.
+    pub correct: usize,
+    pub images: usize,
+    /// Training seconds (evaluation excluded).
+    pub seconds: f64,
+    /// Batches skipped for a non-finite loss or gradient ([`OnNonFinite::Skip`](crate::OnNonFinite)).
+    #[serde(default)]
+    pub skipped: usize,
+}
+
+impl EpochSums {
+    /// Mean output cross-entropy per image.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.images.max(1) as f64
+    }
+
+    /// Share of images the output layer classified correctly.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.images.max(1) as f64
+    }
+
+    /// Training images per second.
+    pub fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// How far a run has trained. With the checkpoint's weights and momentum it is all an
+/// exact resume needs: batches are a pure function of (seed, epoch, batch index).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs fully completed.
+    pub epochs_done: usize,
+    /// Batches of epoch `epochs_done + 1` already trained (a resume continues there).
+    pub batches_done: usize,
+    /// Training steps taken so far.
+    pub steps: u64,
+    /// Sums of the epoch in progress.
+    pub partial: EpochSums,
+}
+
+/// A checkpoint's `state.json`: the layout version, the progress, and whatever the caller
+/// records beside it (`meta`, flattened into the same object: the CLI keeps its settings
+/// and class count there, to rebuild the network on resume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState<M = serde_json::Map<String, serde_json::Value>> {
+    pub version: u32,
+    #[serde(flatten)]
+    pub progress: Progress,
+    #[serde(flatten)]
+    pub meta: M,
+}
