@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod flops;
+mod kernels;
 pub mod local;
 pub mod memory;
 pub mod net;

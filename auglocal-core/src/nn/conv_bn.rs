@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::ModuleT;
 
-use super::batch_norm_cpu::BatchNormTrain;
-use super::conv_cpu::Conv2dOp;
 use super::{BatchNorm2d, Conv2d};
+use crate::kernels::batch_norm::BatchNormTrain;
+use crate::kernels::conv::Conv2dOp;
 
 /// `bn(conv(x))`, or `relu(bn(conv(x)))` with `relu`: one op when training on the CPU in
 /// f32 (with a convolution without bias), the two layers otherwise.

@@ -19,9 +19,9 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::conv_bn::ConvNorm;
-use super::conv_cpu::Conv2dOp;
-use super::elementwise_cpu::{relu_grad, AddRelu};
 use super::{add_relu, conv_bn, BatchNorm2d, Conv2d};
+use crate::kernels::conv::Conv2dOp;
+use crate::kernels::elementwise::{relu_grad, AddRelu};
 
 /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, where the shortcut is `bn(conv(x))`
 /// for `projection` and `x` itself otherwise: one op when training on the CPU in f32 (with

@@ -40,8 +40,8 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-use super::conv_cpu::Geometry;
-use super::conv_direct::{cpu_has_avx2_fma, Registers};
+use super::geometry::Geometry;
+use crate::kernels::simd::{cpu_has_avx2_fma, Registers};
 
 /// Output channels of one register tile.
 const TILE_CHANNELS: usize = 4;
@@ -1148,7 +1148,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             }
         })
     });
-    let m = super::conv_cpu::sum_in_order(partials, positions * pairs);
+    let m = super::gemm::sum_in_order(partials, positions * pairs);
     // dW = Gᵀ M G per pair of channels, in f64, output channels in parallel.
     let gm = transform.g();
     let alpha = transform.alpha();
