@@ -45,7 +45,7 @@ const WINOGRAD_WEIGHT_GRAD_CHUNK: usize = 16;
 fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if winograd::supported(g) {
-        return winograd::forward(g, x, weight);
+        return winograd::forward::forward(g, x, weight);
     }
     #[cfg(target_arch = "x86_64")]
     if direct::supported(g) {
@@ -237,7 +237,7 @@ impl CustomOp2 for WeightGrad {
         }
         #[cfg(target_arch = "x86_64")]
         if winograd::supports_weight_grad(&g) {
-            let dw = winograd::weight_grad(&g, dy, x, WINOGRAD_WEIGHT_GRAD_CHUNK);
+            let dw = winograd::weight_grad::weight_grad(&g, dy, x, WINOGRAD_WEIGHT_GRAD_CHUNK);
             return Ok((CpuStorage::F32(dw), g.weight_shape()));
         }
         #[cfg(target_arch = "x86_64")]
