@@ -1,21 +1,32 @@
 //! Candle custom ops and the CPU and cuDNN kernels behind them, for the layers of
-//! [`crate::nn`]. Nothing here is a layer: the ops take tensors and plain values.
+//! [`crate::nn`]. Nothing here is a layer, and nothing here imports `nn`: the ops take
+//! tensors and plain values, and the layers unpack themselves into those.
 //!
 //! ```text
-//! conv/          the convolution ops (mod.rs picks the kernel): geometry.rs, gemm.rs, direct.rs, depthwise.rs, winograd
-//! batch_norm.rs  training BatchNorm as one fused op, and its backward
-//! elementwise.rs relu(a + b) and the ReLU gradient, one pass each
-//! pool.rs        max pooling with padding, and its gradient
-//! simd.rs        (x86-64) what the kernels share about the CPU: AVX2 + FMA, vector registers
-//! cudnn/         (feature cudnn) the CUDA paths of the convolution and BatchNorm ops
+//! conv/              the convolution ops; mod.rs only picks the kernel of each pass
+//!   geometry.rs      the shapes of one convolution and their index helpers
+//!   gemm.rs          im2col + GEMM: any convolution, the portable path
+//!   direct.rs        (x86-64) direct AVX2 kernels: stride 2, other kernel sizes at stride 1
+//!   depthwise.rs     one filter per channel, as direct loops
+//!   winograd/        (x86-64) 3x3 stride 1 in F(4x4, 3x3) or F(2x2, 3x3): mod.rs (choice),
+//!                    tiles, fill, transforms, gemm, outputs, forward, weight_grad
+//! batch_norm.rs      training BatchNorm as one fused op, and its backward
+//! conv_bn.rs         convolution + training BatchNorm (+ ReLU) as one op; ConvNorm, its steps
+//! residual.rs        a whole residual block as one op, from ConvNorm steps and relu(a + b)
+//! elementwise.rs     relu(a + b) and the ReLU gradient, one pass each
+//! pool.rs            max pooling with padding, and its gradient
+//! simd.rs            (x86-64) what the kernels share about the CPU: AVX2 + FMA, registers
+//! cudnn/             (feature cudnn) the CUDA paths of the convolution and BatchNorm ops
 //! ```
 
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
+pub(crate) mod conv_bn;
 #[cfg(feature = "cudnn")]
 pub(crate) mod cudnn;
 pub(crate) mod elementwise;
 pub(crate) mod pool;
+pub(crate) mod residual;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
 

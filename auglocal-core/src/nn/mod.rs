@@ -15,23 +15,12 @@ pub use conv::Conv2d;
 pub use conv_bn::conv_bn;
 pub use linear::Linear;
 pub use pool::{adaptive_avg_pool1d, adaptive_avg_pool2d, MaxPool2d};
-pub use residual::residual_block;
+pub use residual::{add_relu, residual_block};
 
 use candle_core::{Result, Tensor};
 
-use crate::kernels::elementwise::AddRelu;
-
 /// A boxed layer, as models hand out their blocks.
 pub type BoxedLayer = Box<dyn candle_nn::ModuleT + Send + Sync>;
-
-/// `relu(a + b)`, the end of a residual block, fused into one pass on the CPU.
-pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && a.dims() == b.dims() {
-        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
-    } else {
-        (a + b)?.relu()
-    }
-}
 
 /// Global average pooling: (N, C, H, W) -> (N, C).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {

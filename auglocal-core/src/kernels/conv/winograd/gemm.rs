@@ -1,6 +1,6 @@
 //! The GEMMs of the transformed domain as register tiles: the forward pass's
-//! M[ξ] = U[ξ] · V[ξ], summed over input channels, and the weight gradient's sums over tiles
-//! of T[ξ] · V[ξ]ᵀ, with the lane sums that end them.
+//! `M[ξ] = U[ξ] · V[ξ]`, summed over input channels, and the weight gradient's sums over
+//! tiles of `T[ξ] · V[ξ]ᵀ`, with the lane sums that end them.
 
 use std::arch::x86_64::*;
 
