@@ -4,7 +4,7 @@
 //! `cargo run --release -p auglocal-core --example gemm_layouts`
 //!
 //! The convolution ops pick their destination layouts from these figures (see
-//! `src/nn/conv_cpu.rs`): the weight gradient is written transposed, the forward pass is not.
+//! `src/kernels/conv/gemm.rs`): the weight gradient is written transposed, the forward pass is not.
 
 use std::time::Instant;
 

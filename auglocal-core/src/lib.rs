@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod flops;
+mod kernels;
 pub mod macs;
 pub mod memory;
 pub mod methods;

@@ -67,7 +67,7 @@ mod cuda_pool {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
     use candle_core::CudaDevice;
 
-    use super::DeviceMemory;
+    use crate::memory::DeviceMemory;
 
     type Attribute = sys::CUmemPool_attribute;
 

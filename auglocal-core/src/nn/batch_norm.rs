@@ -2,7 +2,7 @@ use candle_core::{DType, Result, Tensor, Var};
 
 use std::sync::{Arc, Mutex};
 
-use super::batch_norm_cpu::{BatchNormTrain, BatchStats};
+use crate::kernels::batch_norm::{BatchNormTrain, BatchStats};
 use crate::params::{Init, ParamBuilder};
 
 const MOMENTUM: f64 = 0.1;
@@ -69,7 +69,9 @@ impl BatchNorm {
     /// The CUDA path: cuDNN in a build with the `cudnn` feature.
     #[cfg(feature = "cudnn")]
     fn forward_cuda(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        use super::batch_norm_cudnn::{take_running, BatchNormEvalCudnn, BatchNormTrainCudnn};
+        use crate::kernels::cudnn::batch_norm::{
+            take_running, BatchNormEvalCudnn, BatchNormTrainCudnn,
+        };
         let x = x.contiguous()?;
         let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
         if !train {

@@ -1,7 +1,6 @@
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::conv_cpu::Conv2dOp;
-
+use crate::kernels::conv::Conv2dOp;
 use crate::params::{Init, ParamBuilder};
 
 /// 2-D convolution, without bias unless [`Conv2d::with_bias`] adds one (VGG's convolutions

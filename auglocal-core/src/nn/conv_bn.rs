@@ -1,21 +1,12 @@
-//! A convolution, then training-mode BatchNorm (and a ReLU), as one Candle op on the CPU.
-//!
-//! Apart, the convolution's output is a node of Candle's graph, and Candle's backward gives
-//! every node's gradient a zero-filled buffer and an add before passing it on
-//! (`zeros_like`, then `add`): one more activation-sized pass per convolution. Fused, the
-//! convolution's output stays inside the op, kept for the backward pass as the separate
-//! BatchNorm kept it, and BatchNorm's input gradient goes straight into the convolution's
-//! backward. The kernels are the same ([`Conv2dOp`], [`BatchNormTrain`]), so results are
-//! identical to the two layers run one after the other; `tests/fused.rs` checks it.
+//! [`conv_bn`]: a convolution, then training-mode BatchNorm (and a ReLU), as one Candle op
+//! on the CPU (the op, and why it pays, in the crate's `kernels::conv_bn`).
 
-use std::sync::{Arc, Mutex};
-
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::ModuleT;
 
-use super::batch_norm_cpu::BatchNormTrain;
-use super::conv_cpu::Conv2dOp;
-use super::{BatchNorm2d, Conv2d};
+use super::batch_norm::BatchNorm2d;
+use super::conv::Conv2d;
+use crate::kernels::conv_bn::{conv_bn_train, ConvNorm};
 
 /// `bn(conv(x))`, or `relu(bn(conv(x)))` with `relu`: one op when training on the CPU in
 /// f32 (with a convolution without bias), the two layers otherwise.
@@ -26,8 +17,7 @@ pub fn conv_bn(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    let op = conv.cpu_op(x).filter(|_| train && x.dtype() == DType::F32);
-    let Some(conv_op) = op else {
+    let Some(steps) = fused_steps((conv, bn), x, train, relu) else {
         let y = conv.forward_t(x, train)?;
         return if relu {
             bn.forward_relu(&y, train)
@@ -36,17 +26,8 @@ pub fn conv_bn(
         };
     };
     let norm = bn.inner();
-    let (gamma, beta) = norm.affine();
-    let op = ConvBnTrain {
-        layer: ConvNorm {
-            conv: conv_op,
-            norm: norm.train_op(relu),
-        },
-        conv_out: Arc::new(Mutex::new(None)),
-    };
-    let stats = op.layer.norm.stats.clone();
-    let packed = Tensor::stack(&[gamma, beta], 0)?;
-    let y = x.contiguous()?.apply_op3(conv.weight(), &packed, op)?;
+    let stats = steps.norm.stats.clone();
+    let y = conv_bn_train(steps, x, conv.weight(), norm.affine())?;
     let (n, _, h, w) = y.dims4()?;
     norm.check_count(&y, n * h * w)?;
     conv.record_flops(&y, x)?;
@@ -54,112 +35,19 @@ pub fn conv_bn(
     Ok(y)
 }
 
-/// A convolution and the training BatchNorm after it, on the CPU: the steps both fused ops
-/// (this one and [`super::residual`]'s) run.
-pub(super) struct ConvNorm {
-    pub conv: Conv2dOp,
-    pub norm: BatchNormTrain,
-}
-
-impl ConvNorm {
-    /// The convolution's output (kept for the backward pass) and the BatchNorm's output,
-    /// the BatchNorm's weight and bias read from `ps` at `gamma` and `beta`.
-    pub(super) fn forward(
-        &self,
-        (xs, xl): (&CpuStorage, &Layout),
-        (ws, wl): (&CpuStorage, &Layout),
-        ps: &CpuStorage,
-        (gamma, beta): (&Layout, &Layout),
-    ) -> Result<(Tensor, CpuStorage, Shape)> {
-        let (conv, shape) = self.conv.cpu_fwd(xs, xl, ws, wl)?;
-        let conv_layout = Layout::contiguous(shape.clone());
-        let (y, _) = self
-            .norm
-            .cpu_fwd(&conv, &conv_layout, ps, gamma, ps, beta)?;
-        let CpuStorage::F32(conv) = conv else {
-            bail!("conv + batch norm: the convolution returned non-f32 values");
-        };
-        let conv = Tensor::from_vec(conv, shape.clone(), &candle_core::Device::Cpu)?;
-        Ok((conv, y, shape))
-    }
-
-    /// (dx when `input_grad`, dw when `weight_grad`, dgamma, dbeta) for input `x`, conv
-    /// weight `w`, BatchNorm weight `gamma`, the convolution's output `conv`, the
-    /// BatchNorm's output `y` (read only to mask by its ReLU) and its gradient `dy`.
-    pub(super) fn backward(
-        &self,
-        (x, w, gamma): (&Tensor, &Tensor, &Tensor),
-        (conv, y, dy): (&Tensor, &Tensor, &Tensor),
-        (input_grad, weight_grad): (bool, bool),
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Tensor, Tensor)> {
-        let (dconv, dgamma, dbeta) = self.norm.backward(conv, gamma, y, dy, true)?;
-        let (Some(dconv), Some(dgamma), Some(dbeta)) = (dconv, dgamma, dbeta) else {
-            bail!("conv + batch norm: BatchNorm's backward left a gradient out");
-        };
-        let (dx, dw) = self.conv.grads(x, w, &dconv, input_grad, weight_grad)?;
-        Ok((dx, dw, dgamma, dbeta))
-    }
-}
-
-/// The fused op on (x, conv weight, [BatchNorm weight; bias]).
-struct ConvBnTrain {
-    layer: ConvNorm,
-    /// The convolution's output, for the backward pass.
-    conv_out: Arc<Mutex<Option<Tensor>>>,
-}
-
-impl CustomOp3 for ConvBnTrain {
-    fn name(&self) -> &'static str {
-        "auglocal-conv-batch-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        ps: &CpuStorage,
-        pl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let c = wl.dims().first().copied().unwrap_or(0);
-        let values = pl.shape().elem_count();
-        if !pl.is_contiguous() || values != 2 * c {
-            bail!(
-                "{}: {c} channels but {values} packed BatchNorm values (expected 2 x {c}, \
-                 contiguous)",
-                self.name(),
-            );
-        }
-        let gamma = Layout::contiguous_with_offset(c, pl.start_offset());
-        let beta = Layout::contiguous_with_offset(c, pl.start_offset() + c);
-        let (conv, y, shape) = self
-            .layer
-            .forward((xs, xl), (ws, wl), ps, (&gamma, &beta))?;
-        *self.conv_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(conv);
-        Ok((y, shape))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        packed: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let conv = self
-            .conv_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(conv) = conv else {
-            bail!("{}: backward before its forward", self.name());
-        };
-        let gamma = packed.get(0)?;
-        let (dx, dw, dgamma, dbeta) =
-            self.layer
-                .backward((x, w, &gamma), (&conv, y, dy), (x.track_op(), w.track_op()))?;
-        Ok((dx, dw, Some(Tensor::stack(&[dgamma, dbeta], 0)?)))
-    }
+/// The steps of the fused op for `conv` then `bn` (then a ReLU with `relu`) on input `x`,
+/// where it runs: training, on the CPU in f32, a convolution without bias.
+pub(super) fn fused_steps(
+    (conv, bn): (&Conv2d, &BatchNorm2d),
+    x: &Tensor,
+    train: bool,
+    relu: bool,
+) -> Option<ConvNorm> {
+    let conv_op = conv
+        .cpu_op(x)
+        .filter(|_| train && x.dtype() == DType::F32)?;
+    Some(ConvNorm {
+        conv: conv_op,
+        norm: bn.inner().train_op(relu),
+    })
 }

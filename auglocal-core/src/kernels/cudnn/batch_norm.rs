@@ -8,7 +8,7 @@ use candle_core::{
     bail, CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor,
 };
 
-use super::cudnn::{self, CudaBatchStats};
+use crate::kernels::cudnn::{self, CudaBatchStats};
 
 /// Training forward over (x, w, b), x (N, C, S) f32; the statistics it computed are left in
 /// `stats` for the running averages and for the backward pass.

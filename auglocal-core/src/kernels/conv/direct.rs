@@ -30,7 +30,8 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::conv_cpu::Geometry;
+use super::geometry::Geometry;
+use crate::kernels::simd::{cpu_has_avx2_fma, Registers};
 
 /// Output channels of one register tile.
 const TILE_CHANNELS: usize = 4;
@@ -160,43 +161,10 @@ impl Padded {
     }
 }
 
-/// The vector registers the kernels may use. Both run 8-lane vectors; what differs is how
-/// many registers hold a tile's accumulators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Registers {
-    /// AVX2's 16: tiles of 4 output channels x 2 (pixel vectors, or weight rows). Wider
-    /// tiles need all 16 and the compiler spilled an accumulator: half speed.
-    Avx2,
-    /// AVX-512VL's 32: tiles of 4 x 4, half the loads per FMA.
-    Avx512,
-}
-
-impl Registers {
-    pub(crate) fn detect() -> Self {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-            Registers::Avx512
-        } else {
-            Registers::Avx2
-        }
-    }
-
-    /// Pixel vectors of a forward tile, and weight rows of a weight-gradient tile.
-    pub(crate) fn tile_width(self) -> usize {
-        match self {
-            Registers::Avx2 => 2,
-            Registers::Avx512 => 4,
-        }
-    }
-}
-
-pub(crate) fn cpu_has_avx2_fma() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
 /// The convolution of `x` (N, C_in, H, W) with `weight` (C_out, C_in, k, k); callers check
 /// [`supported`] first.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    assert!(supported(g), "conv_direct::forward called on {g:?}");
+    assert!(supported(g), "direct::forward called on {g:?}");
     let k = g.k;
     let layout = Padded::new(g);
     let taps: Vec<usize> = (0..k * k).map(|t| layout.at(t / k, t % k)).collect();
@@ -246,7 +214,7 @@ fn pixel_vectors(g: &Geometry, layout: &Padded) -> Vec<(usize, usize)> {
 pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: usize) -> Vec<f32> {
     assert!(
         supports_weight_grad(g),
-        "conv_direct::weight_grad called on {g:?}"
+        "direct::weight_grad called on {g:?}"
     );
     let k = g.k;
     let layout = Padded::new(g);
@@ -303,7 +271,7 @@ pub(crate) fn weight_grad(g: &Geometry, dy: &[f32], x: &[f32], images_per_sum: u
             dw
         },
     );
-    super::conv_cpu::sum_in_order(partials, g.c_out * rows)
+    super::gemm::sum_in_order(partials, g.c_out * rows)
 }
 
 /// Weights as [C_out / 4][C_in][tap][4]: the 4 values one step of a tile broadcasts, together.
@@ -567,7 +535,7 @@ struct Phase {
 pub(crate) fn input_grad_stride2(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(
         supports_input_grad_stride2(g),
-        "conv_direct::input_grad_stride2 called on {g:?}"
+        "direct::input_grad_stride2 called on {g:?}"
     );
     let (h2, w2) = (g.h_out, g.w_out);
     let row = w2 + 1;

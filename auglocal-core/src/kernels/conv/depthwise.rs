@@ -1,6 +1,6 @@
 //! Depthwise convolution (one k x k filter per channel) on the CPU as direct loops.
 //!
-//! The grouped path of [`super::conv_cpu`] runs one GEMM per channel there: a 1 x (k·k)
+//! The grouped GEMM path ([`super::gemm`]) runs one GEMM per channel there: a 1 x (k·k)
 //! times (k·k) x HW product whose im2col copy costs more than the arithmetic. MobileNetV2
 //! spends most of its convolutions on such layers, so they get their own kernel: for each
 //! kernel tap, one multiply-add over the run of output pixels whose source lies inside the
@@ -10,7 +10,7 @@
 
 use crate::parallel;
 
-use super::conv_cpu::Geometry;
+use super::geometry::Geometry;
 
 /// Calls `f(tap, out_start, in_start, len)` for every kernel tap (`ky * k + kx`) and output
 /// row whose source row is inside the image: output pixels `out_start..out_start + len` of

@@ -12,6 +12,8 @@
 //! as PyTorch does by default (`torch.backends.cudnn.allow_tf32 = True`); bf16 data
 //! accumulates in f32.
 
+pub(crate) mod batch_norm;
+
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -28,7 +30,7 @@ use cudarc::cudnn::{
 };
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
 
-use super::conv_cpu::Geometry;
+use super::conv::geometry::Geometry;
 
 /// Which of a convolution's three passes an algorithm was chosen for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

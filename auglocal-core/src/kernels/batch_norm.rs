@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::contiguous_f32;
-use super::elementwise_cpu::relu_grad;
+use super::elementwise::relu_grad;
 use crate::parallel;
 
 /// Per-channel batch statistics of one forward pass.

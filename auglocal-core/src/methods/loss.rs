@@ -1,0 +1,91 @@
+//! What a local loss is ([`LocalLoss`]), where it sits ([`LossSite`]) and how it is built
+//! ([`LocalLossBuilder`]).
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::net::LocalNet;
+use crate::params::ParamBuilder;
+use crate::plan::UnitAux;
+
+/// The loss that trains one gradient-isolated module.
+pub trait LocalLoss: Send + Sync {
+    /// The module's loss from its output `features` (N, C, H, W), the `labels` (N) and the
+    /// network's input `images` (methods that reconstruct the input use it).
+    fn loss(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        images: &Tensor,
+    ) -> candle_core::Result<Tensor>;
+}
+
+/// What the built-in losses need to know about the input: the image side (DGL, PredSim
+/// and InfoPro size their pooling and decoder from it) and the normalisation the loader
+/// applied (InfoPro reconstructs the image as it was before normalisation). It comes from
+/// the data's settings (`auglocal_data::DatasetSpec::input`); nothing here assumes CIFAR.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Height and width of the (square) input images.
+    pub image_size: usize,
+    /// Channel means the images were normalised with, on the 0..1 scale.
+    pub mean: [f32; 3],
+    /// Channel standard deviations the images were normalised with.
+    pub std: [f32; 3],
+}
+
+/// Where a local loss sits: everything a builder may need to size its auxiliary network.
+pub struct LossSite<'a> {
+    /// The backbone (unit channels and reductions, `classes`, `build_block`).
+    pub net: &'a dyn LocalNet,
+    /// The plan's entry for the unit the loss follows.
+    pub aux: &'a UnitAux,
+    /// Index of the module this loss trains, from 0.
+    pub module: usize,
+    /// K, the number of modules (the last one is trained by the output cross-entropy).
+    pub modules: usize,
+    /// The images the network is trained on.
+    pub input: InputSpec,
+}
+
+impl LossSite<'_> {
+    /// Output channels of the unit the loss follows.
+    pub fn channels(&self) -> usize {
+        self.net.units()[self.aux.unit].channels
+    }
+
+    /// Spatial side of the unit's output.
+    pub fn feature_size(&self) -> Result<usize> {
+        let reduction = self.net.units()[self.aux.unit].reduction.max(1);
+        let side = self.input.image_size / reduction;
+        if side == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "image size",
+                value: self.input.image_size.to_string(),
+                valid: format!(
+                    "at least {reduction} pixels: unit {} of {} downsamples by {reduction}",
+                    self.aux.unit,
+                    self.net.name()
+                ),
+            });
+        }
+        Ok(side)
+    }
+}
+
+/// Builds the local loss of each module. The engine calls it once for every module but the
+/// last, with a [`ParamBuilder`] that names tensors `aux.<unit>.…` and tags them with the
+/// module, so their parameters are stepped with it and saved in checkpoints.
+pub trait LocalLossBuilder {
+    fn build(&self, site: &LossSite<'_>, pb: &ParamBuilder) -> Result<Box<dyn LocalLoss>>;
+}
+
+impl<F> LocalLossBuilder for F
+where
+    F: Fn(&LossSite<'_>, &ParamBuilder) -> Result<Box<dyn LocalLoss>>,
+{
+    fn build(&self, site: &LossSite<'_>, pb: &ParamBuilder) -> Result<Box<dyn LocalLoss>> {
+        self(site, pb)
+    }
+}
