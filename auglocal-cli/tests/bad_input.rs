@@ -88,7 +88,7 @@ const CASES: &[Case] = &[
         &["{t}/wrongtype.toml", "batch_size"]),
     // Dataset files.
     case("dataset without --data-dir", &["train", "--out", "{t}/new", "--dataset", "cifar10"], 1,
-        &["--data-dir is required for cifar10"]),
+        &["no data directory given for cifar10", "pass it with --data-dir DIR"]),
     case("dataset directory missing", &["train", "--out", "{t}/new", "--dataset", "cifar10", "--data-dir", "{t}/no-such-dir"], 1,
         &["{t}/no-such-dir", "data_batch_1.bin"]),
     case("dataset file truncated", &["train", "--out", "{t}/new", "--dataset", "cifar10", "--data-dir", "{t}/cifar-truncated"], 1,

@@ -95,15 +95,11 @@ pub fn save_keeping(
     if let Err(e) = staged {
         // A full disk must not leave a half-written staging directory taking space.
         let _ = fs::remove_dir_all(&staging);
-        let kept = if is_complete(dir) {
-            format!("the previous checkpoint in {} is intact", dir.display())
-        } else {
-            "no earlier checkpoint existed".to_string()
-        };
-        return Err(Error::checkpoint(
-            dir,
-            format!("cannot write the new checkpoint ({e}); {kept}; free disk space (or fix the directory's permissions), then continue with --resume"),
-        ));
+        return Err(Error::CheckpointNotWritten {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+            previous_intact: is_complete(dir),
+        });
     }
 
     let older = older_checkpoints(dir);
@@ -207,10 +203,10 @@ fn is_complete(dir: &Path) -> bool {
 /// newest `checkpoint.old-<seq>/` (or an older version's `checkpoint.prev/`).
 pub fn resolve(path: &Path) -> Result<PathBuf> {
     if !path.exists() {
-        return Err(Error::checkpoint(
-            path,
-            "no such directory; pass the --out directory of a training run (or its checkpoint/ folder)",
-        ));
+        return Err(Error::NoCheckpoint {
+            path: path.to_path_buf(),
+            exists: false,
+        });
     }
     let latest = path.join(CHECKPOINT_DIR);
     let mut candidates = vec![path.to_path_buf(), latest.clone()];
@@ -219,14 +215,9 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     candidates
         .into_iter()
         .find(|c| is_complete(c))
-        .ok_or_else(|| {
-            Error::checkpoint(
-                path,
-                format!(
-                    "no checkpoint here: expected {CHECKPOINT_DIR}/{WEIGHTS_FILE} and {CHECKPOINT_DIR}/{STATE_FILE}, \
-                     written by `auglocal train --out DIR` at the end of each epoch"
-                ),
-            )
+        .ok_or_else(|| Error::NoCheckpoint {
+            path: path.to_path_buf(),
+            exists: true,
         })
 }
 

@@ -39,6 +39,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// No complete checkpoint at `path`: the directory does not exist (`exists` false), or
+    /// holds none.
+    #[error("checkpoint {}: {}", path.display(), if *exists { "no checkpoint here: expected checkpoint/model.safetensors and checkpoint/state.json" } else { "no such directory" })]
+    NoCheckpoint { path: PathBuf, exists: bool },
+
+    /// A new checkpoint could not be written; the previous one, if any, is untouched.
+    #[error("checkpoint {}: cannot write the new checkpoint ({reason}); {}; free disk space (or fix the directory's permissions)", dir.display(), if *previous_intact { format!("the previous checkpoint in {} is intact", dir.display()) } else { "no earlier checkpoint existed".to_string() })]
+    CheckpointNotWritten {
+        dir: PathBuf,
+        reason: String,
+        previous_intact: bool,
+    },
+
     /// A checkpoint or weights file does not fit the model it is loaded into.
     #[error("checkpoint {}: {problem}", path.display())]
     Checkpoint { path: PathBuf, problem: String },

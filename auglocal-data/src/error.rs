@@ -63,6 +63,44 @@ pub enum Error {
         expected: String,
     },
 
+    /// A file of an image folder that is not a JPEG or PNG image (or does not decode).
+    #[error("{}: {problem}; expected a JPEG or PNG image; remove the file", path.display())]
+    NotAnImage {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A parquet file whose image and label columns cannot be told apart.
+    #[error(
+        "{}: {problem}; expected an image column (struct with `bytes`) and an integer label \
+         column, as Hugging Face `datasets` writes them; name the label column",
+        path.display()
+    )]
+    Columns {
+        /// The offending file.
+        path: PathBuf,
+        /// What is missing or ambiguous, with the columns found.
+        problem: String,
+    },
+
+    /// A Hub dataset asked for offline that the Hugging Face cache does not hold.
+    #[error(
+        "{} not found: expected {expected}; it is not cached and offline mode is on: download \
+         it once online, or set HF_HOME to the folder whose hub/ holds it (looked in {})",
+        path.display(),
+        cache.display()
+    )]
+    NotCached {
+        /// The cache path that was looked for.
+        path: PathBuf,
+        /// What should have been there.
+        expected: String,
+        /// The cache folder searched.
+        cache: PathBuf,
+    },
+
     /// A dataset name that [`crate::open`] does not know.
     #[error("unknown dataset `{name}`; valid names are: {valid}")]
     UnknownDataset {
@@ -73,7 +111,7 @@ pub enum Error {
     },
 
     /// A dataset read from disk was asked for without a directory.
-    #[error("--data-dir is required for {dataset}: the directory holding {holding}")]
+    #[error("no data directory given for {dataset}: expected the directory holding {holding}")]
     MissingDataDir {
         /// The dataset name.
         dataset: &'static str,
@@ -103,10 +141,7 @@ pub enum Error {
     },
 
     /// Fetching from the Hugging Face Hub failed.
-    #[error(
-        "could not download {what}: {reason}; check the network and the name, or use \
-             --offline with a filled cache"
-    )]
+    #[error("could not download {what}: {reason}; check the network and the name")]
     Download {
         /// What was being fetched.
         what: String,

@@ -130,18 +130,13 @@ pub fn repo_folder(cache: &Path, repo: &str) -> PathBuf {
 pub fn cached_files(dataset: &HubDataset, split: Split, cache: &Path) -> Result<Vec<PathBuf>> {
     let folder = repo_folder(cache, &dataset.repo);
     let reference = folder.join("refs").join("main");
-    let hint = format!(
-        "run once without --offline (and without HF_HUB_OFFLINE=1) to download it, or set \
-         HF_HOME to the folder whose hub/ holds it (looked in {})",
-        cache.display()
-    );
-    let sha = std::fs::read_to_string(&reference).map_err(|_| Error::MissingFile {
+    let sha = std::fs::read_to_string(&reference).map_err(|_| Error::NotCached {
         path: reference.clone(),
         expected: format!(
             "dataset {} in the Hugging Face cache (refs/main naming a snapshot)",
             dataset.repo
         ),
-        hint: hint.clone(),
+        cache: cache.to_path_buf(),
     })?;
     let snapshot = folder.join("snapshots").join(sha.trim());
     let mut names = Vec::new();
@@ -150,10 +145,10 @@ pub fn cached_files(dataset: &HubDataset, split: Split, cache: &Path) -> Result<
         source,
     })?;
     let chosen = split_files(&names, split, dataset.config.as_deref()).map_err(|problem| {
-        Error::MissingFile {
+        Error::NotCached {
             path: snapshot.clone(),
             expected: format!("{problem} in the cached snapshot of {}", dataset.repo),
-            hint: hint.clone(),
+            cache: cache.to_path_buf(),
         }
     })?;
     Ok(chosen.iter().map(|name| snapshot.join(name)).collect())

@@ -61,8 +61,6 @@ pub struct ImageFolder {
 pub(crate) const HOLDING: &str =
     "train/<class>/*.jpg|png and val/<class>/*.jpg|png (one folder per class, as ImageNet)";
 
-const EXPECTED_IMAGE: &str = "a JPEG or PNG image; remove the file or pass --skip-bad-images";
-
 impl ImageFolder {
     /// Scans `root/train` (train) or `root/val`, else `root/test` (test). Classes are the
     /// sorted folder names of `root/train` (of the split's own folder if there is no
@@ -86,7 +84,7 @@ impl ImageFolder {
             return Err(Error::MissingFile {
                 path: dir,
                 expected: format!("{HOLDING} in {}", root.display()),
-                hint: "point --data-dir at the folder holding train/ and val/".to_string(),
+                hint: "the data directory must be the folder holding train/ and val/".to_string(),
             });
         }
         let class_dir = if root.join("train").is_dir() {
@@ -140,13 +138,7 @@ impl ImageFolder {
                     labels.push(label);
                 }
                 Some(problem) if config.skip_bad => skipped.push((path, problem)),
-                Some(problem) => {
-                    return Err(Error::BadFile {
-                        path,
-                        problem,
-                        expected: EXPECTED_IMAGE.to_string(),
-                    })
-                }
+                Some(problem) => return Err(Error::NotAnImage { path, problem }),
             }
         }
         if files.is_empty() {
@@ -222,10 +214,9 @@ pub const MAX_PIXELS: u64 = 24_000_000;
 /// Decodes the bytes of image file `path` (JPEG or PNG, told by its content) to RGB `u8`
 /// CHW with its height and width.
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    decode_chw(bytes).map_err(|problem| Error::BadFile {
+    decode_chw(bytes).map_err(|problem| Error::NotAnImage {
         path: path.to_path_buf(),
         problem,
-        expected: EXPECTED_IMAGE.to_string(),
     })
 }
 
@@ -526,8 +517,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "big.jpg: the image is 11272x9736 pixels, more than the 24000000 this reader \
-             decodes; downscale it; expected a JPEG or PNG image; remove the file or pass \
-             --skip-bad-images"
+             decodes; downscale it; expected a JPEG or PNG image; remove the file"
         );
     }
 
@@ -599,7 +589,7 @@ mod tests {
                 .to_string(),
             format!(
                 "{}: not an image (no JPEG or PNG signature); expected a JPEG or PNG image; \
-                 remove the file or pass --skip-bad-images",
+                 remove the file",
                 stray.display()
             )
         );

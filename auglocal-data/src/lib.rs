@@ -185,11 +185,23 @@ mod tests {
     }
 
     #[test]
-    fn cifar_without_data_dir_names_the_flag() {
-        for name in ["cifar10", "cifar100", "svhn", "stl10"] {
-            let message = open(name, None, Split::Test).unwrap_err().to_string();
-            assert!(message.contains("--data-dir"), "{message}");
-            assert!(message.contains(name), "{message}");
+    fn files_without_a_data_directory_name_the_dataset_and_its_files() {
+        for (name, file) in [
+            ("cifar10", "data_batch_1.bin"),
+            ("cifar100", "train.bin"),
+            ("svhn", "train_32x32.mat"),
+            ("stl10", "train_X.bin"),
+        ] {
+            let err = open(name, None, Split::Test).unwrap_err();
+            assert!(matches!(err, Error::MissingDataDir { .. }), "{err}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "no data directory given for {name}: expected the directory holding"
+                )),
+                "{message}"
+            );
+            assert!(message.contains(file), "{message}");
         }
     }
 

@@ -44,7 +44,7 @@ fn bad(path: &Path, problem: String, expected: &str) -> Error {
 }
 
 const LAYOUT: &str = "an image column (struct with `bytes`) and an integer label column, as \
-    Hugging Face `datasets` writes them; name the label column with --label-column";
+    Hugging Face `datasets` writes them";
 
 const DAMAGED: &str =
     "an intact parquet file: download it again (delete it from the Hugging Face cache)";
@@ -54,13 +54,13 @@ fn pick_columns(root: &Type, columns: &Columns, path: &Path) -> Result<(usize, u
     let fields = root.get_fields();
     let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
     let find = |wanted: &str| -> Result<usize> {
-        names.iter().position(|n| *n == wanted).ok_or_else(|| {
-            bad(
-                path,
-                format!("no column `{wanted}` (columns: {})", names.join(", ")),
-                LAYOUT,
-            )
-        })
+        names
+            .iter()
+            .position(|n| *n == wanted)
+            .ok_or_else(|| Error::Columns {
+                path: path.to_path_buf(),
+                problem: format!("no column `{wanted}` (columns: {})", names.join(", ")),
+            })
     };
     let image = match &columns.image {
         Some(name) => find(name)?,
@@ -74,22 +74,18 @@ fn pick_columns(root: &Type, columns: &Columns, path: &Path) -> Result<(usize, u
             match structs[..] {
                 [one] => one,
                 [] => {
-                    return Err(bad(
-                        path,
-                        format!("no image column (columns: {})", names.join(", ")),
-                        LAYOUT,
-                    ))
+                    return Err(Error::Columns {
+                        path: path.to_path_buf(),
+                        problem: format!("no image column (columns: {})", names.join(", ")),
+                    })
                 }
                 _ => structs
                     .iter()
                     .copied()
                     .find(|&i| matches!(names[i], "image" | "img"))
-                    .ok_or_else(|| {
-                        bad(
-                            path,
-                            format!("several image columns ({})", names.join(", ")),
-                            LAYOUT,
-                        )
+                    .ok_or_else(|| Error::Columns {
+                        path: path.to_path_buf(),
+                        problem: format!("several image columns ({})", names.join(", ")),
                     })?,
             }
         }
@@ -111,14 +107,13 @@ fn pick_columns(root: &Type, columns: &Columns, path: &Path) -> Result<(usize, u
                 [one] => one,
                 _ => {
                     let candidates: Vec<&str> = integers.iter().map(|&i| names[i]).collect();
-                    return Err(bad(
-                        path,
-                        format!(
+                    return Err(Error::Columns {
+                        path: path.to_path_buf(),
+                        problem: format!(
                             "cannot tell the label column: integer columns are [{}]",
                             candidates.join(", ")
                         ),
-                        LAYOUT,
-                    ));
+                    });
                 }
             }
         }
@@ -335,7 +330,7 @@ pub fn decode(name: &str, rows: Rows, classes: Option<usize>) -> Result<ImageSet
                         "row {row} is {height}x{width} but the first image is {}x{}",
                         first.0, first.1
                     ),
-                    "images of one size (use --dataset imagefolder for images of mixed sizes)",
+                    "images of one size (an image folder takes images of mixed sizes)",
                 ))
             }
             Some(_) => {}

@@ -107,7 +107,7 @@ fn label_columns_by_preset_by_name_or_by_override() -> anyhow::Result<()> {
         format!(
             "{}: cannot tell the label column: integer columns are [fine_label, coarse_label]; \
              expected an image column (struct with `bytes`) and an integer label column, as \
-             Hugging Face `datasets` writes them; name the label column with --label-column",
+             Hugging Face `datasets` writes them; name the label column",
             file.display()
         )
     );
@@ -170,8 +170,8 @@ fn offline_misses_say_what_is_missing() -> anyhow::Result<()> {
         message,
         format!(
             "{} not found: expected dataset tanganke/stl10 in the Hugging Face cache (refs/main \
-             naming a snapshot); run once without --offline (and without HF_HUB_OFFLINE=1) to \
-             download it, or set HF_HOME to the folder whose hub/ holds it (looked in {})",
+             naming a snapshot); it is not cached and offline mode is on: download it once \
+             online, or set HF_HOME to the folder whose hub/ holds it (looked in {})",
             reference.display(),
             cache.path().display()
         )

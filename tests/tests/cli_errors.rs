@@ -80,7 +80,12 @@ fn missing_and_broken_dataset_files_are_named() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("run");
     let err = auglocal_err(&["train", "--out", path_str(&out), "--dataset", "cifar10"]);
-    assert!(err.contains("--data-dir is required for cifar10"), "{err}");
+    assert!(
+        err.starts_with(
+            "no data directory given for cifar10: expected the directory holding data_batch_1.bin"
+        ) && err.ends_with("; pass it with --data-dir DIR"),
+        "{err}"
+    );
 
     let missing = tmp.path().join("no-such-dir");
     let err = auglocal_err(&[
