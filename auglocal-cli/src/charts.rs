@@ -424,10 +424,13 @@ pub fn write_curves(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
     ];
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
-    let path = out.join("curves.png");
+    let path = out.join(CURVES_FILE);
     line_charts(&path, CURVES_SIZE, &panels)?;
     Ok(path)
 }
+
+/// The file [`write_curves`] writes.
+pub const CURVES_FILE: &str = "curves.png";
 
 /// Pixel size of `curves.png`.
 pub const CURVES_SIZE: (u32, u32) = (1800, 560);

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use auglocal_core::methods::InputSpec;
 use auglocal_core::trainer::{self, RunState};
 use auglocal_core::{Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
-use auglocal_data::{Dataset, Loader, OpenOptions, Split};
+use auglocal_data::{Augment, Dataset, Loader, OpenOptions, Split};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
@@ -181,12 +181,13 @@ pub fn train_loader(
     data: Arc<dyn Dataset>,
     device: &Device,
 ) -> Result<Loader> {
-    let loader = config.dataset_spec()?.train_loader(
-        config.batch_size,
-        config.shuffle,
-        config.augment,
-        config.seed,
-    );
+    let mut loader = config
+        .dataset_spec()?
+        .train_loader(config.batch_size, config.seed);
+    loader.shuffle = config.shuffle;
+    if !config.augment {
+        loader.augment = Augment::None;
+    }
     Ok(Loader::new(data, loader, device.clone())?)
 }
 

@@ -188,26 +188,25 @@ impl DatasetSpec {
         }
     }
 
-    /// A training loader's settings: this dataset's augmentation (unless `augment` is
-    /// false) and normalisation.
-    pub fn train_loader(
-        &self,
-        batch_size: usize,
-        shuffle: bool,
-        augment: bool,
-        seed: u64,
-    ) -> LoaderConfig {
+    /// A training loader's settings: shuffled, this dataset's augmentation and
+    /// normalisation, every random choice drawn from `seed`.
+    pub fn train_loader(&self, batch_size: usize, seed: u64) -> LoaderConfig {
         LoaderConfig {
             batch_size,
-            shuffle,
-            augment: if augment { self.augment } else { Augment::None },
+            shuffle: true,
+            augment: self.augment,
             normalize: self.normalize,
             seed,
         }
     }
 
-    /// An evaluation loader's settings: in order, no augmentation.
+    /// An evaluation loader's settings: in order, no augmentation, this dataset's
+    /// normalisation.
     pub fn eval_loader(&self, batch_size: usize) -> LoaderConfig {
-        self.train_loader(batch_size, false, false, 0)
+        LoaderConfig {
+            shuffle: false,
+            augment: Augment::None,
+            ..self.train_loader(batch_size, 0)
+        }
     }
 }

@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
 
     // A few steps, so that weights and BatchNorm running statistics are not their initial values.
     let train = Arc::new(synthetic::generate(&Default::default(), Split::Train).subset(128));
-    let loader = Loader::new(train, data.train_loader(32, true, true, 0), device.clone())?;
+    let loader = Loader::new(train, data.train_loader(32, 0), device.clone())?;
     for batch in loader.epoch(1, 0) {
         let batch = batch?;
         engine.train_step(&batch.images, &batch.labels, 0.05)?;

@@ -26,7 +26,7 @@ pub fn train(run: &Path, epochs: usize) -> anyhow::Result<FitOutcome> {
         seed: 0,
     };
     let train = Arc::new(generate(&sizes, Split::Train));
-    let train = Loader::new(train, data.train_loader(64, true, true, 0), device.clone())?;
+    let train = Loader::new(train, data.train_loader(64, 0), device.clone())?;
     let test = Loader::new(
         Arc::new(generate(&sizes, Split::Test)),
         data.eval_loader(200),

@@ -68,7 +68,7 @@ fn setup(run: &Path, max_steps: Option<u64>) -> anyhow::Result<(Trainer, Loader,
         seed: 0,
     };
     let train = Arc::new(generate(&sizes, Split::Train));
-    let train = Loader::new(train, data.train_loader(16, true, true, 3), Device::Cpu)?;
+    let train = Loader::new(train, data.train_loader(16, 3), Device::Cpu)?;
     let test = Arc::new(generate(&sizes, Split::Test));
     let test = Loader::new(test, data.eval_loader(20), Device::Cpu)?;
     let config = TrainerConfig {

@@ -36,7 +36,7 @@ fn auglocal_accuracy(
     };
     let train = Loader::new(
         Arc::new(synthetic::generate(&config, Split::Train)),
-        data.train_loader(32, true, true, 1),
+        data.train_loader(32, 1),
         device.clone(),
     )?;
     let test = Loader::new(

@@ -2,7 +2,7 @@
 //! `auglocal_core::Trainer` with a progress display, the run's metrics files and curves.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
@@ -211,6 +211,26 @@ impl Drop for Console {
     }
 }
 
+/// The run's curves.png, redrawn after every epoch from metrics.jsonl (which the metrics log,
+/// told first, has written by then), so a long run can be watched. A failed picture is
+/// reported once and never fails the run.
+struct Curves {
+    run: PathBuf,
+    failed: bool,
+}
+
+impl Observer for Curves {
+    fn epoch_ended(&mut self, _record: &EpochRecord) -> auglocal_core::Result<()> {
+        if let Err(e) = crate::charts::write_curves(std::slice::from_ref(&self.run), &self.run) {
+            if !self.failed {
+                eprintln!("warning: no curves: {e:#}");
+                self.failed = true;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let (out, config, resumed) = resolve(&args)?;
     interrupt::install();
@@ -307,10 +327,14 @@ pub fn run(args: Args) -> Result<()> {
         batches: 0,
         bar: None,
     };
+    let mut curves = Curves {
+        run: out.clone(),
+        failed: false,
+    };
     let outcome = trainer.fit(
         &loader,
         Some(&test_loader),
-        &mut Observers(vec![&mut metrics, &mut console]),
+        &mut Observers(vec![&mut metrics, &mut console, &mut curves]),
     )?;
     drop(console);
     let progress = *trainer.progress();
@@ -338,19 +362,8 @@ pub fn run(args: Args) -> Result<()> {
             ),
         },
     }
-    write_curves(&out);
+    if !outcome.epochs.is_empty() && !curves.failed {
+        println!("wrote {}", out.join(crate::charts::CURVES_FILE).display());
+    }
     Ok(())
-}
-
-/// Draws the run's curves.png once it has epochs to show. A failed picture is reported
-/// but does not fail a finished training run.
-fn write_curves(run: &Path) {
-    let has_epochs = fs::metadata(run.join(METRICS_FILE)).is_ok_and(|m| m.len() > 0);
-    if !has_epochs {
-        return;
-    }
-    match crate::charts::write_curves(&[run.to_path_buf()], run) {
-        Ok(path) => println!("wrote {}", path.display()),
-        Err(e) => eprintln!("warning: no curves: {e:#}"),
-    }
 }

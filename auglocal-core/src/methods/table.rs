@@ -27,7 +27,7 @@ impl ModuleRule {
         match self {
             ModuleRule::EndToEnd => "K = 1",
             ModuleRule::AugLocal => "K = units - d",
-            ModuleRule::SplitTable => "K = --modules, default one per unit",
+            ModuleRule::SplitTable => "K given, one per unit by default",
         }
     }
 }
@@ -51,13 +51,13 @@ pub struct MethodInfo {
 /// Every built-in method, in the order `--help` lists them.
 #[rustfmt::skip]
 pub const METHODS: &[MethodInfo] = &[
-    MethodInfo { name: "bp", help: "end-to-end backpropagation: one module, the output cross-entropy trains every unit", rule: ModuleRule::EndToEnd, loss: None },
-    MethodInfo { name: "auglocal", help: "AugLocal: an auxiliary network of fresh copies of d later units (pyramidal depth), then global average pool, Linear; cross-entropy", rule: ModuleRule::AugLocal, loss: Some(auglocal::build) },
-    MethodInfo { name: "dgl", help: "DGL: adaptive pool to ceil(s/4), 3 x (1x1 conv, BN, ReLU), pool to <= 2x2, 2 x (Linear, BN1d, ReLU), Linear; cross-entropy", rule: ModuleRule::SplitTable, loss: Some(dgl::build) },
-    MethodInfo { name: "infopro", help: "InfoPro: ixx * BCE(decoder reconstructing the image) + ixy * CE(conv3x3, BN, ReLU, pool, Linear 128, ReLU, Linear)", rule: ModuleRule::SplitTable, loss: Some(infopro::build_softmax) },
-    MethodInfo { name: "infopro-contrast", help: "InfoPro, contrastive form: the reconstruction plus a supervised contrastive loss (temperature 0.07) on a 128-d embedding", rule: ModuleRule::SplitTable, loss: Some(infopro::build_contrast) },
-    MethodInfo { name: "predsim", help: "PredSim: 0.99 * MSE(similarity of conv3x3 features, similarity of the labels) + 0.01 * CE(Linear on <= 512 pooled values)", rule: ModuleRule::SplitTable, loss: Some(predsim::build) },
-    MethodInfo { name: "greedy", help: "greedy supervised learning: global average pool, Linear; cross-entropy (the weakest baseline)", rule: ModuleRule::SplitTable, loss: Some(greedy::build) },
+    MethodInfo { name: "bp", help: "end-to-end backpropagation: the output cross-entropy trains every unit", rule: ModuleRule::EndToEnd, loss: None },
+    MethodInfo { name: "auglocal", help: "AugLocal: fresh copies of d uniformly sampled later units (pyramidal depth), global average pool, [BN1d,] Linear; cross-entropy", rule: ModuleRule::AugLocal, loss: Some(auglocal::build) },
+    MethodInfo { name: "dgl", help: "DGL: adaptive pool to ceil(s/4), 3 x (1x1 conv, BN, ReLU), pool to min(ceil(s/4), 2), 2 x (Linear without bias, BN1d, ReLU) of width C*2*2, Linear; cross-entropy", rule: ModuleRule::SplitTable, loss: Some(dgl::build) },
+    MethodInfo { name: "infopro", help: "InfoPro: ixx * BCE(decoder(bilinear upsample to the image), image before normalisation) + ixy * CE(conv3x3, BN, ReLU, GAP, Linear 128, ReLU, Linear); ixx 5 -> 0.2, ixy 0.05 -> 0.5 across modules (ResNet-110: 5 -> 0.5, 0 -> 1)", rule: ModuleRule::SplitTable, loss: Some(infopro::build_softmax) },
+    MethodInfo { name: "infopro-contrast", help: "InfoPro, contrastive: the same with a supervised contrastive loss (temperature 0.07) on a 128-d embedding instead of CE", rule: ModuleRule::SplitTable, loss: Some(infopro::build_contrast) },
+    MethodInfo { name: "predsim", help: "PredSim: 0.99 * MSE(similarity matrix of per-channel std of conv3x3(h), that of the one-hot labels) + 0.01 * CE(Linear on h average-pooled to <= 512 values)", rule: ModuleRule::SplitTable, loss: Some(predsim::build) },
+    MethodInfo { name: "greedy", help: "greedy supervised learning: global average pool, Linear; cross-entropy (the weakest)", rule: ModuleRule::SplitTable, loss: Some(greedy::build) },
 ];
 
 impl MethodInfo {
