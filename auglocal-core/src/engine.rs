@@ -90,6 +90,66 @@ pub struct StepReport {
     pub skipped: Option<NonFiniteValue>,
 }
 
+/// What [`Engine::train_modules`] did.
+#[derive(Debug, Clone)]
+pub struct ModulesReport {
+    /// The detached output of the range's last module, the next range's input (`None` when
+    /// the batch was skipped).
+    pub output: Option<Tensor>,
+    /// Loss of every module trained, in order.
+    pub module_losses: Vec<f32>,
+    /// Correct predictions of the output layer, when the range holds the last module.
+    pub correct: Option<usize>,
+    /// Set when [`OnNonFinite::Skip`] skipped the rest of the range.
+    pub skipped: Option<NonFiniteValue>,
+}
+
+/// A data-parallel replica's part in a step: its `share` of the batch (its images over the
+/// whole batch's) and how to sum a buffer over all replicas, in place.
+pub struct Replicas<'a> {
+    pub share: f64,
+    pub sum: &'a mut dyn FnMut(&mut [f32]) -> Result<()>,
+}
+
+impl Replicas<'_> {
+    /// Replaces each gradient of `params` in `grads` by the sum over replicas of
+    /// `share * gradient`, in one buffer (the loss and the correct count ride along).
+    /// Returns the summed loss and correct count.
+    fn sum_module(
+        &mut self,
+        params: &[Entry],
+        grads: &mut GradStore,
+        loss: f32,
+        correct: Option<usize>,
+    ) -> Result<(f32, Option<usize>)> {
+        let share = self.share;
+        let present: Vec<&Entry> = params
+            .iter()
+            .filter(|e| grads.get(e.var.as_tensor()).is_some())
+            .collect();
+        let mut flat = Vec::new();
+        for e in &present {
+            if let Some(g) = grads.get(e.var.as_tensor()) {
+                let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                flat.extend(g.iter().map(|v| (*v as f64 * share) as f32));
+            }
+        }
+        flat.push((loss as f64 * share) as f32);
+        flat.push(correct.unwrap_or(0) as f32);
+        (self.sum)(&mut flat)?;
+        let mut offset = 0;
+        for e in present {
+            let var = e.var.as_tensor();
+            let n = var.elem_count();
+            let g = Tensor::from_slice(&flat[offset..offset + n], var.shape(), var.device())?;
+            grads.insert(var, g);
+            offset += n;
+        }
+        let correct = correct.map(|_| flat[offset + 1].round() as usize);
+        Ok((flat[offset], correct))
+    }
+}
+
 /// Sums over an evaluation pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EvalTotals {
@@ -220,27 +280,71 @@ impl Engine {
         lr: f64,
         observe: &mut dyn FnMut(usize, &GradStore),
     ) -> Result<StepReport> {
-        let mut x = images.to_dtype(self.precision.dtype())?;
-        let mut module_losses = Vec::with_capacity(self.modules.len());
-        let mut correct = 0;
-        for m in 0..self.modules.len() {
+        let all = 0..self.modules.len();
+        let report = self.train_modules(all, images, labels, images, lr, None, observe)?;
+        // The batch is consumed even when skipped: the data position (and resume) moves on.
+        self.step += 1;
+        Ok(StepReport {
+            loss: report.module_losses.last().copied().unwrap_or(f32::NAN),
+            correct: report.correct.unwrap_or(0),
+            images: images.dim(0)?,
+            module_losses: report.module_losses,
+            skipped: report.skipped,
+        })
+    }
+
+    /// Trains modules `modules` (a contiguous range, as a pipeline stage holds them) on
+    /// `input`: the images when the range starts at module 0, else the previous module's
+    /// detached output. `images` are the network's input images (losses that reconstruct
+    /// them read them). Does not count a step ([`Engine::set_steps`] does).
+    ///
+    /// With `replicas`, each module's gradients (and loss) are scaled by this replica's
+    /// share of the batch and summed over the data-parallel replicas before the update, so
+    /// every replica applies the gradient of the whole batch's mean loss, and every replica
+    /// finds the same non-finite values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_modules(
+        &mut self,
+        modules: Range<usize>,
+        input: &Tensor,
+        labels: &Tensor,
+        images: &Tensor,
+        lr: f64,
+        mut replicas: Option<Replicas<'_>>,
+        observe: &mut dyn FnMut(usize, &GradStore),
+    ) -> Result<ModulesReport> {
+        let mut x = input.to_dtype(self.precision.dtype())?;
+        let mut report = ModulesReport {
+            output: None,
+            module_losses: Vec::with_capacity(modules.len()),
+            correct: None,
+            skipped: None,
+        };
+        for m in modules {
             let h = self.module_forward(m, &x)?;
-            let (loss, last_correct) = self.module_loss(m, &h, labels, images)?;
+            let (loss, correct) = self.module_loss(m, &h, labels, images)?;
             // A user's loss may come back in the activations' type; steps run on f32.
             let loss = loss.to_dtype(DType::F32)?;
-            correct = last_correct.unwrap_or(correct);
-            let value = loss.to_scalar::<f32>()?;
-            let fault = if !value.is_finite() {
-                Some(("loss".to_string(), value))
-            } else {
-                let grads = loss.backward()?;
-                match first_non_finite_gradient(&self.modules[m].params, &grads)? {
-                    Some((name, v)) => Some((format!("gradient of `{name}`"), v)),
-                    None => {
-                        module_losses.push(value);
-                        observe(m, &grads);
-                        self.optimizer.step(&self.modules[m].params, &grads, lr)?;
-                        None
+            report.correct = correct.or(report.correct);
+            let mut value = loss.to_scalar::<f32>()?;
+            let fault = match replicas.as_mut() {
+                None if !value.is_finite() => Some(("loss".to_string(), value)),
+                None => {
+                    let grads = loss.backward()?;
+                    self.update_or_fault(m, grads, value, lr, &mut report, observe)?
+                }
+                Some(replicas) => {
+                    let mut grads = loss.backward()?;
+                    let summed =
+                        replicas.sum_module(&self.modules[m].params, &mut grads, value, correct)?;
+                    value = summed.0;
+                    if report.correct.is_some() {
+                        report.correct = summed.1;
+                    }
+                    if !value.is_finite() {
+                        Some(("loss".to_string(), value))
+                    } else {
+                        self.update_or_fault(m, grads, value, lr, &mut report, observe)?
                     }
                 }
             };
@@ -253,31 +357,37 @@ impl Engine {
                         value,
                     });
                 }
-                // The batch is consumed: the data position (and resume) moves past it.
-                self.step += 1;
-                return Ok(StepReport {
-                    loss: module_losses.last().copied().unwrap_or(f32::NAN),
-                    correct,
-                    images: images.dim(0)?,
-                    module_losses,
-                    skipped: Some(NonFiniteValue {
-                        module: m,
-                        what,
-                        value,
-                    }),
+                report.skipped = Some(NonFiniteValue {
+                    module: m,
+                    what,
+                    value,
                 });
+                return Ok(report);
             }
             // The gradients are dropped; detaching here frees this module's graph.
             x = h.detach();
         }
-        self.step += 1;
-        Ok(StepReport {
-            loss: *module_losses.last().unwrap_or(&f32::NAN),
-            correct,
-            images: images.dim(0)?,
-            module_losses,
-            skipped: None,
-        })
+        report.output = Some(x);
+        Ok(report)
+    }
+
+    /// Steps module `m` with `grads` unless one of them is NaN or infinite (then returns it).
+    fn update_or_fault(
+        &mut self,
+        m: usize,
+        grads: GradStore,
+        value: f32,
+        lr: f64,
+        report: &mut ModulesReport,
+        observe: &mut dyn FnMut(usize, &GradStore),
+    ) -> Result<Option<(String, f32)>> {
+        if let Some((name, v)) = first_non_finite_gradient(&self.modules[m].params, &grads)? {
+            return Ok(Some((format!("gradient of `{name}`"), v)));
+        }
+        report.module_losses.push(value);
+        observe(m, &grads);
+        self.optimizer.step(&self.modules[m].params, &grads, lr)?;
+        Ok(None)
     }
 
     /// What a step does on a NaN or infinite loss or gradient (default: stop).
@@ -340,16 +450,59 @@ impl Engine {
     /// Backbone-only inference on one batch: summed loss and correct predictions.
     /// Auxiliary networks are not run.
     pub fn eval_batch(&self, images: &Tensor, labels: &Tensor) -> Result<EvalTotals> {
-        let logits = self
-            .net
-            .forward(&images.to_dtype(self.precision.dtype())?, false)?;
-        let n = images.dim(0)?;
+        let last = self.modules.len();
+        let h = self.eval_modules(0..last, images)?;
+        self.eval_head(&h, labels)
+    }
+
+    /// Inference through the backbone units of modules `modules` (a pipeline stage's part
+    /// of [`Engine::eval_batch`]): `x` is the images for a range from module 0, else the
+    /// previous range's output.
+    pub fn eval_modules(&self, modules: Range<usize>, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.to_dtype(self.precision.dtype())?;
+        for m in modules {
+            for unit in self.module(m)?.units.clone() {
+                h = self.net.forward_unit(unit, &h, false)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// The output layer in inference on the last unit's output `h`: summed loss and correct
+    /// predictions.
+    pub fn eval_head(&self, h: &Tensor, labels: &Tensor) -> Result<EvalTotals> {
+        let logits = self.net.head(h, false)?;
+        let n = h.dim(0)?;
         let loss = cross_entropy(&logits, labels)?.to_scalar::<f32>()? as f64;
         Ok(EvalTotals {
             loss_sum: loss * n as f64,
             correct: correct_predictions(&logits, labels)?,
             images: n,
         })
+    }
+
+    /// Whether a local loss of modules `modules` reads the network's input images.
+    pub fn needs_images(&self, modules: Range<usize>) -> bool {
+        self.modules[modules]
+            .iter()
+            .any(|m| m.local.as_ref().is_some_and(|l| l.needs_images()))
+    }
+
+    /// The tensors of modules `modules` (their units, auxiliary networks and, for the last
+    /// module, the output layer): parameters and buffers.
+    pub fn module_entries(&self, modules: Range<usize>) -> Vec<Entry> {
+        let owners: Vec<Owner> = modules
+            .flat_map(|m| {
+                let mut owners: Vec<Owner> =
+                    self.modules[m].units.clone().map(Owner::Unit).collect();
+                match self.plan.aux_of_module(m) {
+                    Some(aux) if m + 1 < self.modules.len() => owners.push(Owner::Aux(aux.unit)),
+                    _ => owners.push(Owner::Head),
+                }
+                owners
+            })
+            .collect();
+        self.store.owned_by(&owners)
     }
 
     pub fn net(&self) -> &dyn LocalNet {

@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod checkpoint;
+pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod flops;

@@ -25,6 +25,8 @@ pub struct Macs {
     pub input_grad: u64,
     /// Gradients with respect to weights.
     pub weight_grad: u64,
+    /// Layer calls counted (each a forward pass of one convolution or linear layer).
+    pub layers: u64,
 }
 
 impl Macs {
@@ -41,6 +43,7 @@ impl Macs {
         self.forward += other.forward;
         self.input_grad += other.input_grad;
         self.weight_grad += other.weight_grad;
+        self.layers += other.layers;
     }
 
     pub(crate) fn scaled_down(self, divisor: u64) -> Macs {
@@ -48,6 +51,7 @@ impl Macs {
             forward: self.forward / divisor,
             input_grad: self.input_grad / divisor,
             weight_grad: self.weight_grad / divisor,
+            layers: self.layers,
         }
     }
 }
@@ -64,6 +68,7 @@ pub fn record(macs: usize, input_tracked: bool) {
             let macs = macs as u64;
             total.forward += macs;
             total.weight_grad += macs;
+            total.layers += 1;
             if input_tracked {
                 total.input_grad += macs;
             }

@@ -25,7 +25,8 @@ fn convolutions_count_output_elements_times_their_dot_products() -> anyhow::Resu
         Macs {
             forward: 10_800,
             input_grad: 0,
-            weight_grad: 10_800
+            weight_grad: 10_800,
+            layers: 1,
         }
     );
     // 4 groups of 2 -> 2 channels, 3x3 on 6x6 with padding 1: 8 * 36 outputs, 2 * 9 terms
@@ -38,7 +39,8 @@ fn convolutions_count_output_elements_times_their_dot_products() -> anyhow::Resu
         Macs {
             forward: 5_184,
             input_grad: 5_184,
-            weight_grad: 5_184
+            weight_grad: 5_184,
+            layers: 1,
         }
     );
     // Depthwise, 1x1: one multiply-add per output element.
@@ -60,7 +62,8 @@ fn linear_layers_count_rows_times_inputs_times_outputs() -> anyhow::Result<()> {
         Macs {
             forward: 140,
             input_grad: 140,
-            weight_grad: 140
+            weight_grad: 140,
+            layers: 1,
         }
     );
     assert_eq!(macs.backward(), 280);

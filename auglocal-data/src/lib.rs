@@ -35,7 +35,7 @@ pub use dataset::Dataset;
 pub use error::{Error, Result};
 pub use image_folder::{FolderConfig, ImageFolder};
 pub use image_set::ImageSet;
-pub use loader::{Batch, Batches, Loader, LoaderConfig};
+pub use loader::{Batch, Batches, Loader, LoaderConfig, Shard};
 pub use spec::{spec, DatasetSpec, Recipe, RecipeName, DATASETS};
 pub use transforms::{Augment, Normalize};
 

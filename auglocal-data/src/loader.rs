@@ -45,6 +45,8 @@ pub struct Batch {
     pub labels: Tensor,
     /// Position of this batch in its epoch, from 0.
     pub index: usize,
+    /// Images of the whole batch, all shards together (`N` without a shard).
+    pub global_images: usize,
 }
 
 /// Batches per epoch prepared ahead of the trainer by default.
@@ -63,6 +65,30 @@ pub struct Loader {
     device: Device,
     prefetch: usize,
     workers: Option<Arc<rayon::ThreadPool>>,
+    shard: Shard,
+}
+
+/// Which part of every batch a loader prepares: replica `replica` of `replicas` takes the
+/// `replica`-th of `replicas` contiguous, nearly equal slices (data-parallel training). The
+/// images of a slice are those of the same positions of the whole batch, augmented alike:
+/// the slices of all replicas together are exactly the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub replica: usize,
+    pub replicas: usize,
+}
+
+impl Shard {
+    /// The whole batch.
+    pub const WHOLE: Shard = Shard {
+        replica: 0,
+        replicas: 1,
+    };
+
+    /// Positions `lo..hi` of a batch of `n` images that this shard takes.
+    pub fn range(self, n: usize) -> std::ops::Range<usize> {
+        n * self.replica / self.replicas..n * (self.replica + 1) / self.replicas
+    }
 }
 
 /// What the producer hands over: pixels and labels, turned into tensors by the consumer so
@@ -71,6 +97,7 @@ struct Prepared {
     images: Vec<f32>,
     labels: Vec<u32>,
     index: usize,
+    global_images: usize,
 }
 
 impl Loader {
@@ -114,7 +141,26 @@ impl Loader {
             device,
             prefetch: DEFAULT_PREFETCH,
             workers: None,
+            shard: Shard::WHOLE,
         })
+    }
+
+    /// The same loader preparing only `shard`'s slice of every batch.
+    pub fn with_shard(mut self, shard: Shard) -> Result<Self> {
+        if shard.replicas == 0 || shard.replica >= shard.replicas {
+            return Err(Error::InvalidSetting {
+                setting: "shard",
+                value: format!("replica {} of {}", shard.replica, shard.replicas),
+                expected: "a replica index below the number of replicas".to_string(),
+            });
+        }
+        self.shard = shard;
+        Ok(self)
+    }
+
+    /// The slice of every batch this loader prepares.
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// Prepares up to `batches` batches ahead on a producer thread; 0 builds each batch on
@@ -164,11 +210,14 @@ impl Loader {
         self.len() == 0
     }
 
-    /// Images per epoch, after dropping a singleton final batch when augmenting.
+    /// Images per epoch (all shards together), after dropping a final batch too small for
+    /// BatchNorm when augmenting (training): one image, or with `R` shards fewer than `2R`,
+    /// so that every shard has two.
     pub fn images(&self) -> usize {
         let n = self.data.len();
-        if self.config.augment != Augment::None && n % self.config.batch_size == 1 {
-            n - 1
+        let last = n % self.config.batch_size;
+        if self.config.augment != Augment::None && last != 0 && last < 2 * self.shard.replicas {
+            n - last
         } else {
             n
         }
@@ -203,6 +252,7 @@ impl Loader {
             workers: self.workers.clone(),
             order,
             epoch,
+            shard: self.shard,
         };
         let end = self.len();
         let source = if self.prefetch == 0 || start >= end {
@@ -253,6 +303,7 @@ struct Job {
     workers: Option<Arc<rayon::ThreadPool>>,
     order: Vec<usize>,
     epoch: usize,
+    shard: Shard,
 }
 
 impl Job {
@@ -265,8 +316,12 @@ impl Job {
 
     fn fill(&self, index: usize) -> Result<Prepared> {
         let data = &*self.data;
-        let first = index * self.config.batch_size;
-        let picks = &self.order[first..(first + self.config.batch_size).min(self.order.len())];
+        let batch_start = index * self.config.batch_size;
+        let batch =
+            &self.order[batch_start..(batch_start + self.config.batch_size).min(self.order.len())];
+        let slice = self.shard.range(batch.len());
+        let first = batch_start + slice.start;
+        let picks = &batch[slice.clone()];
         let (channels, height, width) = data.shape();
         let image_len = channels * height * width;
         let mut images = vec![0f32; picks.len() * image_len];
@@ -295,6 +350,7 @@ impl Job {
             images,
             labels: picks.iter().map(|&i| data.label(i)).collect(),
             index,
+            global_images: batch.len(),
         })
     }
 }
@@ -334,6 +390,7 @@ impl Batches {
             images: Tensor::from_vec(prepared.images, (n, c, h, w), &self.device)?,
             labels: Tensor::from_vec(prepared.labels, n, &self.device)?,
             index: prepared.index,
+            global_images: prepared.global_images,
         })
     }
 }
@@ -379,6 +436,7 @@ impl auglocal_core::trainer::BatchSource for Loader {
                 .map(|b| auglocal_core::trainer::Batch {
                     images: b.images,
                     labels: b.labels,
+                    global_images: b.global_images,
                 })
                 .map_err(auglocal_core::Error::external)
         }))

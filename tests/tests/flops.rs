@@ -36,6 +36,8 @@ fn resnet32_bp_step_by_hand() -> anyhow::Result<()> {
             // Every layer but the stem, which reads the images, passes a gradient back.
             input_grad: inference - STEM,
             weight_grad: inference,
+            // The stem, 15 blocks of two convolutions, two projections, the output layer.
+            layers: 1 + 30 + 2 + 1,
         }
     );
     assert_eq!(step.auxiliary(), Macs::default());
@@ -60,10 +62,11 @@ fn resnet8_auglocal_step_by_hand() -> anyhow::Result<()> {
     assert_eq!(aux, 12_059_264);
     let block1 = 2 * CONV_16;
     let blocks23 = 2 * (CONV_DOWN + CONV_32 + PROJECTION);
-    let all = |f| Macs {
+    let all = |f, layers| Macs {
         forward: f,
         input_grad: f,
         weight_grad: f,
+        layers,
     };
     let m = &step.modules;
     assert_eq!((m[0].first_unit, m[0].last_unit), (0, 0));
@@ -74,7 +77,8 @@ fn resnet8_auglocal_step_by_hand() -> anyhow::Result<()> {
         Macs {
             forward: STEM,
             input_grad: 0,
-            weight_grad: STEM
+            weight_grad: STEM,
+            layers: 1,
         }
     );
     assert_eq!(
@@ -82,7 +86,8 @@ fn resnet8_auglocal_step_by_hand() -> anyhow::Result<()> {
         Macs {
             forward: block1,
             input_grad: CONV_16,
-            weight_grad: block1
+            weight_grad: block1,
+            layers: 2,
         }
     );
     assert_eq!(
@@ -90,12 +95,14 @@ fn resnet8_auglocal_step_by_hand() -> anyhow::Result<()> {
         Macs {
             forward: blocks23,
             input_grad: blocks23 - CONV_DOWN - PROJECTION,
-            weight_grad: blocks23
+            weight_grad: blocks23,
+            layers: 6,
         }
     );
     assert_eq!(
         (m[0].loss, m[1].loss, m[2].loss),
-        (all(aux), all(aux), all(FC))
+        // An auxiliary block's two convolutions and projection, then the linear head.
+        (all(aux, 4), all(aux, 4), all(FC, 1))
     );
     assert_eq!(step.inference(), STEM + block1 + blocks23 + FC);
     assert_eq!(step.auxiliary().forward, 2 * aux);

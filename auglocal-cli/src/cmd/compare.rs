@@ -289,6 +289,7 @@ fn train_one(
         forward: per_image.forward * batch,
         input_grad: per_image.input_grad * batch,
         weight_grad: per_image.weight_grad * batch,
+        layers: per_image.layers,
     };
     let modules = engine.plan().modules;
     let mut trainer = Trainer::new(

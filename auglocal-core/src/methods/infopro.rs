@@ -251,6 +251,10 @@ pub fn supervised_contrastive(
 }
 
 impl LocalLoss for InfoProAux {
+    fn needs_images(&self) -> bool {
+        true
+    }
+
     fn loss(
         &self,
         features: &Tensor,

@@ -19,6 +19,12 @@ pub trait LocalLoss: Send + Sync {
         labels: &Tensor,
         images: &Tensor,
     ) -> candle_core::Result<Tensor>;
+
+    /// Whether [`LocalLoss::loss`] reads `images` (a pipeline stage then receives them with
+    /// its activations).
+    fn needs_images(&self) -> bool {
+        false
+    }
 }
 
 /// What the built-in losses need to know about the input: the image side (DGL, PredSim

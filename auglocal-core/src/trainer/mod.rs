@@ -25,11 +25,13 @@
 mod metrics;
 mod observer;
 mod source;
+mod stage;
 mod state;
 
 pub use metrics::{MetricsLog, METRICS_FILE, STEPS_FILE};
 pub use observer::{EpochRecord, Observer, Observers, StepEvent};
 pub use source::{evaluate, Batch, BatchSource};
+pub use stage::Stage;
 pub use state::{EpochSums, Progress, RunState, STATE_VERSION};
 
 use std::path::{Path, PathBuf};
@@ -158,24 +160,50 @@ pub struct FitOutcome {
     pub eval_at_stop: Option<EvalTotals>,
 }
 
-/// Trains an [`Engine`] epoch by epoch.
+/// Trains an [`Engine`] epoch by epoch, alone or as one [`Stage`] of a run of several
+/// processes.
 pub struct Trainer {
     engine: Engine,
     config: TrainerConfig,
     progress: Progress,
     meta: serde_json::Map<String, serde_json::Value>,
+    stage: Stage,
 }
 
 impl Trainer {
     /// A trainer at the start of training (`progress` zero), after checking `config`.
     pub fn new(engine: Engine, config: TrainerConfig) -> Result<Self> {
         config.validate()?;
+        let stage = Stage::single(engine.module_count());
         Ok(Trainer {
             engine,
             config,
             progress: Progress::default(),
             meta: serde_json::Map::new(),
+            stage,
         })
+    }
+
+    /// This trainer as `stage` of a run of several processes: it trains that stage's
+    /// modules on its replica's slice of every batch; the writer (replica 0 of the last
+    /// stage) tells the observers and writes checkpoints, gathered from every stage into
+    /// the single-process format.
+    pub fn in_stage(mut self, stage: Stage) -> Result<Self> {
+        let modules = stage.partition().stages.last().map_or(0, |r| r.end);
+        if modules != self.engine.module_count() {
+            return Err(Error::InvalidSetting {
+                setting: "pipeline partition",
+                value: format!("{modules} modules"),
+                valid: format!("{} modules, as the engine has", self.engine.module_count()),
+            });
+        }
+        self.stage = stage;
+        Ok(self)
+    }
+
+    /// This process's part of the run.
+    pub fn stage(&self) -> &Stage {
+        &self.stage
     }
 
     /// Records `meta` (a struct or map) beside the progress in every checkpoint's
@@ -237,6 +265,10 @@ impl Trainer {
 
     /// Trains from where the run stands to `epochs` (or `max_steps`, or an observer's stop),
     /// evaluating the backbone on `eval` after every epoch and checkpointing by the policy.
+    ///
+    /// In a run of several processes every rank calls this with its own sources (replicas'
+    /// loaders sharded); only the writer tells `observer` what happens, and the first stage
+    /// asks it whether to stop.
     pub fn fit(
         &mut self,
         train: &dyn BatchSource,
@@ -245,11 +277,15 @@ impl Trainer {
     ) -> Result<FitOutcome> {
         self.engine.set_on_non_finite(self.config.on_non_finite);
         let batches = train.batches_per_epoch();
-        if let Some(dir) = &self.config.checkpoint.dir {
+        let topology = self.stage.topology();
+        let writer = topology.is_writer();
+        if let (true, Some(dir)) = (writer, &self.config.checkpoint.dir) {
             // A kill inside the last save can leave one old checkpoint too many.
             checkpoint::prune(dir, self.config.checkpoint.keep)?;
         }
-        observer.started(&self.progress, batches)?;
+        if writer {
+            observer.started(&self.progress, batches)?;
+        }
         let mut outcome = FitOutcome {
             stop: Stop::Finished,
             epochs: Vec::new(),
@@ -258,55 +294,69 @@ impl Trainer {
         let epochs = self.config.epochs;
         for epoch in self.progress.epochs_done + 1..=epochs {
             let lr = self.config.schedule.lr(self.config.lr, epoch, epochs);
-            observer.epoch_started(epoch, lr, self.progress.batches_done)?;
+            if writer {
+                observer.epoch_started(epoch, lr, self.progress.batches_done)?;
+            }
             let mut sums = self.progress.partial;
             let started = Instant::now();
             let mut waited = Duration::ZERO;
             let mut stop = None;
             // GPU only: the largest per-step peak of device memory in this epoch.
             let mut device_peak: Option<u64> = None;
-            let mut source = train.batches(epoch, self.progress.batches_done);
-            loop {
-                if self.progress.batches_done < batches && self.max_steps_reached() {
+            let mut source = topology
+                .is_first_stage()
+                .then(|| train.batches(epoch, self.progress.batches_done));
+            while self.progress.batches_done < batches {
+                if self.max_steps_reached() {
                     stop = Some(Stop::MaxSteps);
                     break;
                 }
                 let asked = Instant::now();
-                let Some(batch) = source.next() else {
+                let source = source.as_mut().map(|s| s as &mut dyn Iterator<Item = _>);
+                let Some(input) = self.stage.input(source, &self.engine)? else {
                     break;
                 };
                 waited += asked.elapsed();
-                let batch = batch?;
                 let device = self.engine.device().clone();
                 memory::reset_device_peak(&device);
-                let report = self.engine.train_step(&batch.images, &batch.labels, lr)?;
+                let trained = self
+                    .stage
+                    .train(&mut self.engine, input, lr, &mut |_, _| {})?;
                 let step_peak = memory::device_memory(&device).map(|m| m.peak);
                 device_peak = device_peak.max(step_peak);
                 self.progress.batches_done += 1;
-                self.progress.steps = self.engine.steps();
-                if report.skipped.is_some() {
-                    sums.skipped += 1;
-                } else {
-                    sums.loss_sum += report.loss as f64 * report.images as f64;
-                    sums.correct += report.correct;
-                    sums.images += report.images;
+                self.progress.steps += 1;
+                self.engine.set_steps(self.progress.steps);
+                if let Some(report) = &trained.report {
+                    if report.skipped.is_some() {
+                        sums.skipped += 1;
+                    } else {
+                        sums.loss_sum += report.loss as f64 * report.images as f64;
+                        sums.correct += report.correct;
+                        sums.images += report.images;
+                    }
                 }
                 let so_far = EpochSums {
                     seconds: sums.seconds + started.elapsed().as_secs_f64(),
                     ..sums
                 };
-                observer.step(&StepEvent {
-                    epoch,
-                    epochs,
-                    batch: self.progress.batches_done,
-                    batches,
-                    step: self.progress.steps,
-                    lr,
-                    report: &report,
-                    sums: &so_far,
-                    peak_device_memory_bytes: step_peak,
-                })?;
-                if observer.stop_requested() {
+                if let (true, Some(report)) = (writer, &trained.report) {
+                    observer.step(&StepEvent {
+                        epoch,
+                        epochs,
+                        batch: self.progress.batches_done,
+                        batches,
+                        step: self.progress.steps,
+                        lr,
+                        report,
+                        sums: &so_far,
+                        peak_device_memory_bytes: step_peak,
+                    })?;
+                }
+                // The first stage decides whether to stop after this batch (the writer's
+                // observers have seen the step first where it is the same process).
+                let wants_stop = topology.is_first_stage() && observer.stop_requested();
+                if self.stage.pass_on(&self.engine, trained, wants_stop)? {
                     stop = Some(Stop::Requested);
                     break;
                 }
@@ -326,17 +376,23 @@ impl Trainer {
             if let Some(stop) = stop.filter(|_| self.progress.batches_done < batches) {
                 // Mid-epoch: the partial sums let the resumed epoch report all of it.
                 self.progress.partial = sums;
-                self.save(&self.progress, observer)?;
+                let progress = self.progress;
+                self.save(&progress, observer)?;
                 if stop == Stop::MaxSteps {
                     if let Some(eval) = eval {
-                        outcome.eval_at_stop = Some(evaluate(&self.engine, eval)?);
+                        outcome.eval_at_stop = Some(self.stage.evaluate(&self.engine, eval)?);
                     }
                 }
                 outcome.stop = stop;
                 return Ok(outcome);
             }
-            observer.epoch_trained(epoch)?;
-            let evaluated = eval.map(|e| evaluate(&self.engine, e)).transpose()?;
+            if writer {
+                observer.epoch_trained(epoch)?;
+            }
+            let evaluated = match eval {
+                Some(e) => Some(self.stage.evaluate(&self.engine, e)?),
+                None => None,
+            };
             let record = EpochRecord {
                 epoch,
                 epochs,
@@ -350,11 +406,14 @@ impl Trainer {
             };
             // The epoch's line goes out before the checkpoint that covers it (see
             // `MetricsLog`).
-            observer.epoch_ended(&record)?;
+            if writer {
+                observer.epoch_ended(&record)?;
+            }
             self.progress.epochs_done = epoch;
             self.progress.batches_done = 0;
             self.progress.partial = EpochSums::default();
-            self.save(&self.progress, observer)?;
+            let progress = self.progress;
+            self.save(&progress, observer)?;
             outcome.epochs.push(record);
             if stop.is_none() && epoch < epochs && self.max_steps_reached() {
                 stop = Some(Stop::MaxSteps);
@@ -373,9 +432,13 @@ impl Trainer {
             .is_some_and(|max| self.engine.steps() >= max)
     }
 
-    /// Writes a checkpoint of the engine at `progress`, if the policy has a directory.
-    fn save(&self, progress: &Progress, observer: &mut dyn Observer) -> Result<()> {
-        let Some(dir) = &self.config.checkpoint.dir else {
+    /// Writes a checkpoint of the engine at `progress`, if the policy has a directory: on
+    /// the writer, with every other stage's tensors and momentum gathered in.
+    fn save(&mut self, progress: &Progress, observer: &mut dyn Observer) -> Result<()> {
+        let Some(dir) = self.config.checkpoint.dir.clone() else {
+            return Ok(());
+        };
+        let Some(momentum) = self.stage.gather(&self.engine)? else {
             return Ok(());
         };
         let state = RunState {
@@ -383,14 +446,16 @@ impl Trainer {
             progress: *progress,
             meta: &self.meta,
         };
+        let mut optimizer = self.engine.optimizer().clone();
+        optimizer.load_state(momentum);
         checkpoint::save_keeping(
-            dir,
+            &dir,
             self.engine.store(),
-            self.engine.optimizer(),
+            &optimizer,
             &state,
             self.config.checkpoint.keep,
         )?;
-        observer.checkpoint_saved(dir, progress)
+        observer.checkpoint_saved(&dir, progress)
     }
 }
 

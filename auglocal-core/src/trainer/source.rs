@@ -11,6 +11,9 @@ use crate::error::Result;
 pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
+    /// Images of the whole batch when this is one replica's shard of it (data-parallel
+    /// training weights each shard's gradients by its share); `N` otherwise.
+    pub global_images: usize,
 }
 
 /// Batches, epoch by epoch.

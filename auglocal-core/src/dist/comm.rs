@@ -1,0 +1,91 @@
+//! [`Comm`]: what the trainer asks of the transport between processes.
+
+use crate::error::{Error, Result};
+
+use super::topology::Topology;
+
+/// The kind of a message between ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Tag {
+    /// A training batch's activations (and labels, images, losses) to the next stage.
+    Train = 1,
+    /// An evaluation batch's activations to the next stage.
+    Eval = 2,
+    /// A stage's tensors and momentum to the writer, for a checkpoint.
+    Checkpoint = 3,
+}
+
+/// The transport: sums over a stage's replicas and messages between ranks.
+pub trait Comm {
+    fn topology(&self) -> Topology;
+
+    /// Element-wise sum of `buffer` over the replicas of this process's stage, in place.
+    fn sum_over_replicas(&mut self, buffer: &mut [f32]) -> Result<()>;
+
+    /// [`Comm::sum_over_replicas`] in f64 (evaluation and epoch totals).
+    fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()>;
+
+    /// Sends `bytes` to rank `to` without waiting for it to be received (a bounded number
+    /// of sends may be in flight; the oldest is waited for beyond that).
+    fn send(&mut self, to: usize, tag: Tag, bytes: Vec<u8>) -> Result<()>;
+
+    /// Waits for the next message of kind `tag` from rank `from`.
+    fn receive(&mut self, from: usize, tag: Tag) -> Result<Vec<u8>>;
+
+    /// Waits until every message sent has been received.
+    fn flush(&mut self) -> Result<()>;
+
+    /// Bytes sent so far.
+    fn bytes_sent(&self) -> u64;
+
+    /// Ends every process of the run at once with status `code` (after this one has said
+    /// why).
+    fn abort(&self, code: i32) -> !;
+}
+
+/// One process: sums are the buffer itself, and there is no one to talk to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Single;
+
+impl Comm for Single {
+    fn topology(&self) -> Topology {
+        Topology::SINGLE
+    }
+
+    fn sum_over_replicas(&mut self, _buffer: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn sum_over_replicas_f64(&mut self, _buffer: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn send(&mut self, to: usize, _tag: Tag, _bytes: Vec<u8>) -> Result<()> {
+        Err(no_peer(to))
+    }
+
+    fn receive(&mut self, from: usize, _tag: Tag) -> Result<Vec<u8>> {
+        Err(no_peer(from))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        0
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+fn no_peer(rank: usize) -> Error {
+    Error::InvalidSetting {
+        setting: "rank",
+        value: rank.to_string(),
+        valid: "none: a single process has no other rank".into(),
+    }
+}

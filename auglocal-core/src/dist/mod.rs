@@ -1,0 +1,26 @@
+//! Several processes training one network: pipeline stages and data-parallel replicas.
+//!
+//! A run of `world` processes has `stages` pipeline stages and `world / stages`
+//! data-parallel replicas. Stage `s` trains a contiguous range of the plan's modules
+//! ([`partition`]): it takes batch `t` as the previous stage's detached output (stage 0:
+//! from the data), trains its modules, and passes its own output on. Module `m + 1` needs
+//! only `h_m(t)`, computed before module `m`'s update of step `t`, so a pipelined run is bit
+//! for bit the single-process run on the CPU, whatever the number of stages. Replicas of a
+//! stage each take a slice of every batch and sum each module's scaled gradients before its
+//! update; BatchNorm statistics stay per replica, as in PyTorch's DDP.
+//!
+//! [`Comm`] is all the trainer asks of the transport: sums over a stage's replicas and
+//! messages between ranks. [`Single`] is the one-process run; `Mpi` (feature `mpi`) runs
+//! over the system's MPI (launched by `mpirun` or Slurm's `srun`).
+
+mod comm;
+pub mod message;
+#[cfg(feature = "mpi")]
+mod mpi;
+pub mod partition;
+mod topology;
+
+pub use comm::{Comm, Single, Tag};
+#[cfg(feature = "mpi")]
+pub use mpi::Mpi;
+pub use topology::Topology;

@@ -1,0 +1,150 @@
+//! [`Comm`] over MPI (the `mpi` crate over the system's MPI library).
+
+use std::collections::VecDeque;
+
+use mpi::environment::Universe;
+use mpi::request::{Request, StaticScope};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+
+use crate::error::{Error, Result};
+
+use super::comm::{Comm, Tag};
+use super::topology::Topology;
+
+/// Sends in flight per process before the oldest is waited for: enough to keep a stage
+/// busy on the next batch while the previous one travels, few enough to bound memory.
+const IN_FLIGHT: usize = 4;
+
+/// A send whose buffer MPI reads until the request completes; the buffer is freed then.
+struct InFlight {
+    request: Request<'static, [u8], StaticScope>,
+    buffer: *mut [u8],
+}
+
+/// The MPI world of a run launched by `mpirun` or `srun` (a single process started on its
+/// own is a world of one).
+pub struct Mpi {
+    // Dropped last: finalises MPI.
+    world: SimpleCommunicator,
+    replicas: SimpleCommunicator,
+    topology: Topology,
+    in_flight: VecDeque<InFlight>,
+    bytes_sent: u64,
+    _universe: Universe,
+}
+
+impl Mpi {
+    /// Initialises MPI and places this process in a run of `stages` pipeline stages.
+    pub fn init(stages: usize) -> Result<Self> {
+        let universe = mpi::initialize().ok_or_else(|| Error::InvalidSetting {
+            setting: "MPI",
+            value: "initialised twice".into(),
+            valid: "one Mpi per process".into(),
+        })?;
+        let world = universe.world();
+        let topology = Topology::new(world.size() as usize, world.rank() as usize, stages)?;
+        let color = mpi::topology::Color::with_value(topology.stage() as i32);
+        let replicas = world
+            .split_by_color_with_key(color, topology.replica() as i32)
+            .ok_or_else(|| Error::InvalidSetting {
+                setting: "MPI communicator of a stage's replicas",
+                value: "none".into(),
+                valid: "a communicator for every stage".into(),
+            })?;
+        Ok(Mpi {
+            world,
+            replicas,
+            topology,
+            in_flight: VecDeque::new(),
+            bytes_sent: 0,
+            _universe: universe,
+        })
+    }
+
+    fn finish_oldest(&mut self) {
+        if let Some(done) = self.in_flight.pop_front() {
+            done.request.wait();
+            // SAFETY: the buffer came from Box::leak in `send` and MPI no longer reads it.
+            drop(unsafe { Box::from_raw(done.buffer) });
+        }
+    }
+}
+
+impl Comm for Mpi {
+    fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    fn sum_over_replicas(&mut self, buffer: &mut [f32]) -> Result<()> {
+        if self.topology.replicas() > 1 {
+            let mine = buffer.to_vec();
+            self.replicas.all_reduce_into(
+                &mine[..],
+                buffer,
+                mpi::collective::SystemOperation::sum(),
+            );
+        }
+        Ok(())
+    }
+
+    fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()> {
+        if self.topology.replicas() > 1 {
+            let mine = buffer.to_vec();
+            self.replicas.all_reduce_into(
+                &mine[..],
+                buffer,
+                mpi::collective::SystemOperation::sum(),
+            );
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: usize, tag: Tag, bytes: Vec<u8>) -> Result<()> {
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.finish_oldest();
+        }
+        self.bytes_sent += bytes.len() as u64;
+        let buffer: &'static mut [u8] = Box::leak(bytes.into_boxed_slice());
+        let pointer: *mut [u8] = buffer;
+        let request = self
+            .world
+            .process_at_rank(to as i32)
+            .immediate_send_with_tag(StaticScope, &*buffer, tag as u16 as i32);
+        self.in_flight.push_back(InFlight {
+            request,
+            buffer: pointer,
+        });
+        Ok(())
+    }
+
+    fn receive(&mut self, from: usize, tag: Tag) -> Result<Vec<u8>> {
+        let (bytes, _status) = self
+            .world
+            .process_at_rank(from as i32)
+            .receive_vec_with_tag::<u8>(tag as u16 as i32);
+        Ok(bytes)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest();
+        }
+        Ok(())
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
+
+impl Drop for Mpi {
+    fn drop(&mut self) {
+        // Every buffer must outlive its send.
+        let _ = self.flush();
+    }
+}

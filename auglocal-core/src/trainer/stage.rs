@@ -1,0 +1,368 @@
+//! This process's part of a run ([`Stage`]): which modules it trains, where its batches
+//! come from and where its outputs go, sums over its replicas, and its share of evaluation
+//! and checkpoints. A single process is the one stage and the one replica of its run, and
+//! then nothing here leaves the process.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
+
+use crate::dist::message::Message;
+use crate::dist::partition::Partition;
+use crate::dist::{Comm, Single, Tag, Topology};
+use crate::engine::{Engine, EvalTotals, NonFiniteValue, Replicas, StepReport};
+use crate::error::{Error, Result};
+
+use super::source::{Batch, BatchSource};
+
+/// What a step of this stage starts from.
+pub(super) struct StageInput {
+    /// The images (first stage) or the previous stage's output.
+    x: Tensor,
+    labels: Tensor,
+    /// The network's input images, where a loss of this or a later stage reads them.
+    images: Option<Tensor>,
+    /// Images of the whole batch, all replicas together.
+    global: usize,
+    /// Losses of the modules before this stage.
+    losses: Vec<f32>,
+    /// A module before this stage found a non-finite value: nothing here is trained.
+    skipped: Option<NonFiniteValue>,
+    /// The first stage decided to stop after this batch.
+    stop: bool,
+}
+
+/// What a step of this stage did, before it is passed on.
+pub(super) struct StageStep {
+    /// The whole step, on the last stage (losses of every module, output loss, correct
+    /// predictions over all replicas).
+    pub report: Option<StepReport>,
+    output: Option<Tensor>,
+    labels: Tensor,
+    images: Option<Tensor>,
+    global: usize,
+    losses: Vec<f32>,
+    skipped: Option<NonFiniteValue>,
+    /// The first stage's decision to stop after this batch, as it came.
+    stop: bool,
+}
+
+/// This process's part of a run.
+pub struct Stage {
+    comm: Box<dyn Comm>,
+    partition: Partition,
+}
+
+impl Stage {
+    /// The one stage of a single-process run of `modules` modules.
+    pub fn single(modules: usize) -> Self {
+        Stage {
+            comm: Box::new(Single),
+            partition: Partition {
+                stages: std::iter::once(0..modules).collect(),
+                costs: vec![1.0],
+            },
+        }
+    }
+
+    /// This process's stage of `partition` in the run `comm` connects.
+    pub fn new(comm: Box<dyn Comm>, partition: Partition) -> Result<Self> {
+        let topology = comm.topology();
+        if partition.stages.len() != topology.stages {
+            return Err(Error::InvalidSetting {
+                setting: "pipeline partition",
+                value: format!("{} stages", partition.stages.len()),
+                valid: format!("{} stages, as the run has", topology.stages),
+            });
+        }
+        Ok(Stage { comm, partition })
+    }
+
+    pub fn topology(&self) -> Topology {
+        self.comm.topology()
+    }
+
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
+    /// The modules this process trains.
+    pub fn modules(&self) -> Range<usize> {
+        self.partition.stages[self.topology().stage()].clone()
+    }
+
+    /// Bytes this process has sent to others.
+    pub fn bytes_sent(&self) -> u64 {
+        self.comm.bytes_sent()
+    }
+
+    /// Ends every process of the run (after this one has said why).
+    pub fn abort(&self, code: i32) -> ! {
+        self.comm.abort(code)
+    }
+
+    fn neighbour(&self, offset: isize) -> usize {
+        let t = self.topology();
+        t.rank_of((t.stage() as isize + offset) as usize, t.replica())
+    }
+
+    /// The next training batch: from `source` on the first stage (`None` when it is
+    /// exhausted), else from the previous stage.
+    pub(super) fn input(
+        &mut self,
+        source: Option<&mut dyn Iterator<Item = Result<Batch>>>,
+        engine: &Engine,
+    ) -> Result<Option<StageInput>> {
+        if self.topology().is_first_stage() {
+            let Some(batch) = source.and_then(|s| s.next()) else {
+                return Ok(None);
+            };
+            let batch = batch?;
+            return Ok(Some(StageInput {
+                images: Some(batch.images.clone()),
+                x: batch.images,
+                labels: batch.labels,
+                global: batch.global_images,
+                losses: Vec::new(),
+                skipped: None,
+                stop: false,
+            }));
+        }
+        let from = self.neighbour(-1);
+        let bytes = self.comm.receive(from, Tag::Train)?;
+        let m = Message::decode(&bytes, engine.device())?;
+        let skipped = match m.fields.get("skipped_module") {
+            Some(_) => Some(NonFiniteValue {
+                module: m.field("skipped_module")?,
+                what: m.field("skipped_what")?,
+                value: m.field("skipped_value")?,
+            }),
+            None => None,
+        };
+        let losses: String = m.field("losses")?;
+        let losses = serde_json::from_str(&losses).map_err(Error::external)?;
+        Ok(Some(StageInput {
+            x: match &skipped {
+                Some(_) => m.tensor("labels")?.clone(),
+                None => m.tensor("h")?.clone(),
+            },
+            labels: m.tensor("labels")?.clone(),
+            images: m.tensors.get("images").cloned(),
+            global: m.field("global")?,
+            losses,
+            skipped,
+            stop: m.field::<u8>("stop")? == 1,
+        }))
+    }
+
+    /// Trains this stage's modules on `input` ([`Stage::pass_on`] sends the result on).
+    pub(super) fn train(
+        &mut self,
+        engine: &mut Engine,
+        input: StageInput,
+        lr: f64,
+        observe: &mut dyn FnMut(usize, &GradStore),
+    ) -> Result<StageStep> {
+        let t = self.topology();
+        let mut losses = input.losses;
+        let mut skipped = input.skipped;
+        let mut output = None;
+        let mut correct = None;
+        if skipped.is_none() {
+            let share = input.x.dim(0)? as f64 / input.global.max(1) as f64;
+            let comm = &mut self.comm;
+            let mut sum = |buffer: &mut [f32]| comm.sum_over_replicas(buffer);
+            let replicas = (t.replicas() > 1).then_some(Replicas {
+                share,
+                sum: &mut sum,
+            });
+            let images = input.images.as_ref().unwrap_or(&input.x);
+            let report = engine.train_modules(
+                self.partition.stages[t.stage()].clone(),
+                &input.x,
+                &input.labels,
+                images,
+                lr,
+                replicas,
+                observe,
+            )?;
+            losses.extend(&report.module_losses);
+            skipped = report.skipped;
+            output = report.output;
+            correct = report.correct;
+        }
+        let report = t.is_last_stage().then(|| StepReport {
+            loss: losses.last().copied().unwrap_or(f32::NAN),
+            correct: correct.unwrap_or(0),
+            images: input.global,
+            module_losses: losses.clone(),
+            skipped: skipped.clone(),
+        });
+        Ok(StageStep {
+            report,
+            output,
+            labels: input.labels,
+            images: input.images,
+            global: input.global,
+            losses,
+            skipped,
+            stop: input.stop,
+        })
+    }
+
+    /// Sends a trained step to the next stage. On the first stage `wants_stop` is this
+    /// process's wish to stop after this batch (its replicas agree: one wish stops all);
+    /// further on the first stage's decision travels with the batch. Returns the decision.
+    pub(super) fn pass_on(
+        &mut self,
+        engine: &Engine,
+        step: StageStep,
+        wants_stop: bool,
+    ) -> Result<bool> {
+        let t = self.topology();
+        let mut stop = step.stop;
+        if t.is_first_stage() {
+            stop = wants_stop;
+            if t.replicas() > 1 {
+                let mut votes = [stop as u8 as f64];
+                self.comm.sum_over_replicas_f64(&mut votes)?;
+                stop = votes[0] > 0.0;
+            }
+        }
+        if t.is_last_stage() {
+            return Ok(stop);
+        }
+        let later = self.partition.stages[t.stage()].end..engine.module_count();
+        let losses = serde_json::to_string(&step.losses).map_err(Error::external)?;
+        let mut message = Message::new()
+            .with_tensor("labels", &step.labels)
+            .with_field("global", step.global)
+            .with_field("losses", losses)
+            .with_field("stop", stop as u8);
+        if let Some(h) = &step.output {
+            message = message.with_tensor("h", h);
+        }
+        if let (true, Some(images)) = (engine.needs_images(later), &step.images) {
+            message = message.with_tensor("images", images);
+        }
+        if let Some(s) = &step.skipped {
+            message = message
+                .with_field("skipped_module", s.module)
+                .with_field("skipped_what", &s.what)
+                .with_field("skipped_value", s.value);
+        }
+        let next = self.neighbour(1);
+        self.comm.send(next, Tag::Train, message.encode()?)?;
+        Ok(stop)
+    }
+
+    /// Backbone-only evaluation over one pass of `source`, this stage's units on its part of
+    /// every batch. The totals (over all replicas) are meaningful on the last stage.
+    pub(super) fn evaluate(
+        &mut self,
+        engine: &Engine,
+        source: &dyn BatchSource,
+    ) -> Result<EvalTotals> {
+        let t = self.topology();
+        if !t.is_distributed() {
+            return super::source::evaluate(engine, source);
+        }
+        let modules = self.modules();
+        let mut totals = EvalTotals::default();
+        let mut batches = t.is_first_stage().then(|| source.batches(1, 0));
+        for _ in 0..source.batches_per_epoch() {
+            let (x, labels) = match batches.as_mut() {
+                Some(batches) => match batches.next() {
+                    Some(batch) => {
+                        let batch = batch?;
+                        (batch.images, batch.labels)
+                    }
+                    None => break,
+                },
+                None => {
+                    let bytes = self.comm.receive(self.neighbour(-1), Tag::Eval)?;
+                    let m = Message::decode(&bytes, engine.device())?;
+                    (m.tensor("h")?.clone(), m.tensor("labels")?.clone())
+                }
+            };
+            // A replica's slice of a small last batch may hold no image.
+            let empty = x.dim(0)? == 0;
+            let h = if empty {
+                x
+            } else {
+                engine.eval_modules(modules.clone(), &x)?
+            };
+            if t.is_last_stage() {
+                if !empty {
+                    totals.add(engine.eval_head(&h, &labels)?);
+                }
+            } else {
+                let message = Message::new()
+                    .with_tensor("h", &h)
+                    .with_tensor("labels", &labels);
+                let next = self.neighbour(1);
+                self.comm.send(next, Tag::Eval, message.encode()?)?;
+            }
+        }
+        if t.is_last_stage() {
+            let mut sums = [totals.loss_sum, totals.correct as f64, totals.images as f64];
+            self.comm.sum_over_replicas_f64(&mut sums)?;
+            totals = EvalTotals {
+                loss_sum: sums[0],
+                correct: sums[1].round() as usize,
+                images: sums[2].round() as usize,
+            };
+        }
+        Ok(totals)
+    }
+
+    /// For a checkpoint: on replica 0 of every stage but the last, sends this stage's
+    /// tensors and momentum to the writer and returns `None`; on the writer, receives every
+    /// other stage's into `engine`'s store and returns the momentum of all modules.
+    /// Elsewhere `None`.
+    pub(super) fn gather(&mut self, engine: &Engine) -> Result<Option<BTreeMap<String, Tensor>>> {
+        let t = self.topology();
+        let mut momentum = engine.optimizer().state().clone();
+        if !t.is_distributed() {
+            return Ok(Some(momentum));
+        }
+        if !t.is_writer() {
+            if t.replica() == 0 && !t.is_last_stage() {
+                let mut message = Message::new();
+                for entry in engine.module_entries(self.modules()) {
+                    message =
+                        message.with_tensor(&format!("p/{}", entry.name), entry.var.as_tensor());
+                    if let Some(m) = momentum.get(&entry.name) {
+                        message = message.with_tensor(&format!("m/{}", entry.name), m);
+                    }
+                }
+                self.comm
+                    .send(t.writer(), Tag::Checkpoint, message.encode()?)?;
+            }
+            return Ok(None);
+        }
+        for stage in 0..t.stages - 1 {
+            let bytes = self.comm.receive(t.rank_of(stage, 0), Tag::Checkpoint)?;
+            let m = Message::decode(&bytes, engine.device())?;
+            for (name, tensor) in m.tensors {
+                if let Some(param) = name.strip_prefix("p/") {
+                    let entry = engine
+                        .store()
+                        .get(param)
+                        .ok_or_else(|| Error::InvalidSetting {
+                            setting: "checkpoint tensor from another stage",
+                            value: param.to_string(),
+                            valid: "a tensor of this network (every rank must build the same one)"
+                                .into(),
+                        })?;
+                    entry.var.set(&tensor)?;
+                } else if let Some(param) = name.strip_prefix("m/") {
+                    momentum.insert(param.to_string(), tensor);
+                }
+            }
+        }
+        Ok(Some(momentum))
+    }
+}
