@@ -7,6 +7,7 @@ mod charts;
 pub mod cmd;
 mod heap;
 mod hints;
+mod launch;
 mod session;
 mod settings;
 

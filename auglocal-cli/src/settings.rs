@@ -223,6 +223,10 @@ pub struct Settings {
     /// Start from these weights (safetensors with the backbone's PyTorch names).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
+    /// Pipeline stages S of a run of N processes started by `mpirun -np N` or `srun`:
+    /// S stages x N/S data-parallel replicas (default 1; needs a build with `--features mpi`).
+    #[arg(long)]
+    pub stages: Option<usize>,
 }
 
 /// The settings that may change when a run is resumed; everything else is fixed by the run.
@@ -238,6 +242,7 @@ pub const RESUMABLE: &[&str] = &[
     "device",
     "eval_batch_size",
     "offline",
+    "stages",
 ];
 
 impl Settings {
@@ -330,6 +335,9 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Start from these weights (safetensors; backbone names, auxiliary nets optional).
     pub init_from: Option<PathBuf>,
+    /// Pipeline stages of a run of several processes (1: one stage, data parallel only).
+    #[serde(default = "default_stages")]
+    pub stages: usize,
     /// The recipe the settings started from.
     #[serde(default = "default_recipe")]
     pub recipe: RecipeName,
@@ -352,6 +360,10 @@ fn default_device() -> DeviceName {
 }
 
 fn default_keep() -> usize {
+    1
+}
+
+fn default_stages() -> usize {
     1
 }
 
@@ -394,6 +406,7 @@ impl TrainConfig {
             on_nan: OnNonFinite::Stop,
             precision: Precision::F32,
             init_from: None,
+            stages: default_stages(),
             recipe,
             image_size: None,
             offline: false,
@@ -472,6 +485,7 @@ impl TrainConfig {
         set(&mut self.augment, &s.augment);
         set(&mut self.shuffle, &s.shuffle);
         set_some(&mut self.init_from, &s.init_from);
+        set(&mut self.stages, &s.stages);
     }
 
     /// The method these settings describe.
@@ -524,6 +538,9 @@ impl TrainConfig {
         }
         if self.keep == 0 {
             bail!("--keep must be at least 1 (the newest checkpoint is always kept)");
+        }
+        if self.stages == 0 {
+            bail!("--stages must be at least 1");
         }
         auglocal_core::SgdConfig {
             momentum: self.momentum,

@@ -6,13 +6,17 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
+use auglocal_core::dist::partition::{self, Partition};
+use auglocal_core::dist::Comm;
+use auglocal_core::flops;
 use auglocal_core::trainer::{
-    CheckpointPolicy, EpochRecord, MetricsLog, Observer, Observers, Progress, StepEvent, Stop,
-    Trainer, TrainerConfig, METRICS_FILE,
+    CheckpointPolicy, EpochRecord, MetricsLog, Observer, Observers, Progress, Stage, StepEvent,
+    Stop, Trainer, TrainerConfig, METRICS_FILE,
 };
-use auglocal_data::Split;
+use auglocal_data::{Shard, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::launch::{self, Processes};
 use crate::session::{self, CliState, RunMeta};
 use crate::settings::{Settings, TrainConfig, RESUMABLE};
 
@@ -231,8 +235,30 @@ impl Observer for Curves {
     }
 }
 
+/// On the ranks that are not the writer: asks only whether to stop (Ctrl-C reaches every
+/// rank; the first stage's answer travels with the batch).
+struct StopOnSignal;
+
+impl Observer for StopOnSignal {
+    fn stop_requested(&mut self) -> bool {
+        interrupt::requested()
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let (out, config, resumed) = resolve(&args)?;
+    let Processes { comm, ending } = launch::start(config.stages)?;
+    train(out, config, resumed, comm).map_err(|e| ending.fail(e))
+}
+
+fn train(
+    out: PathBuf,
+    config: TrainConfig,
+    resumed: Option<CliState>,
+    comm: Box<dyn Comm>,
+) -> Result<()> {
+    let topology = comm.topology();
+    let writer = topology.is_writer();
     interrupt::install();
     session::set_threads(config.threads)?;
     let device = config.device.open()?;
@@ -281,43 +307,60 @@ pub fn run(args: Args) -> Result<()> {
         image_size: Some(image_size),
     };
     let mut trainer = Trainer::new(engine, trainer_config)?.with_meta(&meta)?;
+    if topology.is_distributed() {
+        let flops = flops::step_flops(trainer.engine(), [3, image_size, image_size])?;
+        let partition = Partition::balanced(&partition::module_costs(&flops), topology.stages)?;
+        trainer = trainer.in_stage(Stage::new(comm, partition)?)?;
+    }
     if resumed.is_some() {
         trainer.resume(&ckpt_dir)?;
     }
 
-    fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create run directory {}", out.display()))?;
-    checkpoint::write_atomic(
-        &out.join("config.json"),
-        &serde_json::to_vec_pretty(&config)?,
-    )?;
-    let loader = session::train_loader(&config, train_set.clone(), &device)?;
+    let shard = Shard {
+        replica: topology.replica(),
+        replicas: topology.replicas(),
+    };
+    let loader = session::train_loader(&config, train_set.clone(), &device)?.with_shard(shard)?;
     let test_loader = session::eval_loader(
         test_set.clone(),
         &config.dataset,
         config.eval_batch_size,
         &device,
-    )?;
-    let (backbone_params, aux_params) = trainer.engine().parameter_counts();
-    println!(
-        "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
-        config.model,
-        config.method.name,
-        config.dataset,
-        train_set.len(),
-        test_set.len(),
-        classes,
-        trainer.engine().plan().modules,
-        backbone_params,
-        aux_params,
-        out.display()
-    );
+    )?
+    .with_shard(shard)?;
+    if writer {
+        fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create run directory {}", out.display()))?;
+        checkpoint::write_atomic(
+            &out.join("config.json"),
+            &serde_json::to_vec_pretty(&config)?,
+        )?;
+        let (backbone_params, aux_params) = trainer.engine().parameter_counts();
+        println!(
+            "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
+            config.model,
+            config.method.name,
+            config.dataset,
+            train_set.len(),
+            test_set.len(),
+            classes,
+            trainer.engine().plan().modules,
+            backbone_params,
+            aux_params,
+            out.display()
+        );
+        if topology.is_distributed() {
+            println!("{}", describe_run(&trainer));
+        }
+    }
     let done = trainer.progress().epochs_done;
     if done >= config.epochs {
-        println!(
-            "the run is complete ({done} of {} epochs); raise --epochs to train further",
-            config.epochs
-        );
+        if writer {
+            println!(
+                "the run is complete ({done} of {} epochs); raise --epochs to train further",
+                config.epochs
+            );
+        }
         return Ok(());
     }
 
@@ -331,13 +374,23 @@ pub fn run(args: Args) -> Result<()> {
         run: out.clone(),
         failed: false,
     };
-    let outcome = trainer.fit(
-        &loader,
-        Some(&test_loader),
-        &mut Observers(vec![&mut metrics, &mut console, &mut curves]),
-    )?;
+    let mut others = StopOnSignal;
+    let mut observers = match writer {
+        true => Observers(vec![&mut metrics, &mut console, &mut curves]),
+        false => Observers(vec![&mut others]),
+    };
+    let outcome = trainer.fit(&loader, Some(&test_loader), &mut observers)?;
+    drop(observers);
     drop(console);
     let progress = *trainer.progress();
+    // Every rank ends as the writer does; only the writer says so.
+    drop(trainer);
+    if !writer {
+        if outcome.stop == Stop::Requested {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let resume = format!("auglocal train --resume {}", out.display());
     match outcome.stop {
         Stop::Finished => {}
@@ -366,4 +419,34 @@ pub fn run(args: Args) -> Result<()> {
         println!("wrote {}", out.join(crate::charts::CURVES_FILE).display());
     }
     Ok(())
+}
+
+/// The run's processes and the stages' modules, units and predicted busy shares.
+fn describe_run(trainer: &Trainer) -> String {
+    let stage = trainer.stage();
+    let t = stage.topology();
+    let partition = stage.partition();
+    let units = trainer.engine().plan().module_units();
+    let mut lines = vec![format!(
+        "{} processes: {} pipeline stages x {} data-parallel replicas (batch split over the replicas)",
+        t.world,
+        t.stages,
+        t.replicas()
+    )];
+    for (s, (modules, busy)) in partition
+        .stages
+        .iter()
+        .zip(partition.busy_shares())
+        .enumerate()
+    {
+        let first = units[modules.start].start;
+        let last = units[modules.end - 1].end - 1;
+        lines.push(format!(
+            "  stage {s}: modules {}..={} (units {first}..={last}), predicted busy {:.0}%",
+            modules.start,
+            modules.end - 1,
+            100.0 * busy
+        ));
+    }
+    lines.join("\n")
 }

@@ -22,5 +22,19 @@ mod topology;
 
 pub use comm::{Comm, Single, Tag};
 #[cfg(feature = "mpi")]
-pub use mpi::Mpi;
+pub use mpi::{Aborter, Mpi};
 pub use topology::Topology;
+
+/// How many processes the launcher that started this one started in all (`mpirun`'s
+/// `OMPI_COMM_WORLD_SIZE`, PMI's `PMI_SIZE`, Slurm's `SLURM_NTASKS` in an `srun` step), or
+/// `None` when no launcher is in sight.
+pub fn launched_processes() -> Option<usize> {
+    let read = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+    read("OMPI_COMM_WORLD_SIZE")
+        .or_else(|| read("PMI_SIZE"))
+        .or_else(|| {
+            std::env::var("SLURM_STEP_ID")
+                .ok()
+                .and_then(|_| read("SLURM_NTASKS"))
+        })
+}

@@ -1,6 +1,7 @@
 //! [`Comm`] over MPI (the `mpi` crate over the system's MPI library).
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use mpi::environment::Universe;
 use mpi::request::{Request, StaticScope};
@@ -25,13 +26,27 @@ struct InFlight {
 /// The MPI world of a run launched by `mpirun` or `srun` (a single process started on its
 /// own is a world of one).
 pub struct Mpi {
-    // Dropped last: finalises MPI.
     world: SimpleCommunicator,
     replicas: SimpleCommunicator,
     topology: Topology,
     in_flight: VecDeque<InFlight>,
     bytes_sent: u64,
-    _universe: Universe,
+    // Dropped last: the last holder finalises MPI.
+    universe: Rc<Universe>,
+}
+
+/// Ends every process of the run; keeps MPI initialised while it lives, so it still works
+/// after the [`Mpi`] it came from is gone.
+pub struct Aborter {
+    world: SimpleCommunicator,
+    _universe: Rc<Universe>,
+}
+
+impl Aborter {
+    /// MPI_Abort on the whole world with status `code`.
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
 }
 
 impl Mpi {
@@ -58,8 +73,16 @@ impl Mpi {
             topology,
             in_flight: VecDeque::new(),
             bytes_sent: 0,
-            _universe: universe,
+            universe: Rc::new(universe),
         })
+    }
+
+    /// What ends every process of the run, usable after this `Mpi` is dropped.
+    pub fn aborter(&self) -> Aborter {
+        Aborter {
+            world: self.universe.world(),
+            _universe: self.universe.clone(),
+        }
     }
 
     fn finish_oldest(&mut self) {
