@@ -60,10 +60,11 @@ fn resolve(args: &Args) -> Result<(PathBuf, TrainConfig, Option<CliState>)> {
                 RESUMABLE.iter().map(|k| format!("--{}", k.replace('_', "-"))).collect::<Vec<_>>().join(", ")
             );
         }
-        // A step limit belongs to one invocation: a run stopped by --max-steps resumes to
-        // the end unless a new limit is given.
+        // A step limit and the processes belong to one invocation: a run stopped by
+        // --max-steps resumes to the end, and on one stage, unless told otherwise.
         let mut config = TrainConfig {
             max_steps: None,
+            stages: 1,
             ..state.meta.config.clone()
         };
         config.apply(flags);

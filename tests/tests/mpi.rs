@@ -1,0 +1,417 @@
+//! Runs of several processes under `mpirun` (OpenMPI, `--oversubscribe` on a 2-core
+//! machine): pipelines are bit for bit the single-process run, data-parallel replicas train,
+//! a run resumes on any number of processes and stages, and a failure or the death of one
+//! rank ends the whole run, naming the rank, with the last checkpoint intact.
+//!
+//! This test binary is its own MPI program: started by `mpirun` with `AUGLOCAL_MPI_CHILD`
+//! set, it runs the `auglocal` command line in-process with the arguments it was given, so
+//! no separate binary has to be found. `tests/run.sh` installs OpenMPI where it is missing;
+//! without `mpirun` these tests fail, saying so.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The child side: the command line, as the `auglocal` binary would run it.
+fn child() -> ! {
+    if let (Some(dir), Ok(rank)) = (
+        std::env::var_os("AUGLOCAL_PID_DIR"),
+        std::env::var("OMPI_COMM_WORLD_RANK"),
+    ) {
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("rank-{rank}")),
+            std::process::id().to_string(),
+        );
+    }
+    match auglocal_cli::run(std::env::args(), &mut std::io::stdout()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// What a run of `mpirun` left.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// `mpirun -np n <this binary> ARGS...`, killed after `limit`.
+fn mpirun(n: usize, args: &[&str], env: &[(&str, &Path)], limit: Duration) -> Run {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let mut command = Command::new("mpirun");
+    command
+        .args(["--oversubscribe", "-np", &n.to_string()])
+        .arg(&exe)
+        .args(args)
+        .env("AUGLOCAL_MPI_CHILD", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap_or_else(|e| {
+        panic!("cannot start mpirun ({e}): install OpenMPI (Debian: apt-get install openmpi-bin libopenmpi-dev libclang-dev), or run bash tests/run.sh, which does")
+    });
+    let started = Instant::now();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        while started.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let output = child.wait_with_output().expect("mpirun ends");
+    drop(watchdog);
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The same command line in this process, alone.
+fn alone(args: &[&str]) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    let mut argv = vec!["auglocal"];
+    argv.extend_from_slice(args);
+    auglocal_cli::run(argv, &mut out)?;
+    Ok(String::from_utf8(out)?)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Weights and momentum of a run's checkpoint.
+fn checkpoint(run: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let dir = run.join("checkpoint");
+    Ok((
+        std::fs::read(dir.join("model.safetensors"))?,
+        std::fs::read(dir.join("optimizer.safetensors"))?,
+    ))
+}
+
+/// A run's metrics without its timings.
+fn metrics(run: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
+    text.lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line)?;
+            if let Some(map) = v.as_object_mut() {
+                for timing in [
+                    "seconds",
+                    "images_per_second",
+                    "peak_rss_bytes",
+                    "data_wait_seconds",
+                ] {
+                    map.remove(timing);
+                }
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// A short run on the embedded data: 192 images in batches of 32 (6 steps an epoch), 2
+/// epochs unless `rest` says otherwise.
+fn run_args<'a>(out: &'a Path, model: &'a str, method: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--out",
+        path(out),
+        "--model",
+        model,
+        "--method",
+        method,
+        "--train-size",
+        "192",
+        "--test-size",
+        "64",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+    ];
+    if !rest.contains(&"--epochs") {
+        args.extend(["--epochs", "2"]);
+    }
+    args.extend_from_slice(rest);
+    args
+}
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn assert_ran(run: &Run, what: &str) {
+    assert!(
+        run.success,
+        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
+fn pipelines_are_the_single_process_run_bit_for_bit() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for (method, processes, extra) in [
+        // ResNet-8, AugLocal d = 1: 3 modules, on 2 stages.
+        ("auglocal", 2, vec!["--aux-depth", "1", "--pyramid", "0"]),
+        // InfoPro (its losses read the images, which travel with the activations): 4
+        // modules on 3 stages.
+        ("infopro", 3, vec![]),
+    ] {
+        let single = tmp.path().join(format!("{method}-single"));
+        alone(&run_args(&single, "resnet8", method, &extra))?;
+        let piped = tmp.path().join(format!("{method}-piped"));
+        let n = processes.to_string();
+        let mut args = run_args(&piped, "resnet8", method, &extra);
+        args.extend(["--stages", &n]);
+        let run = mpirun(processes, &args, &[], LIMIT);
+        assert_ran(&run, &format!("{method} on {processes} stages"));
+        assert!(
+            run.stdout.contains(&format!(
+                "{processes} processes: {processes} pipeline stages x 1 data-parallel replicas"
+            )),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            checkpoint(&single)? == checkpoint(&piped)?,
+            "{method}: the checkpoints differ"
+        );
+        assert_eq!(metrics(&single)?, metrics(&piped)?, "{method}");
+        assert_eq!(metrics(&piped)?.len(), 2);
+    }
+    Ok(())
+}
+
+fn a_run_resumes_on_other_processes_and_stages() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let extra = ["--aux-depth", "1", "--pyramid", "0"];
+    let straight = tmp.path().join("straight");
+    alone(&run_args(&straight, "resnet8", "auglocal", &extra))?;
+    // Alone to step 4 (mid-epoch 1), then on 2 stages to the end: the straight run's bytes.
+    let moved = tmp.path().join("moved");
+    let mut first = run_args(&moved, "resnet8", "auglocal", &extra);
+    first.extend(["--max-steps", "4"]);
+    alone(&first)?;
+    let moved_str = path(&moved).to_string();
+    let resume = [
+        "train",
+        "--resume",
+        &moved_str,
+        "--stages",
+        "2",
+        "--threads",
+        "1",
+    ];
+    let run = mpirun(2, &resume, &[], LIMIT);
+    assert_ran(&run, "the resume on 2 stages");
+    assert!(
+        checkpoint(&straight)? == checkpoint(&moved)?,
+        "resumed on 2 stages, the checkpoints differ"
+    );
+    assert_eq!(metrics(&straight)?, metrics(&moved)?);
+
+    // Two data-parallel replicas stop mid-epoch; one process finishes the run.
+    let parallel = tmp.path().join("parallel");
+    let mut args = run_args(&parallel, "resnet8", "auglocal", &extra);
+    args.extend(["--max-steps", "8"]);
+    let run = mpirun(2, &args, &[], LIMIT);
+    assert_ran(&run, "2 replicas");
+    assert!(
+        run.stdout
+            .contains("2 processes: 1 pipeline stages x 2 data-parallel replicas"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("stopped after 8 steps (--max-steps) in epoch 2, batch 2/6"),
+        "{}",
+        run.stdout
+    );
+    let epoch1 = metrics(&parallel)?;
+    assert_eq!(epoch1.len(), 1);
+    assert_eq!(
+        epoch1[0]["steps"], 6,
+        "every step is a whole batch over both replicas"
+    );
+    let loss = epoch1[0]["train_loss"].as_f64().unwrap_or(f64::NAN);
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    let parallel_str = path(&parallel).to_string();
+    alone(&["train", "--resume", &parallel_str, "--threads", "1"])?;
+    assert_eq!(metrics(&parallel)?.len(), 2);
+    Ok(())
+}
+
+fn a_killed_rank_ends_the_run_and_its_checkpoint_resumes() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run_dir = tmp.path().join("run");
+    let pids = tmp.path().join("pids");
+    std::fs::create_dir(&pids)?;
+    let long = [
+        "--aux-depth",
+        "1",
+        "--stages",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--epochs",
+        "1000",
+    ];
+    let args = run_args(&run_dir, "resnet8", "auglocal", &long);
+    let killer = {
+        let (pids, run_dir) = (pids.clone(), run_dir.clone());
+        std::thread::spawn(move || -> Option<String> {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(120) {
+                let checkpointed = run_dir.join("checkpoint").join("state.json").is_file();
+                if let (true, Ok(pid)) =
+                    (checkpointed, std::fs::read_to_string(pids.join("rank-0")))
+                {
+                    // Rank 0 is stage 0, which the writer (rank 1) waits for.
+                    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                    return Some(pid);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None
+        })
+    };
+    let started = Instant::now();
+    let run = mpirun(2, &args, &[("AUGLOCAL_PID_DIR", &pids)], LIMIT);
+    let seconds = started.elapsed().as_secs_f64();
+    let killed = killer.join().expect("the killer thread ends");
+    assert!(
+        killed.is_some(),
+        "no checkpoint appeared to kill after:\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.success, "the run went on after a rank died");
+    assert!(
+        run.stderr.contains("rank 0") && run.stderr.contains("signal 9"),
+        "mpirun does not name the dead rank:\n{}",
+        run.stderr
+    );
+    assert!(seconds < 100.0, "the run took {seconds:.0} s to end");
+    // The last checkpoint is whole: one process resumes it and trains on.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
+    let steps = state["steps"].as_u64().expect("a step count");
+    let until = (steps + 2).to_string();
+    let run_str = path(&run_dir).to_string();
+    alone(&[
+        "train",
+        "--resume",
+        &run_str,
+        "--max-steps",
+        &until,
+        "--threads",
+        "1",
+    ])?;
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
+    assert_eq!(state["steps"].as_u64(), Some(steps + 2));
+    Ok(())
+}
+
+fn a_failing_rank_is_named_and_ends_every_rank() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run_dir = tmp.path().join("nan");
+    // A learning rate no network survives: a loss turns non-finite within a few steps.
+    let mut args = run_args(&run_dir, "resnet8", "auglocal", &["--aux-depth", "1"]);
+    args.extend(["--stages", "2", "--lr", "1e30"]);
+    let run = mpirun(2, &args, &[], LIMIT);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("error on rank ") && run.stderr.contains("non-finite"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("(or pass --on-nan skip"),
+        "{}",
+        run.stderr
+    );
+    // Stages that do not divide the processes, and stages without processes.
+    let bad = tmp.path().join("bad");
+    let mut args = run_args(&bad, "resnet8", "auglocal", &["--aux-depth", "1"]);
+    args.extend(["--stages", "2"]);
+    let run = mpirun(3, &args, &[], LIMIT);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("invalid pipeline stages: 2 for 3 processes (valid: a divisor of the number of processes: 1, 3)"),
+        "{}",
+        run.stderr
+    );
+    let err = alone(&args).expect_err("2 stages of 1 process");
+    assert_eq!(
+        format!("{err:#}"),
+        "--stages 2 needs a multiple of 2 processes and this run has 1; start them with `mpirun -np 2 auglocal train ...` (or `srun -n 2`)"
+    );
+    Ok(())
+}
+
+type Test = fn() -> anyhow::Result<()>;
+
+fn main() {
+    if std::env::var_os("AUGLOCAL_MPI_CHILD").is_some() {
+        child();
+    }
+    let tests: [(&str, Test); 4] = [
+        (
+            "pipelines_are_the_single_process_run_bit_for_bit",
+            pipelines_are_the_single_process_run_bit_for_bit,
+        ),
+        (
+            "a_run_resumes_on_other_processes_and_stages",
+            a_run_resumes_on_other_processes_and_stages,
+        ),
+        (
+            "a_killed_rank_ends_the_run_and_its_checkpoint_resumes",
+            a_killed_rank_ends_the_run_and_its_checkpoint_resumes,
+        ),
+        (
+            "a_failing_rank_is_named_and_ends_every_rank",
+            a_failing_rank_is_named_and_ends_every_rank,
+        ),
+    ];
+    // `cargo test -- NAME` runs the tests whose names contain NAME.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let chosen: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} tests", chosen.len());
+    let mut failed = Vec::new();
+    for (name, test) in &chosen {
+        let outcome = std::panic::catch_unwind(test);
+        let ok = matches!(outcome, Ok(Ok(())));
+        if let Ok(Err(e)) = &outcome {
+            eprintln!("{name}: {e:#}");
+        }
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        chosen.len() - failed.len(),
+        failed.len(),
+        tests.len() - chosen.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
