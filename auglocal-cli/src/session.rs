@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use auglocal_core::dist::partition::{measured_costs, Partition};
+use auglocal_core::dist::Comm;
 use auglocal_core::methods::InputSpec;
 use auglocal_core::trainer::{self, RunState};
 use auglocal_core::{Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
-use auglocal_data::{Augment, Dataset, Loader, OpenOptions, Split};
-use candle_core::Device;
+use auglocal_data::{Augment, Dataset, Loader, OpenOptions, Shard, Split};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::TrainConfig;
@@ -200,6 +202,34 @@ pub fn eval_loader(
 ) -> Result<Loader> {
     let loader = auglocal_data::spec(dataset)?.eval_loader(batch_size);
     Ok(Loader::new(data, loader, device.clone())?)
+}
+
+/// The stages of a run of several processes: rank 0 times each module's forward pass, loss
+/// and backward pass on a random batch of a replica's shape (`batch` images over all
+/// replicas) and tells the others, so every rank cuts the same balanced partition.
+pub fn partition(
+    comm: &mut dyn Comm,
+    engine: &Engine,
+    batch: usize,
+    image_size: usize,
+) -> Result<Partition> {
+    let t = comm.topology();
+    let mut costs = vec![0.0; engine.module_count()];
+    if t.rank == 0 {
+        let shard = Shard {
+            replica: 0,
+            replicas: t.replicas(),
+        };
+        let n = shard.range(batch).len();
+        let device = engine.device();
+        let images = Tensor::randn(0f32, 1.0, (n, 3, image_size, image_size), device)?;
+        let classes = engine.net().classes() as u32;
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % classes).collect();
+        let labels = Tensor::from_vec(labels, n, device)?;
+        costs = measured_costs(engine, &images, &labels, 2)?;
+    }
+    comm.broadcast_f64(0, &mut costs)?;
+    Ok(Partition::balanced(&costs, t.stages)?)
 }
 
 /// Loads the run state and rebuilds the engine with every tensor of the checkpoint.

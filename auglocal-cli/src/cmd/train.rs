@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::checkpoint::{self, Coverage};
-use auglocal_core::dist::partition::{self, Partition};
 use auglocal_core::dist::Comm;
-use auglocal_core::flops;
 use auglocal_core::trainer::{
     CheckpointPolicy, EpochRecord, MetricsLog, Observer, Observers, Progress, Stage, StepEvent,
     Stop, Trainer, TrainerConfig, METRICS_FILE,
@@ -256,9 +254,17 @@ fn train(
     out: PathBuf,
     config: TrainConfig,
     resumed: Option<CliState>,
-    comm: Box<dyn Comm>,
+    mut comm: Box<dyn Comm>,
 ) -> Result<()> {
     let topology = comm.topology();
+    if config.batch_size < 2 * topology.replicas() {
+        bail!(
+            "--batch-size {} is too small for {} data-parallel replicas: each needs 2 images (BatchNorm); give at least {}",
+            config.batch_size,
+            topology.replicas(),
+            2 * topology.replicas()
+        );
+    }
     let writer = topology.is_writer();
     interrupt::install();
     session::set_threads(config.threads)?;
@@ -309,8 +315,12 @@ fn train(
     };
     let mut trainer = Trainer::new(engine, trainer_config)?.with_meta(&meta)?;
     if topology.is_distributed() {
-        let flops = flops::step_flops(trainer.engine(), [3, image_size, image_size])?;
-        let partition = Partition::balanced(&partition::module_costs(&flops), topology.stages)?;
+        let partition = session::partition(
+            comm.as_mut(),
+            trainer.engine(),
+            config.batch_size,
+            image_size,
+        )?;
         trainer = trainer.in_stage(Stage::new(comm, partition)?)?;
     }
     if resumed.is_some() {
@@ -443,7 +453,7 @@ fn describe_run(trainer: &Trainer) -> String {
         let first = units[modules.start].start;
         let last = units[modules.end - 1].end - 1;
         lines.push(format!(
-            "  stage {s}: modules {}..={} (units {first}..={last}), predicted busy {:.0}%",
+            "  stage {s}: modules {}..={} (units {first}..={last}), predicted busy {:.0}% (timed on rank 0)",
             modules.start,
             modules.end - 1,
             100.0 * busy

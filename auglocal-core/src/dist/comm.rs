@@ -14,6 +14,8 @@ pub enum Tag {
     Eval = 2,
     /// A stage's tensors and momentum to the writer, for a checkpoint.
     Checkpoint = 3,
+    /// A rank's figures (time busy, bytes sent, memory) to the writer.
+    Report = 4,
 }
 
 /// The transport: sums over a stage's replicas and messages between ranks.
@@ -25,6 +27,9 @@ pub trait Comm {
 
     /// [`Comm::sum_over_replicas`] in f64 (evaluation and epoch totals).
     fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()>;
+
+    /// Rank `root`'s `buffer` on every rank (the same length everywhere).
+    fn broadcast_f64(&mut self, root: usize, buffer: &mut [f64]) -> Result<()>;
 
     /// Sends `bytes` to rank `to` without waiting for it to be received (a bounded number
     /// of sends may be in flight; the oldest is waited for beyond that).
@@ -58,6 +63,10 @@ impl Comm for Single {
     }
 
     fn sum_over_replicas_f64(&mut self, _buffer: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn broadcast_f64(&mut self, _root: usize, _buffer: &mut [f64]) -> Result<()> {
         Ok(())
     }
 

@@ -123,6 +123,13 @@ impl Comm for Mpi {
         Ok(())
     }
 
+    fn broadcast_f64(&mut self, root: usize, buffer: &mut [f64]) -> Result<()> {
+        self.world
+            .process_at_rank(root as i32)
+            .broadcast_into(buffer);
+        Ok(())
+    }
+
     fn send(&mut self, to: usize, tag: Tag, bytes: Vec<u8>) -> Result<()> {
         while self.in_flight.len() >= IN_FLIGHT {
             self.finish_oldest();

@@ -1,22 +1,27 @@
 //! Cutting the plan's modules into contiguous pipeline stages of balanced cost.
 //!
-//! A module's cost is its multiply-adds per image for a training step (its units and its
-//! loss, forward and backward: [`crate::flops::step_flops`]) plus a fixed cost per layer
-//! call, [`LAYER_OVERHEAD_MACS`], for what does not scale with multiply-adds (BatchNorm and
-//! other elementwise passes, the framework's per-op work). Every rank computes the same
-//! partition from the same plan, so no rank has to tell the others.
+//! A module's cost is measured ([`measured_costs`]: the seconds of its forward pass, loss
+//! and backward pass on a batch, as a short timing pass before training), or counted
+//! ([`module_costs`]: its multiply-adds per image plus a fixed cost per layer call). A run
+//! measures on one rank and tells the others, so every rank cuts the same stages.
 
 use std::ops::Range;
 
 use serde::Serialize;
 
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::flops::StepFlops;
+use crate::params::Role;
 
-/// The cost of one layer call in multiply-adds per image, beside its own multiply-adds:
-/// roughly what a small convolution's fixed work (its BatchNorm, ReLU and launch) costs
-/// next to its arithmetic on the CPU kernels. Calibrated on ResNet-110 AugLocal, whose
-/// 8x8 auxiliary blocks are many small calls.
+/// The cost of one layer call in multiply-adds per image, beside its own multiply-adds: a
+/// rough allowance for a layer's fixed work (its BatchNorm and ReLU passes, the framework's
+/// per-op work), an estimate rather than a measurement. Runs of several processes time
+/// their modules instead ([`measured_costs`]); the counted costs serve `auglocal inspect`.
 pub const LAYER_OVERHEAD_MACS: f64 = 2.0e5;
 
 /// The cost of each module of a step, per image.
@@ -30,6 +35,50 @@ pub fn module_costs(flops: &StepFlops) -> Vec<f64> {
             macs as f64 + LAYER_OVERHEAD_MACS * calls as f64
         })
         .collect()
+}
+
+/// Each module's median seconds for its forward pass, loss and backward pass on `images`
+/// and `labels` over `repeats` timed passes (after one untimed), with no update. BatchNorm's
+/// running statistics are restored afterwards, so the engine is left as it was.
+pub fn measured_costs(
+    engine: &Engine,
+    images: &Tensor,
+    labels: &Tensor,
+    repeats: usize,
+) -> Result<Vec<f64>> {
+    let buffers: Vec<(candle_core::Var, Tensor)> = engine
+        .store()
+        .entries()
+        .iter()
+        .filter(|e| e.role == Role::Buffer)
+        .map(|e| Ok((e.var.clone(), e.var.as_tensor().copy()?)))
+        .collect::<candle_core::Result<_>>()?;
+    let k = engine.module_count();
+    let mut seconds = vec![Vec::with_capacity(repeats); k];
+    for pass in 0..=repeats.max(1) {
+        let mut x = images.clone();
+        for (m, times) in seconds.iter_mut().enumerate() {
+            let started = Instant::now();
+            let h = engine.module_forward(m, &x)?;
+            let (loss, _) = engine.module_loss(m, &h, labels, images)?;
+            loss.backward()?;
+            engine.device().synchronize()?;
+            if pass > 0 {
+                times.push(started.elapsed().as_secs_f64());
+            }
+            x = h.detach();
+        }
+    }
+    for (var, saved) in buffers {
+        var.set(&saved)?;
+    }
+    Ok(seconds
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 /// How the modules are cut into stages, and what each stage is predicted to cost.

@@ -206,6 +206,10 @@ impl Trainer {
         &self.stage
     }
 
+    pub fn stage_mut(&mut self) -> &mut Stage {
+        &mut self.stage
+    }
+
     /// Records `meta` (a struct or map) beside the progress in every checkpoint's
     /// `state.json` (see [`RunState`]): what the caller needs to rebuild the engine.
     pub fn with_meta(mut self, meta: &impl Serialize) -> Result<Self> {

@@ -3,8 +3,9 @@
 //! and checkpoints. A single process is the one stage and the one replica of its run, and
 //! then nothing here leaves the process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
@@ -53,6 +54,8 @@ pub(super) struct StageStep {
 pub struct Stage {
     comm: Box<dyn Comm>,
     partition: Partition,
+    /// Time spent training this stage's modules (not waiting for batches or sends).
+    busy: Duration,
 }
 
 impl Stage {
@@ -64,6 +67,7 @@ impl Stage {
                 stages: std::iter::once(0..modules).collect(),
                 costs: vec![1.0],
             },
+            busy: Duration::ZERO,
         }
     }
 
@@ -77,7 +81,11 @@ impl Stage {
                 valid: format!("{} stages, as the run has", topology.stages),
             });
         }
-        Ok(Stage { comm, partition })
+        Ok(Stage {
+            comm,
+            partition,
+            busy: Duration::ZERO,
+        })
     }
 
     pub fn topology(&self) -> Topology {
@@ -96,6 +104,37 @@ impl Stage {
     /// Bytes this process has sent to others.
     pub fn bytes_sent(&self) -> u64 {
         self.comm.bytes_sent()
+    }
+
+    /// Seconds this process has spent training its modules (not waiting).
+    pub fn busy_seconds(&self) -> f64 {
+        self.busy.as_secs_f64()
+    }
+
+    /// Every rank's `fields`, in rank order, on the writer (`None` elsewhere): for figures
+    /// that each process measures of itself.
+    pub fn gather_fields(
+        &mut self,
+        fields: HashMap<String, String>,
+    ) -> Result<Option<Vec<HashMap<String, String>>>> {
+        let t = self.topology();
+        if !t.is_writer() {
+            let mut message = Message::new();
+            message.fields = fields;
+            self.comm.send(t.writer(), Tag::Report, message.encode()?)?;
+            self.comm.flush()?;
+            return Ok(None);
+        }
+        let mut all = Vec::with_capacity(t.world);
+        for rank in 0..t.world {
+            if rank == t.rank {
+                all.push(fields.clone());
+            } else {
+                let bytes = self.comm.receive(rank, Tag::Report)?;
+                all.push(Message::decode(&bytes, &candle_core::Device::Cpu)?.fields);
+            }
+        }
+        Ok(Some(all))
     }
 
     /// Ends every process of the run (after this one has said why).
@@ -170,6 +209,7 @@ impl Stage {
         let mut skipped = input.skipped;
         let mut output = None;
         let mut correct = None;
+        let started = Instant::now();
         if skipped.is_none() {
             let share = input.x.dim(0)? as f64 / input.global.max(1) as f64;
             let comm = &mut self.comm;
@@ -193,6 +233,7 @@ impl Stage {
             output = report.output;
             correct = report.correct;
         }
+        self.busy += started.elapsed();
         let report = t.is_last_stage().then(|| StepReport {
             loss: losses.last().copied().unwrap_or(f32::NAN),
             correct: correct.unwrap_or(0),
