@@ -50,6 +50,7 @@ fn core_hint(error: &CoreError) -> Option<String> {
                 "weight decay" => "--weight-decay",
                 "nesterov" => "--no-nesterov",
                 "image size" => "--image-size",
+                "pipeline stages" => "--stages",
                 _ => return None,
             };
             Some(format!(" (set by {flag})"))

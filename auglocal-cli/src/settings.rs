@@ -13,12 +13,14 @@ use auglocal_data::{DatasetSpec, RecipeName};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use serde::{Deserialize, Serialize};
 
-/// `cpu`, `cuda` (the first GPU) or `cuda:N`.
+/// `cpu`, `cuda` (the first GPU; under `mpirun` or `srun`, the GPU of the process's local
+/// rank) or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceName {
     Cpu,
-    Cuda(usize),
+    /// `cuda` (`None`) or `cuda:N`.
+    Cuda(Option<usize>),
 }
 
 impl std::str::FromStr for DeviceName {
@@ -27,12 +29,12 @@ impl std::str::FromStr for DeviceName {
     fn from_str(name: &str) -> Result<Self> {
         match name {
             "cpu" => Ok(DeviceName::Cpu),
-            "cuda" => Ok(DeviceName::Cuda(0)),
+            "cuda" => Ok(DeviceName::Cuda(None)),
             _ => match name
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse::<usize>().ok())
             {
-                Some(n) => Ok(DeviceName::Cuda(n)),
+                Some(n) => Ok(DeviceName::Cuda(Some(n))),
                 None => bail!("unknown device `{name}` (valid: cpu, cuda, cuda:N)"),
             },
         }
@@ -57,8 +59,8 @@ impl std::fmt::Display for DeviceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DeviceName::Cpu => f.write_str("cpu"),
-            DeviceName::Cuda(0) => f.write_str("cuda"),
-            DeviceName::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceName::Cuda(None) => f.write_str("cuda"),
+            DeviceName::Cuda(Some(n)) => write!(f, "cuda:{n}"),
         }
     }
 }
@@ -69,6 +71,8 @@ impl DeviceName {
         let DeviceName::Cuda(ordinal) = self else {
             return Ok(candle_core::Device::Cpu);
         };
+        // Several processes on a machine share its GPUs one each, by local rank.
+        let ordinal = ordinal.unwrap_or_else(|| auglocal_core::dist::local_rank().unwrap_or(0));
         if !candle_core::utils::cuda_is_available() {
             bail!("--device {self}: this auglocal was built without CUDA; build it with `--features cuda` (see the README)");
         }
@@ -605,7 +609,7 @@ mod tests {
         assert_eq!(config.method.name, "dgl");
         assert_eq!(config.modules, Some(4));
         assert!(!config.nesterov);
-        assert_eq!(config.device, DeviceName::Cuda(1));
+        assert_eq!(config.device, DeviceName::Cuda(Some(1)));
         assert_eq!(config.recipe, RecipeName::Paper);
         // Written as text, read back the same.
         let json = serde_json::to_value(&config)?;

@@ -3,6 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
+use auglocal_core::dist::partition::{self, Partition};
+use auglocal_core::flops::StepFlops;
 use auglocal_core::methods::InputSpec;
 use auglocal_core::{
     flops, AuxPlan, Engine, Method, MethodInfo, MethodSettings, ParamBuilder, Sgd, SgdConfig,
@@ -32,6 +34,10 @@ pub struct Args {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Also print how S pipeline stages would cut the modules (by multiply-adds; `train`
+    /// and `bench` time the modules instead).
+    #[arg(long, default_value_t = 1)]
+    stages: usize,
 }
 
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
@@ -86,6 +92,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     )?;
     if plan.aux.is_empty() {
         writeln!(out, "end-to-end backprop: no auxiliary networks")?;
+        if args.stages > 1 {
+            write_stages(&plan, &macs, args.stages, out)?;
+        }
         return Ok(());
     }
     writeln!(
@@ -129,5 +138,37 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         last.start,
         last.end.saturating_sub(1)
     )?;
+    if args.stages > 1 {
+        write_stages(&plan, &macs, args.stages, out)?;
+    }
+    Ok(())
+}
+
+/// The partition of the modules into `stages` pipeline stages by multiply-adds.
+fn write_stages(
+    plan: &AuxPlan,
+    macs: &StepFlops,
+    stages: usize,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let costs = partition::module_costs(macs);
+    let cut = Partition::balanced(&costs, stages)?;
+    let units = plan.module_units();
+    writeln!(
+        out,
+        "{stages} pipeline stages (by multiply-adds + {} per layer call):",
+        flops::human(partition::LAYER_OVERHEAD_MACS as u64)
+    )?;
+    for (s, (modules, busy)) in cut.stages.iter().zip(cut.busy_shares()).enumerate() {
+        writeln!(
+            out,
+            "  stage {s}: modules {}..={} (units {}..={}), predicted busy {:.0}%",
+            modules.start,
+            modules.end - 1,
+            units[modules.start].start,
+            units[modules.end - 1].end - 1,
+            100.0 * busy
+        )?;
+    }
     Ok(())
 }

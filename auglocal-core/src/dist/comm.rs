@@ -41,8 +41,11 @@ pub trait Comm {
     /// Waits until every message sent has been received.
     fn flush(&mut self) -> Result<()>;
 
-    /// Bytes sent so far.
+    /// Bytes sent so far: messages, and this rank's buffers in sums over replicas.
     fn bytes_sent(&self) -> u64;
+
+    /// Seconds spent so far waiting on the others: in sums, receives and sends.
+    fn seconds_communicating(&self) -> f64;
 
     /// Ends every process of the run at once with status `code` (after this one has said
     /// why).
@@ -84,6 +87,10 @@ impl Comm for Single {
 
     fn bytes_sent(&self) -> u64 {
         0
+    }
+
+    fn seconds_communicating(&self) -> f64 {
+        0.0
     }
 
     fn abort(&self, code: i32) -> ! {

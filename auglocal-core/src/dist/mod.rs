@@ -38,3 +38,13 @@ pub fn launched_processes() -> Option<usize> {
                 .and_then(|_| read("SLURM_NTASKS"))
         })
 }
+
+/// This process's rank among the processes of its run on the same machine (`mpirun`'s
+/// `OMPI_COMM_WORLD_LOCAL_RANK`, MPICH's `MPI_LOCALRANKID`, Slurm's `SLURM_LOCALID`): the
+/// GPU it takes, one each.
+pub fn local_rank() -> Option<usize> {
+    let read = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+    read("OMPI_COMM_WORLD_LOCAL_RANK")
+        .or_else(|| read("MPI_LOCALRANKID"))
+        .or_else(|| read("SLURM_LOCALID"))
+}

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
 use mpi::request::{Request, StaticScope};
@@ -31,6 +32,7 @@ pub struct Mpi {
     topology: Topology,
     in_flight: VecDeque<InFlight>,
     bytes_sent: u64,
+    communicating: Duration,
     // Dropped last: the last holder finalises MPI.
     universe: Rc<Universe>,
 }
@@ -73,6 +75,7 @@ impl Mpi {
             topology,
             in_flight: VecDeque::new(),
             bytes_sent: 0,
+            communicating: Duration::ZERO,
             universe: Rc::new(universe),
         })
     }
@@ -87,7 +90,9 @@ impl Mpi {
 
     fn finish_oldest(&mut self) {
         if let Some(done) = self.in_flight.pop_front() {
+            let started = Instant::now();
             done.request.wait();
+            self.communicating += started.elapsed();
             // SAFETY: the buffer came from Box::leak in `send` and MPI no longer reads it.
             drop(unsafe { Box::from_raw(done.buffer) });
         }
@@ -101,24 +106,29 @@ impl Comm for Mpi {
 
     fn sum_over_replicas(&mut self, buffer: &mut [f32]) -> Result<()> {
         if self.topology.replicas() > 1 {
+            let started = Instant::now();
+            self.bytes_sent += std::mem::size_of_val(buffer) as u64;
             let mine = buffer.to_vec();
             self.replicas.all_reduce_into(
                 &mine[..],
                 buffer,
                 mpi::collective::SystemOperation::sum(),
             );
+            self.communicating += started.elapsed();
         }
         Ok(())
     }
 
     fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()> {
         if self.topology.replicas() > 1 {
+            let started = Instant::now();
             let mine = buffer.to_vec();
             self.replicas.all_reduce_into(
                 &mine[..],
                 buffer,
                 mpi::collective::SystemOperation::sum(),
             );
+            self.communicating += started.elapsed();
         }
         Ok(())
     }
@@ -149,10 +159,12 @@ impl Comm for Mpi {
     }
 
     fn receive(&mut self, from: usize, tag: Tag) -> Result<Vec<u8>> {
+        let started = Instant::now();
         let (bytes, _status) = self
             .world
             .process_at_rank(from as i32)
             .receive_vec_with_tag::<u8>(tag as u16 as i32);
+        self.communicating += started.elapsed();
         Ok(bytes)
     }
 
@@ -165,6 +177,10 @@ impl Comm for Mpi {
 
     fn bytes_sent(&self) -> u64 {
         self.bytes_sent
+    }
+
+    fn seconds_communicating(&self) -> f64 {
+        self.communicating.as_secs_f64()
     }
 
     fn abort(&self, code: i32) -> ! {

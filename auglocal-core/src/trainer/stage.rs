@@ -106,7 +106,8 @@ impl Stage {
         self.comm.bytes_sent()
     }
 
-    /// Seconds this process has spent training its modules (not waiting).
+    /// Seconds this process has spent computing its modules (not waiting for batches,
+    /// sends or the other replicas' gradients).
     pub fn busy_seconds(&self) -> f64 {
         self.busy.as_secs_f64()
     }
@@ -210,6 +211,7 @@ impl Stage {
         let mut output = None;
         let mut correct = None;
         let started = Instant::now();
+        let waited_before = self.comm.seconds_communicating();
         if skipped.is_none() {
             let share = input.x.dim(0)? as f64 / input.global.max(1) as f64;
             let comm = &mut self.comm;
@@ -233,7 +235,11 @@ impl Stage {
             output = report.output;
             correct = report.correct;
         }
-        self.busy += started.elapsed();
+        // Busy: computing, not waiting for the other replicas' gradients.
+        let waited = self.comm.seconds_communicating() - waited_before;
+        self.busy += started
+            .elapsed()
+            .saturating_sub(Duration::from_secs_f64(waited.max(0.0)));
         let report = t.is_last_stage().then(|| StepReport {
             loss: losses.last().copied().unwrap_or(f32::NAN),
             correct: correct.unwrap_or(0),
