@@ -1,31 +1,12 @@
 //! The README's library example (`examples/library.rs`) trains, checkpoints and resumes:
 //! two epochs in one go and one epoch, then a resumed second, end bit for bit the same.
 
-use std::path::Path;
+mod common;
+use common::metrics_without_timings;
 
 #[allow(dead_code)]
 #[path = "../examples/library.rs"]
 mod library;
-
-/// The run's metrics lines without the timing fields (seconds, rates, memory).
-fn metrics(run: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
-    text.lines()
-        .map(|line| {
-            let mut v: serde_json::Value = serde_json::from_str(line)?;
-            let map = v.as_object_mut().expect("a metrics line is an object");
-            for timing in [
-                "seconds",
-                "images_per_second",
-                "peak_rss_bytes",
-                "data_wait_seconds",
-            ] {
-                map.remove(timing);
-            }
-            Ok(v)
-        })
-        .collect()
-}
 
 #[test]
 fn the_library_example_resumes_exactly() -> anyhow::Result<()> {
@@ -46,7 +27,10 @@ fn the_library_example_resumes_exactly() -> anyhow::Result<()> {
         let b = std::fs::read(stopped.join("checkpoint").join(file))?;
         assert!(a == b, "{file} differs after the resume");
     }
-    assert_eq!(metrics(&straight)?, metrics(&stopped)?);
+    assert_eq!(
+        metrics_without_timings(&straight)?,
+        metrics_without_timings(&stopped)?
+    );
     let (a, b) = (&whole.epochs[1], &resumed.epochs[0]);
     assert_eq!(
         (a.epoch, a.lr, a.steps, a.eval),

@@ -80,27 +80,12 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if comm.topology().is_distributed() {
         return run_distributed(&args, comm, out).map_err(|e| ending.fail(e));
     }
-    session::set_threads(args.threads.unwrap_or(0))?;
-    let device = args.device.open()?;
-    let settings = TrainConfig {
-        model: args.model.clone(),
-        method: args.method,
-        modules: args.modules,
-        aux_depth: args.aux_depth,
-        pyramid: args.pyramid,
-        batch_size: args.batch_size,
-        seed: args.seed,
-        device: args.device,
-        precision: args.precision,
-        ..TrainConfig::recipe("synthetic")?
-    };
-    settings.validate()?;
-    let model = auglocal_models::info(&args.model)?;
-    let image_size = args.image_size.unwrap_or(model.input_size);
-    let classes = args.classes.unwrap_or(model.default_classes);
-    if classes == 0 || image_size == 0 {
-        bail!("--classes and --image-size must be at least 1");
-    }
+    let Setup {
+        device,
+        settings,
+        image_size,
+        classes,
+    } = setup(&args)?;
 
     // Everything from here on counts towards the peak: model, optimizer state, activations.
     let peak_reset = memory::reset_peak_rss();
@@ -358,14 +343,15 @@ impl Observer for StepClock {
     }
 }
 
-/// `mpirun -np N auglocal bench --stages S`: steps of the pipeline on random tensors, timed
-/// on the writer; each rank's busy share, bytes sent per step and peak memory.
-fn run_distributed(
-    args: &Args,
-    mut comm: Box<dyn auglocal_core::dist::Comm>,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let t = comm.topology();
+/// What both the single-process and the distributed bench build from the flags.
+struct Setup {
+    device: candle_core::Device,
+    settings: TrainConfig,
+    image_size: usize,
+    classes: usize,
+}
+
+fn setup(args: &Args) -> Result<Setup> {
     session::set_threads(args.threads.unwrap_or(0))?;
     let device = args.device.open()?;
     let settings = TrainConfig {
@@ -384,6 +370,31 @@ fn run_distributed(
     let model = auglocal_models::info(&args.model)?;
     let image_size = args.image_size.unwrap_or(model.input_size);
     let classes = args.classes.unwrap_or(model.default_classes);
+    if classes == 0 || image_size == 0 {
+        bail!("--classes and --image-size must be at least 1");
+    }
+    Ok(Setup {
+        device,
+        settings,
+        image_size,
+        classes,
+    })
+}
+
+/// `mpirun -np N auglocal bench --stages S`: steps of the pipeline on random tensors, timed
+/// on the writer; each rank's busy share, bytes sent per step and peak memory.
+fn run_distributed(
+    args: &Args,
+    mut comm: Box<dyn auglocal_core::dist::Comm>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let t = comm.topology();
+    let Setup {
+        device,
+        settings,
+        image_size,
+        classes,
+    } = setup(args)?;
     let engine = session::build_engine(&settings, classes, image_size, &device)?;
     let partition = session::partition(comm.as_mut(), &engine, args.batch_size, image_size)?;
     let modules = engine.plan().modules;

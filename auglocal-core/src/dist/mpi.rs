@@ -88,6 +88,19 @@ impl Mpi {
         }
     }
 
+    /// Sums `buffer` element-wise over the replicas of this stage, in place.
+    fn sum<T: Equivalence + Clone>(&mut self, buffer: &mut [T]) {
+        if self.topology.replicas() == 1 {
+            return;
+        }
+        let started = Instant::now();
+        self.bytes_sent += std::mem::size_of_val(buffer) as u64;
+        let mine = buffer.to_vec();
+        self.replicas
+            .all_reduce_into(&mine[..], buffer, mpi::collective::SystemOperation::sum());
+        self.communicating += started.elapsed();
+    }
+
     fn finish_oldest(&mut self) {
         if let Some(done) = self.in_flight.pop_front() {
             let started = Instant::now();
@@ -105,31 +118,12 @@ impl Comm for Mpi {
     }
 
     fn sum_over_replicas(&mut self, buffer: &mut [f32]) -> Result<()> {
-        if self.topology.replicas() > 1 {
-            let started = Instant::now();
-            self.bytes_sent += std::mem::size_of_val(buffer) as u64;
-            let mine = buffer.to_vec();
-            self.replicas.all_reduce_into(
-                &mine[..],
-                buffer,
-                mpi::collective::SystemOperation::sum(),
-            );
-            self.communicating += started.elapsed();
-        }
+        self.sum(buffer);
         Ok(())
     }
 
     fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()> {
-        if self.topology.replicas() > 1 {
-            let started = Instant::now();
-            let mine = buffer.to_vec();
-            self.replicas.all_reduce_into(
-                &mine[..],
-                buffer,
-                mpi::collective::SystemOperation::sum(),
-            );
-            self.communicating += started.elapsed();
-        }
+        self.sum(buffer);
         Ok(())
     }
 

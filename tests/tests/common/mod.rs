@@ -55,6 +55,26 @@ pub fn metrics(run: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
         .collect::<Result<_, _>>()?)
 }
 
+/// The lines of a run's metrics.jsonl without the fields that measure time and memory,
+/// for comparing two runs that must have trained the same.
+pub fn metrics_without_timings(run: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut lines = metrics(run)?;
+    for line in &mut lines {
+        let map = line
+            .as_object_mut()
+            .ok_or_else(|| anyhow::anyhow!("a metrics line is not an object"))?;
+        for timing in [
+            "seconds",
+            "images_per_second",
+            "peak_rss_bytes",
+            "data_wait_seconds",
+        ] {
+            map.remove(timing);
+        }
+    }
+    Ok(lines)
+}
+
 /// Writes a CIFAR-10 binary dataset (the real format: a label byte, then 3072 CHW pixel
 /// bytes per record) with `per_file` records in each of the six files.
 pub fn write_cifar10(dir: &Path, per_file: usize) -> anyhow::Result<PathBuf> {
