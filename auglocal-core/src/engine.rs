@@ -105,16 +105,17 @@ pub struct ModulesReport {
 }
 
 /// A data-parallel replica's part in a step: its `share` of the batch (its images over the
-/// whole batch's) and how to sum a buffer over all replicas, in place.
+/// whole batch's) and how to sum a flat f32 tensor over all replicas (on the tensor's
+/// device: NCCL sums GPU tensors where it is built in, MPI everything else).
 pub struct Replicas<'a> {
     pub share: f64,
-    pub sum: &'a mut dyn FnMut(&mut [f32]) -> Result<()>,
+    pub sum: &'a mut dyn FnMut(&Tensor) -> Result<Tensor>,
 }
 
 impl Replicas<'_> {
     /// Replaces each gradient of `params` in `grads` by the sum over replicas of
-    /// `share * gradient`, in one buffer (the loss and the correct count ride along).
-    /// Returns the summed loss and correct count.
+    /// `share * gradient`, in one buffer on the gradients' device (the loss and the correct
+    /// count ride along). Returns the summed loss and correct count.
     fn sum_module(
         &mut self,
         params: &[Entry],
@@ -123,30 +124,36 @@ impl Replicas<'_> {
         correct: Option<usize>,
     ) -> Result<(f32, Option<usize>)> {
         let share = self.share;
-        let present: Vec<&Entry> = params
-            .iter()
-            .filter(|e| grads.get(e.var.as_tensor()).is_some())
-            .collect();
-        let mut flat = Vec::new();
-        for e in &present {
+        let device = params
+            .first()
+            .map_or(Device::Cpu, |e| e.var.device().clone());
+        let scale = Tensor::new(share, &device)?;
+        let mut present = Vec::new();
+        let mut parts = Vec::new();
+        for e in params {
             if let Some(g) = grads.get(e.var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                flat.extend(g.iter().map(|v| (*v as f64 * share) as f32));
+                // Scaled in f64, then rounded once: the same f32 on every device.
+                let g = g
+                    .flatten_all()?
+                    .to_dtype(DType::F64)?
+                    .broadcast_mul(&scale)?;
+                parts.push(g.to_dtype(DType::F32)?);
+                present.push(e);
             }
         }
-        flat.push((loss as f64 * share) as f32);
-        flat.push(correct.unwrap_or(0) as f32);
-        (self.sum)(&mut flat)?;
+        let tail = [(loss as f64 * share) as f32, correct.unwrap_or(0) as f32];
+        parts.push(Tensor::new(&tail, &device)?);
+        let flat = (self.sum)(&Tensor::cat(&parts, 0)?)?;
         let mut offset = 0;
         for e in present {
             let var = e.var.as_tensor();
             let n = var.elem_count();
-            let g = Tensor::from_slice(&flat[offset..offset + n], var.shape(), var.device())?;
-            grads.insert(var, g);
+            grads.insert(var, flat.narrow(0, offset, n)?.reshape(var.shape())?);
             offset += n;
         }
-        let correct = correct.map(|_| flat[offset + 1].round() as usize);
-        Ok((flat[offset], correct))
+        let tail = flat.narrow(0, offset, 2)?.to_vec1::<f32>()?;
+        let correct = correct.map(|_| tail[1].round() as usize);
+        Ok((tail[0], correct))
     }
 }
 

@@ -66,6 +66,14 @@ pub enum Error {
         value: f32,
     },
 
+    /// The transport between processes (NCCL) failed at `operation`.
+    #[error("{transport} {operation} failed: {problem}; check that each process of the run sees its own GPU (one per local rank) and that every rank reached the same step")]
+    Transport {
+        transport: &'static str,
+        operation: &'static str,
+        problem: String,
+    },
+
     /// An error from outside this crate: a batch source (data), or an observer of training
     /// (metrics files, progress display).
     #[error(transparent)]

@@ -216,3 +216,102 @@ fn a_tensor_without_an_owner_is_refused_at_build_time() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Two data-parallel replicas (threads here, processes under MPI), each given the same 8
+/// images, sum their half-weighted gradients module by module: they must end bit for bit
+/// alike, and where the whole batch is those 8 images twice (the same BatchNorm statistics,
+/// the same mean loss) they must take the single-process step on all 16.
+#[test]
+fn data_parallel_replicas_take_the_whole_batch_step() -> anyhow::Result<()> {
+    use auglocal_core::engine::Replicas;
+    use std::sync::mpsc;
+
+    let (x, labels) = batch(8)?;
+    let lr = 0.1;
+    let mut single = engine("resnet8", Method::auglocal(1, 0.0)?)?;
+    let whole = single.train_step(
+        &Tensor::cat(&[&x, &x], 0)?,
+        &Tensor::cat(&[&labels, &labels], 0)?,
+        lr,
+    )?;
+    let single_params = snapshot(single.store())?;
+
+    let (to_1, from_0) = mpsc::channel::<Vec<f32>>();
+    let (to_0, from_1) = mpsc::channel::<Vec<f32>>();
+    let links = [(to_1, from_1), (to_0, from_0)];
+    let replicas: Vec<(HashMap<String, Vec<f32>>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = links
+            .into_iter()
+            .enumerate()
+            .map(|(replica, (send, receive))| {
+                let (x, labels) = (&x, &labels);
+                s.spawn(move || -> anyhow::Result<_> {
+                    let mut engine = engine("resnet8", Method::auglocal(1, 0.0)?)?;
+                    // Replica 0's buffer first, as MPI's sum adds them (and f32 addition of
+                    // two numbers commutes, so the order cannot matter anyway).
+                    let mut sum = |flat: &Tensor| -> auglocal_core::Result<Tensor> {
+                        let mine = flat.to_vec1::<f32>()?;
+                        send.send(mine.clone()).expect("the other replica listens");
+                        let theirs = receive.recv().expect("the other replica sends");
+                        let (a, b) = if replica == 0 {
+                            (&mine, &theirs)
+                        } else {
+                            (&theirs, &mine)
+                        };
+                        let total: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + b).collect();
+                        Ok(Tensor::from_vec(total, mine.len(), &Device::Cpu)?)
+                    };
+                    let modules = engine.module_count();
+                    let report = engine.train_modules(
+                        0..modules,
+                        x,
+                        labels,
+                        x,
+                        lr,
+                        Some(Replicas {
+                            share: 0.5,
+                            sum: &mut sum,
+                        }),
+                        &mut |_, _| {},
+                    )?;
+                    Ok((snapshot(engine.store())?, report.module_losses))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a replica panicked"))
+            .collect::<anyhow::Result<_>>()
+    })?;
+
+    let (params_0, losses_0) = &replicas[0];
+    let (params_1, losses_1) = &replicas[1];
+    assert_eq!(params_0, params_1, "the replicas diverged");
+    assert_eq!(losses_0, losses_1);
+    // The summed losses are the whole batch's (each replica's half-weighted mean, added).
+    for (m, (replica, whole)) in losses_0.iter().zip(&whole.module_losses).enumerate() {
+        assert!(
+            (replica - whole).abs() <= 1e-5 * whole.abs(),
+            "module {m}: replicas' loss {replica}, single process {whole}"
+        );
+    }
+    let params = single.store().entries();
+    let mut compared = 0;
+    for e in params.iter().filter(|e| e.role == Role::Param) {
+        let (a, b) = (&params_0[&e.name], &single_params[&e.name]);
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = b.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(
+            diff <= 1e-5 * scale.max(1e-3),
+            "{}: replicas differ from the single process by {diff} (largest value {scale})",
+            e.name
+        );
+        compared += 1;
+    }
+    assert!(compared > 20, "only {compared} parameters compared");
+    Ok(())
+}

@@ -1,5 +1,7 @@
 //! [`Comm`]: what the trainer asks of the transport between processes.
 
+use candle_core::{Device, Tensor};
+
 use crate::error::{Error, Result};
 
 use super::topology::Topology;
@@ -24,6 +26,24 @@ pub trait Comm {
 
     /// Element-wise sum of `buffer` over the replicas of this process's stage, in place.
     fn sum_over_replicas(&mut self, buffer: &mut [f32]) -> Result<()>;
+
+    /// Element-wise sum of a flat f32 tensor over the replicas of this process's stage, on
+    /// its device. The default goes through host memory and [`Comm::sum_over_replicas`];
+    /// NCCL sums GPU tensors in place on the GPU.
+    fn sum_tensor_over_replicas(&mut self, flat: &Tensor) -> Result<Tensor> {
+        if self.topology().replicas() == 1 {
+            return Ok(flat.clone());
+        }
+        let mut host = flat.to_vec1::<f32>()?;
+        self.sum_over_replicas(&mut host)?;
+        Ok(Tensor::from_vec(host, flat.dim(0)?, flat.device())?)
+    }
+
+    /// Makes ready to move tensors of `device` (for a GPU, with NCCL where built in). The
+    /// trainer calls this once, before the first step.
+    fn attach_device(&mut self, _device: &Device) -> Result<()> {
+        Ok(())
+    }
 
     /// [`Comm::sum_over_replicas`] in f64 (evaluation and epoch totals).
     fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()>;

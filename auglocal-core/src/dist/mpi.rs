@@ -33,6 +33,9 @@ pub struct Mpi {
     in_flight: VecDeque<InFlight>,
     bytes_sent: u64,
     communicating: Duration,
+    /// The replicas joined by NCCL, once a GPU is attached.
+    #[cfg(feature = "nccl")]
+    nccl: Option<super::nccl::NcclReplicas>,
     // Dropped last: the last holder finalises MPI.
     universe: Rc<Universe>,
 }
@@ -76,6 +79,8 @@ impl Mpi {
             in_flight: VecDeque::new(),
             bytes_sent: 0,
             communicating: Duration::ZERO,
+            #[cfg(feature = "nccl")]
+            nccl: None,
             universe: Rc::new(universe),
         })
     }
@@ -124,6 +129,41 @@ impl Comm for Mpi {
 
     fn sum_over_replicas_f64(&mut self, buffer: &mut [f64]) -> Result<()> {
         self.sum(buffer);
+        Ok(())
+    }
+
+    #[cfg(feature = "nccl")]
+    fn sum_tensor_over_replicas(
+        &mut self,
+        flat: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
+        if self.topology.replicas() == 1 {
+            return Ok(flat.clone());
+        }
+        if let Some(nccl) = &self.nccl {
+            let started = Instant::now();
+            if let Some(sum) = nccl.sum(flat)? {
+                self.bytes_sent += 4 * flat.elem_count() as u64;
+                self.communicating += started.elapsed();
+                return Ok(sum);
+            }
+        }
+        let mut host = flat.to_vec1::<f32>()?;
+        self.sum(&mut host);
+        Ok(candle_core::Tensor::from_vec(
+            host,
+            flat.dim(0)?,
+            flat.device(),
+        )?)
+    }
+
+    #[cfg(feature = "nccl")]
+    fn attach_device(&mut self, device: &candle_core::Device) -> Result<()> {
+        if let (candle_core::Device::Cuda(gpu), true, None) =
+            (device, self.topology.replicas() > 1, &self.nccl)
+        {
+            self.nccl = Some(super::nccl::NcclReplicas::join(&self.replicas, gpu)?);
+        }
         Ok(())
     }
 

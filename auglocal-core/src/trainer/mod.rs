@@ -198,6 +198,7 @@ impl Trainer {
             });
         }
         self.stage = stage;
+        self.stage.attach_device(self.engine.device())?;
         Ok(self)
     }
 

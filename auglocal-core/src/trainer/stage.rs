@@ -101,6 +101,11 @@ impl Stage {
         self.partition.stages[self.topology().stage()].clone()
     }
 
+    /// Readies the transport for tensors on `device` (NCCL on a GPU, where built in).
+    pub(super) fn attach_device(&mut self, device: &candle_core::Device) -> Result<()> {
+        self.comm.attach_device(device)
+    }
+
     /// Bytes this process has sent to others.
     pub fn bytes_sent(&self) -> u64 {
         self.comm.bytes_sent()
@@ -215,7 +220,7 @@ impl Stage {
         if skipped.is_none() {
             let share = input.x.dim(0)? as f64 / input.global.max(1) as f64;
             let comm = &mut self.comm;
-            let mut sum = |buffer: &mut [f32]| comm.sum_over_replicas(buffer);
+            let mut sum = |flat: &Tensor| comm.sum_tensor_over_replicas(flat);
             let replicas = (t.replicas() > 1).then_some(Replicas {
                 share,
                 sum: &mut sum,
