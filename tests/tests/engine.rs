@@ -239,7 +239,9 @@ fn data_parallel_replicas_take_the_whole_batch_step() -> anyhow::Result<()> {
     let (to_1, from_0) = mpsc::channel::<Vec<f32>>();
     let (to_0, from_1) = mpsc::channel::<Vec<f32>>();
     let links = [(to_1, from_1), (to_0, from_0)];
-    let replicas: Vec<(HashMap<String, Vec<f32>>, Vec<f32>)> = std::thread::scope(|s| {
+    // Each replica's parameters after the step, and its module losses.
+    type Replica = (HashMap<String, Vec<f32>>, Vec<f32>);
+    let replicas: Vec<Replica> = std::thread::scope(|s| {
         let handles: Vec<_> = links
             .into_iter()
             .enumerate()
