@@ -10,6 +10,25 @@ pub struct Processes {
     pub ending: Ending,
 }
 
+/// A run stopped by Ctrl-C (SIGINT or SIGTERM, which `mpirun` and `srun` pass to every
+/// rank): every rank stopped after the same step and the checkpoint is saved, so no rank
+/// ends the others. The writer's carries what to do next; the other ranks' carry nothing
+/// (`None`) and the binary prints nothing for them.
+#[derive(Debug)]
+pub struct Interrupted(pub Option<String>);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            self.0
+                .as_deref()
+                .unwrap_or("interrupted; the writing rank reports where the checkpoint is"),
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// How a failure in this process ends the run.
 pub struct Ending {
     topology: Topology,
@@ -19,11 +38,21 @@ pub struct Ending {
 
 impl Ending {
     /// Ends the run after a failure in this process: alone, returns `error`; in a run of
-    /// several, says which rank failed and why, and ends every rank at once (non-zero).
+    /// several, says which rank failed and why, and ends every rank at once (non-zero). An
+    /// [`Interrupted`] run ends on every rank by itself: the writer says so here, and every
+    /// rank returns an error with nothing more to print.
     pub fn fail(&self, error: anyhow::Error) -> anyhow::Error {
         let t = self.topology;
         if !t.is_distributed() {
             return error;
+        }
+        if let Some(Interrupted(said)) = error.downcast_ref::<Interrupted>() {
+            // Said now, before MPI is finalised: once every rank has finalised, the launcher
+            // may end this process before `main` could print.
+            if let Some(said) = said {
+                eprintln!("error: {said}");
+            }
+            return Interrupted(None).into();
         }
         let error = crate::hints::with_flag(error);
         eprintln!(

@@ -14,6 +14,8 @@ mod settings;
 // What reads the files a user passes, for the fuzz targets (`fuzz/`).
 pub use session::{CliState, RunMeta, MAX_CLASSES};
 pub use settings::{Settings, TrainConfig};
+// The one error the binary ends on without a word: another rank reports it.
+pub use launch::Interrupted;
 
 use std::ffi::OsString;
 use std::io::Write;

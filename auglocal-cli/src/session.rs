@@ -86,12 +86,18 @@ impl TrainConfig {
 /// Sets the number of threads of the CPU kernels, Candle's and ours (they share Candle's
 /// pool, see [`auglocal_core::parallel`]), and of rayon's pool, which decodes and augments
 /// images. 0 leaves the defaults: Candle's pool takes the physical cores, rayon's all
-/// logical CPUs; `CANDLE_NUM_THREADS`, when set, sizes Candle's pool whatever is asked
+/// logical CPUs, or, where a launcher started several processes of the run on this machine,
+/// each pool takes an equal share of the cores; `CANDLE_NUM_THREADS`, when set, sizes Candle's pool whatever is asked
 /// here. Must run before any tensor work.
 /// The first call in a process decides; later calls (tests running several commands in one
 /// process) keep the pool already running.
 pub fn set_threads(threads: usize) -> Result<()> {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
+    let threads = if threads > 0 {
+        threads
+    } else {
+        threads_per_process()
+    };
     let mut result = Ok(());
     if threads > 0 {
         CONFIGURED.call_once(|| {
@@ -104,6 +110,19 @@ pub fn set_threads(threads: usize) -> Result<()> {
         });
     }
     result
+}
+
+/// With several processes of a run on this machine, each takes an equal share of its cores
+/// (at least one) unless `--threads` says otherwise, so they do not fight over them; alone,
+/// 0 (every core).
+fn threads_per_process() -> usize {
+    match auglocal_core::dist::local_processes() {
+        Some(local) if local > 1 => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / local).max(1)
+        }
+        _ => 0,
+    }
 }
 
 /// Builds the model, its auxiliary networks (sized for images of side `image_size`) and

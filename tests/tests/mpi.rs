@@ -28,6 +28,10 @@ fn child() -> ! {
     }
     match auglocal_cli::run(std::env::args(), &mut std::io::stdout()) {
         Ok(()) => std::process::exit(0),
+        // As the binary: ranks other than the writer end an interrupted run without a word.
+        Err(e) if matches!(e.downcast_ref(), Some(auglocal_cli::Interrupted(None))) => {
+            std::process::exit(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1)
@@ -238,6 +242,37 @@ fn a_run_resumes_on_other_processes_and_stages() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Once the run in `run_dir` has a checkpoint, sends `signal` (as `kill` takes it) to each
+/// of `ranks`, found by the pids the children wrote to `pids`. The thread returns the pids
+/// signalled, or `None` when no checkpoint appeared within two minutes.
+fn signal_when_checkpointed(
+    run_dir: &Path,
+    pids: &Path,
+    ranks: &'static [usize],
+    signal: &'static str,
+) -> std::thread::JoinHandle<Option<Vec<String>>> {
+    let (pids, run_dir) = (pids.to_path_buf(), run_dir.to_path_buf());
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            let checkpointed = run_dir.join("checkpoint").join("state.json").is_file();
+            let found: Vec<String> = ranks
+                .iter()
+                .filter_map(|r| std::fs::read_to_string(pids.join(format!("rank-{r}"))).ok())
+                .map(|pid| pid.trim().to_string())
+                .collect();
+            if checkpointed && found.len() == ranks.len() {
+                for pid in &found {
+                    let _ = Command::new("kill").args([signal, pid]).status();
+                }
+                return Some(found);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+}
+
 fn a_killed_rank_ends_the_run_and_its_checkpoint_resumes() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let run_dir = tmp.path().join("run");
@@ -254,24 +289,8 @@ fn a_killed_rank_ends_the_run_and_its_checkpoint_resumes() -> anyhow::Result<()>
         "1000",
     ];
     let args = run_args(&run_dir, "resnet8", "auglocal", &long);
-    let killer = {
-        let (pids, run_dir) = (pids.clone(), run_dir.clone());
-        std::thread::spawn(move || -> Option<String> {
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(120) {
-                let checkpointed = run_dir.join("checkpoint").join("state.json").is_file();
-                if let (true, Ok(pid)) =
-                    (checkpointed, std::fs::read_to_string(pids.join("rank-0")))
-                {
-                    // Rank 0 is stage 0, which the writer (rank 1) waits for.
-                    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-                    return Some(pid);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            None
-        })
-    };
+    // Rank 0 is stage 0, which the writer (rank 1) waits for.
+    let killer = signal_when_checkpointed(&run_dir, &pids, &[0], "-9");
     let started = Instant::now();
     let run = mpirun(2, &args, &[("AUGLOCAL_PID_DIR", &pids)], LIMIT);
     let seconds = started.elapsed().as_secs_f64();
@@ -307,6 +326,69 @@ fn a_killed_rank_ends_the_run_and_its_checkpoint_resumes() -> anyhow::Result<()>
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
     assert_eq!(state["steps"].as_u64(), Some(steps + 2));
+    Ok(())
+}
+
+/// Ctrl-C reaches every process of the terminal's foreground group: every rank stops after
+/// the same step, the checkpoint is written once, the writer alone says how to go on, and
+/// no rank is aborted.
+fn an_interrupted_run_stops_every_rank_at_one_checkpoint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run_dir = tmp.path().join("run");
+    let pids = tmp.path().join("pids");
+    std::fs::create_dir(&pids)?;
+    let long = [
+        "--aux-depth",
+        "1",
+        "--stages",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--epochs",
+        "1000",
+    ];
+    let args = run_args(&run_dir, "resnet8", "auglocal", &long);
+    let interrupter = signal_when_checkpointed(&run_dir, &pids, &[0, 1], "-INT");
+    let run = mpirun(2, &args, &[("AUGLOCAL_PID_DIR", &pids)], LIMIT);
+    assert!(
+        interrupter.join().expect("the thread ends").is_some(),
+        "no checkpoint appeared to interrupt after:\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.success, "an interrupted run ended with status 0");
+    assert_eq!(
+        run.stderr.matches("interrupted after step").count(),
+        1,
+        "the writer, and only it, says where the run stopped:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("MPI_ABORT") && !run.stderr.contains("error on rank"),
+        "an interruption is not a failure of a rank:\n{}",
+        run.stderr
+    );
+    // The step it names is the checkpoint's, and one process goes on from it.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
+    let steps = state["steps"].as_u64().expect("a step count");
+    assert!(
+        run.stderr
+            .contains(&format!("interrupted after step {steps} ")),
+        "checkpoint at step {steps}:\n{}",
+        run.stderr
+    );
+    let until = (steps + 1).to_string();
+    let run_str = path(&run_dir).to_string();
+    alone(&[
+        "train",
+        "--resume",
+        &run_str,
+        "--max-steps",
+        &until,
+        "--threads",
+        "1",
+    ])?;
     Ok(())
 }
 
@@ -353,7 +435,7 @@ fn main() {
     if std::env::var_os("AUGLOCAL_MPI_CHILD").is_some() {
         child();
     }
-    let tests: [(&str, Test); 4] = [
+    let tests: [(&str, Test); 5] = [
         (
             "pipelines_are_the_single_process_run_bit_for_bit",
             pipelines_are_the_single_process_run_bit_for_bit,
@@ -365,6 +447,10 @@ fn main() {
         (
             "a_killed_rank_ends_the_run_and_its_checkpoint_resumes",
             a_killed_rank_ends_the_run_and_its_checkpoint_resumes,
+        ),
+        (
+            "an_interrupted_run_stops_every_rank_at_one_checkpoint",
+            an_interrupted_run_stops_every_rank_at_one_checkpoint,
         ),
         (
             "a_failing_rank_is_named_and_ends_every_rank",

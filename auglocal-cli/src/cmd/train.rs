@@ -14,7 +14,7 @@ use auglocal_core::trainer::{
 use auglocal_data::{Shard, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::launch::{self, Processes};
+use crate::launch::{self, Interrupted, Processes};
 use crate::session::{self, CliState, RunMeta};
 use crate::settings::{Settings, TrainConfig, RESUMABLE};
 
@@ -398,19 +398,22 @@ fn train(
     drop(trainer);
     if !writer {
         if outcome.stop == Stop::Requested {
-            std::process::exit(1);
+            return Err(Interrupted(None).into());
         }
         return Ok(());
     }
     let resume = format!("auglocal train --resume {}", out.display());
     match outcome.stop {
         Stop::Finished => {}
-        Stop::Requested => bail!(
-            "interrupted after step {} (epoch {}, batch {}); the checkpoint is saved: continue with `{resume}`",
-            progress.steps,
-            progress.epochs_done + 1,
-            progress.batches_done
-        ),
+        Stop::Requested => {
+            return Err(Interrupted(Some(format!(
+                "interrupted after step {} (epoch {}, batch {}); the checkpoint is saved: continue with `{resume}`",
+                progress.steps,
+                progress.epochs_done + 1,
+                progress.batches_done
+            )))
+            .into())
+        }
         Stop::MaxSteps => match outcome.eval_at_stop {
             Some(test) => println!(
                 "stopped after {} steps (--max-steps) in epoch {}, batch {}/{}: test acc {:.2}%; continue with `{resume}`",

@@ -52,3 +52,10 @@ pub fn local_rank() -> Option<usize> {
         .or_else(|| read("MPI_LOCALRANKID"))
         .or_else(|| read("SLURM_LOCALID"))
 }
+
+/// How many processes of this run the launcher started on this machine (`mpirun`'s
+/// `OMPI_COMM_WORLD_LOCAL_SIZE`, MPICH's `MPI_LOCALNRANKS`), or `None` when it does not say.
+pub fn local_processes() -> Option<usize> {
+    let read = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+    read("OMPI_COMM_WORLD_LOCAL_SIZE").or_else(|| read("MPI_LOCALNRANKS"))
+}
