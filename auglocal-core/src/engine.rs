@@ -13,6 +13,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::dist::{PendingSum, ReplicaSums};
 use crate::error::{Error, Result};
 use crate::methods::{InputSpec, LocalLoss, LocalLossBuilder, LossSite, Method};
 use crate::net::LocalNet;
@@ -105,29 +106,39 @@ pub struct ModulesReport {
 }
 
 /// A data-parallel replica's part in a step: its `share` of the batch (its images over the
-/// whole batch's) and how to sum a flat f32 tensor over all replicas (on the tensor's
-/// device: NCCL sums GPU tensors where it is built in, MPI everything else).
+/// whole batch's) and the sums over all replicas (on the tensors' device: NCCL sums GPU
+/// tensors where it is built in, MPI everything else).
 pub struct Replicas<'a> {
     pub share: f64,
-    pub sum: &'a mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    pub sums: &'a mut dyn ReplicaSums,
+}
+
+/// A module whose gradients are being summed over the replicas while the next one computes.
+struct Summing {
+    module: usize,
+    grads: GradStore,
+    /// The parameters that have a gradient, in the order of the summed buffer.
+    present: Vec<Entry>,
+    has_correct: bool,
+    pending: PendingSum,
 }
 
 impl Replicas<'_> {
-    /// Replaces each gradient of `params` in `grads` by the sum over replicas of
-    /// `share * gradient`, in one buffer on the gradients' device (the loss and the correct
-    /// count ride along). Returns the summed loss and correct count.
-    fn sum_module(
+    /// Starts summing `share * gradient` of each parameter of module `m` over the
+    /// replicas, in one buffer on the gradients' device (the loss and the correct count
+    /// ride along).
+    fn start(
         &mut self,
+        m: usize,
         params: &[Entry],
-        grads: &mut GradStore,
+        grads: GradStore,
         loss: f32,
         correct: Option<usize>,
-    ) -> Result<(f32, Option<usize>)> {
-        let share = self.share;
+    ) -> Result<Summing> {
         let device = params
             .first()
             .map_or(Device::Cpu, |e| e.var.device().clone());
-        let scale = Tensor::new(share, &device)?;
+        let scale = Tensor::new(self.share, &device)?;
         let mut present = Vec::new();
         let mut parts = Vec::new();
         for e in params {
@@ -138,12 +149,35 @@ impl Replicas<'_> {
                     .to_dtype(DType::F64)?
                     .broadcast_mul(&scale)?;
                 parts.push(g.to_dtype(DType::F32)?);
-                present.push(e);
+                present.push(e.clone());
             }
         }
-        let tail = [(loss as f64 * share) as f32, correct.unwrap_or(0) as f32];
+        let tail = [
+            (loss as f64 * self.share) as f32,
+            correct.unwrap_or(0) as f32,
+        ];
         parts.push(Tensor::new(&tail, &device)?);
-        let flat = (self.sum)(&Tensor::cat(&parts, 0)?)?;
+        let pending = self.sums.start_sum(&Tensor::cat(&parts, 0)?)?;
+        Ok(Summing {
+            module: m,
+            grads,
+            present,
+            has_correct: correct.is_some(),
+            pending,
+        })
+    }
+
+    /// Waits for a module's sum: its gradients replaced by the sums, and the summed loss
+    /// and correct count.
+    fn finish(&mut self, summing: Summing) -> Result<(GradStore, f32, Option<usize>)> {
+        let Summing {
+            mut grads,
+            present,
+            has_correct,
+            pending,
+            ..
+        } = summing;
+        let flat = self.sums.finish_sum(pending)?;
         let mut offset = 0;
         for e in present {
             let var = e.var.as_tensor();
@@ -152,9 +186,17 @@ impl Replicas<'_> {
             offset += n;
         }
         let tail = flat.narrow(0, offset, 2)?.to_vec1::<f32>()?;
-        let correct = correct.map(|_| tail[1].round() as usize);
-        Ok((tail[0], correct))
+        let correct = has_correct.then(|| tail[1].round() as usize);
+        Ok((grads, tail[0], correct))
     }
+}
+
+/// Puts back buffers [`Engine::save_buffers`] copied.
+fn restore_buffers(saved: Vec<(candle_core::Var, Tensor)>) -> Result<()> {
+    for (var, tensor) in saved {
+        var.set(&tensor)?;
+    }
+    Ok(())
 }
 
 /// Sums over an evaluation pass.
@@ -327,55 +369,129 @@ impl Engine {
             correct: None,
             skipped: None,
         };
+        // With replicas, module m's gradients are summed while module m + 1 computes, and m
+        // is updated after: m + 1 reads only m's detached output, made before m's update,
+        // so the order changes nothing.
+        let mut summing: Option<Summing> = None;
         for m in modules {
+            // Should the sum running now turn out non-finite, this module's forward pass
+            // must leave no trace (BatchNorm's running averages), as if it never ran.
+            let saved = match summing {
+                Some(_) => Some(self.save_buffers(m)?),
+                None => None,
+            };
             let h = self.module_forward(m, &x)?;
             let (loss, correct) = self.module_loss(m, &h, labels, images)?;
             // A user's loss may come back in the activations' type; steps run on f32.
             let loss = loss.to_dtype(DType::F32)?;
             report.correct = correct.or(report.correct);
-            let mut value = loss.to_scalar::<f32>()?;
+            let value = loss.to_scalar::<f32>()?;
             let fault = match replicas.as_mut() {
-                None if !value.is_finite() => Some(("loss".to_string(), value)),
+                None if !value.is_finite() => Some((m, "loss".to_string(), value)),
                 None => {
                     let grads = loss.backward()?;
                     self.update_or_fault(m, grads, value, lr, &mut report, observe)?
+                        .map(|(what, value)| (m, what, value))
                 }
                 Some(replicas) => {
-                    let mut grads = loss.backward()?;
-                    let summed =
-                        replicas.sum_module(&self.modules[m].params, &mut grads, value, correct)?;
-                    value = summed.0;
-                    if report.correct.is_some() {
-                        report.correct = summed.1;
-                    }
-                    if !value.is_finite() {
-                        Some(("loss".to_string(), value))
-                    } else {
-                        self.update_or_fault(m, grads, value, lr, &mut report, observe)?
+                    let started = replicas.start(
+                        m,
+                        &self.modules[m].params,
+                        loss.backward()?,
+                        value,
+                        correct,
+                    )?;
+                    match summing.replace(started) {
+                        None => None,
+                        Some(previous) => {
+                            let fault =
+                                self.finish_module(replicas, previous, lr, &mut report, observe)?;
+                            if fault.is_some() {
+                                // Every replica started this module's sum: end it, unused.
+                                if let Some(current) = summing.take() {
+                                    replicas.finish(current)?;
+                                }
+                                if let Some(saved) = saved {
+                                    restore_buffers(saved)?;
+                                }
+                            }
+                            fault
+                        }
                     }
                 }
             };
-            if let Some((what, value)) = fault {
-                if self.on_non_finite == OnNonFinite::Stop {
-                    return Err(Error::NonFinite {
-                        what,
-                        step: self.step + 1,
-                        module: m,
-                        value,
-                    });
-                }
-                report.skipped = Some(NonFiniteValue {
-                    module: m,
-                    what,
-                    value,
-                });
-                return Ok(report);
+            if let Some((m, what, value)) = fault {
+                return self.non_finite(m, what, value, report);
             }
             // The gradients are dropped; detaching here frees this module's graph.
             x = h.detach();
         }
+        if let (Some(replicas), Some(last)) = (replicas.as_mut(), summing.take()) {
+            if let Some((m, what, value)) =
+                self.finish_module(replicas, last, lr, &mut report, observe)?
+            {
+                return self.non_finite(m, what, value, report);
+            }
+        }
         report.output = Some(x);
         Ok(report)
+    }
+
+    /// Finishes a module's sum over the replicas and steps it, unless the summed loss or a
+    /// gradient is NaN or infinite (then returns the module and the value).
+    fn finish_module(
+        &mut self,
+        replicas: &mut Replicas<'_>,
+        summing: Summing,
+        lr: f64,
+        report: &mut ModulesReport,
+        observe: &mut dyn FnMut(usize, &GradStore),
+    ) -> Result<Option<(usize, String, f32)>> {
+        let m = summing.module;
+        let (grads, value, correct) = replicas.finish(summing)?;
+        if correct.is_some() {
+            report.correct = correct;
+        }
+        if !value.is_finite() {
+            return Ok(Some((m, "loss".to_string(), value)));
+        }
+        Ok(self
+            .update_or_fault(m, grads, value, lr, report, observe)?
+            .map(|(what, value)| (m, what, value)))
+    }
+
+    /// What a non-finite `value` in module `m` does: stops the run, or skips the rest of
+    /// the step.
+    fn non_finite(
+        &self,
+        m: usize,
+        what: String,
+        value: f32,
+        mut report: ModulesReport,
+    ) -> Result<ModulesReport> {
+        if self.on_non_finite == OnNonFinite::Stop {
+            return Err(Error::NonFinite {
+                what,
+                step: self.step + 1,
+                module: m,
+                value,
+            });
+        }
+        report.skipped = Some(NonFiniteValue {
+            module: m,
+            what,
+            value,
+        });
+        Ok(report)
+    }
+
+    /// Copies of module `m`'s buffers (BatchNorm's running averages and counters).
+    fn save_buffers(&self, m: usize) -> Result<Vec<(candle_core::Var, Tensor)>> {
+        self.module_entries(m..m + 1)
+            .into_iter()
+            .filter(|e| e.role == Role::Buffer)
+            .map(|e| Ok((e.var.clone(), e.var.as_tensor().copy()?)))
+            .collect()
     }
 
     /// Steps module `m` with `grads` unless one of them is NaN or infinite (then returns it).

@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
+use auglocal_core::dist::{PendingSum, ReplicaSums};
 use auglocal_core::params::{Owner, Role};
 use auglocal_core::{Engine, Method, ParamBuilder, ParamStore};
 use candle_core::{DType, Device, Tensor};
@@ -226,6 +227,38 @@ fn data_parallel_replicas_take_the_whole_batch_step() -> anyhow::Result<()> {
     use auglocal_core::engine::Replicas;
     use std::sync::mpsc;
 
+    /// Two replicas' sums over a pair of channels, summed at once.
+    struct ChannelSums {
+        replica: usize,
+        send: mpsc::Sender<Vec<f32>>,
+        receive: mpsc::Receiver<Vec<f32>>,
+    }
+    impl ReplicaSums for ChannelSums {
+        fn start_sum(&mut self, flat: &Tensor) -> auglocal_core::Result<PendingSum> {
+            let mine = flat.to_vec1::<f32>()?;
+            self.send
+                .send(mine.clone())
+                .expect("the other replica listens");
+            let theirs = self.receive.recv().expect("the other replica sends");
+            // Replica 0's buffer first, as MPI's sum adds them (f32 addition of two numbers
+            // commutes anyway).
+            let (a, b) = if self.replica == 0 {
+                (&mine, &theirs)
+            } else {
+                (&theirs, &mine)
+            };
+            let total: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + b).collect();
+            Ok(PendingSum::done(Tensor::from_vec(
+                total,
+                mine.len(),
+                &Device::Cpu,
+            )?))
+        }
+        fn finish_sum(&mut self, pending: PendingSum) -> auglocal_core::Result<Tensor> {
+            Ok(pending.into_done().expect("summed at once"))
+        }
+    }
+
     let (x, labels) = batch(8)?;
     let lr = 0.1;
     let mut single = engine("resnet8", Method::auglocal(1, 0.0)?)?;
@@ -249,19 +282,10 @@ fn data_parallel_replicas_take_the_whole_batch_step() -> anyhow::Result<()> {
                 let (x, labels) = (&x, &labels);
                 s.spawn(move || -> anyhow::Result<_> {
                     let mut engine = engine("resnet8", Method::auglocal(1, 0.0)?)?;
-                    // Replica 0's buffer first, as MPI's sum adds them (and f32 addition of
-                    // two numbers commutes, so the order cannot matter anyway).
-                    let mut sum = |flat: &Tensor| -> auglocal_core::Result<Tensor> {
-                        let mine = flat.to_vec1::<f32>()?;
-                        send.send(mine.clone()).expect("the other replica listens");
-                        let theirs = receive.recv().expect("the other replica sends");
-                        let (a, b) = if replica == 0 {
-                            (&mine, &theirs)
-                        } else {
-                            (&theirs, &mine)
-                        };
-                        let total: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + b).collect();
-                        Ok(Tensor::from_vec(total, mine.len(), &Device::Cpu)?)
+                    let mut sums = ChannelSums {
+                        replica,
+                        send,
+                        receive,
                     };
                     let modules = engine.module_count();
                     let report = engine.train_modules(
@@ -272,7 +296,7 @@ fn data_parallel_replicas_take_the_whole_batch_step() -> anyhow::Result<()> {
                         lr,
                         Some(Replicas {
                             share: 0.5,
-                            sum: &mut sum,
+                            sums: &mut sums,
                         }),
                         &mut |_, _| {},
                     )?;
@@ -315,5 +339,82 @@ fn data_parallel_replicas_take_the_whole_batch_step() -> anyhow::Result<()> {
         compared += 1;
     }
     assert!(compared > 20, "only {compared} parameters compared");
+    Ok(())
+}
+
+/// A sum over replicas that comes back non-finite for the first module: under `--on-nan
+/// skip` no module is updated and no module's BatchNorm averages move, although the second
+/// module already ran forward while the first one's sum was under way.
+#[test]
+fn a_non_finite_replica_sum_skips_the_step_and_leaves_no_trace() -> anyhow::Result<()> {
+    use auglocal_core::engine::Replicas;
+    use auglocal_core::OnNonFinite;
+
+    /// One replica whose first sum is all NaN.
+    struct FirstSumNan {
+        sums: usize,
+    }
+    impl ReplicaSums for FirstSumNan {
+        fn start_sum(&mut self, flat: &Tensor) -> auglocal_core::Result<PendingSum> {
+            self.sums += 1;
+            let sum = match self.sums {
+                1 => flat.affine(0.0, f64::NAN)?,
+                _ => flat.clone(),
+            };
+            Ok(PendingSum::done(sum))
+        }
+        fn finish_sum(&mut self, pending: PendingSum) -> auglocal_core::Result<Tensor> {
+            Ok(pending.into_done().expect("summed at once"))
+        }
+    }
+
+    let mut engine = engine("resnet8", Method::auglocal(1, 0.0)?)?;
+    engine.set_on_non_finite(OnNonFinite::Skip);
+    let before = snapshot(engine.store())?;
+    let buffers = engine
+        .store()
+        .entries()
+        .iter()
+        .filter(|e| e.role == Role::Buffer && e.var.dtype() == DType::F32)
+        .count();
+    assert!(buffers > 4, "resnet8 has BatchNorm averages ({buffers})");
+    let (x, labels) = batch(8)?;
+    let mut sums = FirstSumNan { sums: 0 };
+    let modules = engine.module_count();
+    let report = engine.train_modules(
+        0..modules,
+        &x,
+        &labels,
+        &x,
+        0.1,
+        Some(Replicas {
+            share: 1.0,
+            sums: &mut sums,
+        }),
+        &mut |_, _| {},
+    )?;
+    let skipped = report.skipped.expect("the step is skipped");
+    assert_eq!((skipped.module, skipped.what.as_str()), (0, "loss"));
+    assert!(skipped.value.is_nan());
+    assert!(report.module_losses.is_empty() && report.output.is_none());
+    assert_eq!(sums.sums, 2, "module 1's sum started while module 0's ran");
+    // Module 0 ran forward (its BatchNorm averages moved, as on one process); nothing of
+    // module 1 moved, and no parameter.
+    let after = snapshot(engine.store())?;
+    let mut moved: Vec<&str> = before
+        .iter()
+        .filter(|(name, values)| after[*name] != **values)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    moved.sort();
+    let module_0: Vec<String> = engine
+        .module_entries(0..1)
+        .into_iter()
+        .filter(|e| e.role == Role::Buffer && e.var.dtype() == DType::F32)
+        .map(|e| e.name)
+        .collect();
+    let mut expected: Vec<&str> = module_0.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(moved, expected);
     Ok(())
 }

@@ -20,6 +20,56 @@ pub enum Tag {
     Report = 4,
 }
 
+/// A sum over replicas, finished or still running (see [`Comm::start_sum`]).
+#[derive(Debug)]
+pub struct PendingSum(pub(super) Pending);
+
+#[derive(Debug)]
+pub(super) enum Pending {
+    Done(Tensor),
+    /// The `id`-th sum started, of `len` values, returned to `device`.
+    Running {
+        id: u64,
+        len: usize,
+        device: Device,
+    },
+}
+
+impl PendingSum {
+    /// A sum that is already complete.
+    pub fn done(sum: Tensor) -> Self {
+        PendingSum(Pending::Done(sum))
+    }
+
+    /// The sum, if it is complete; the sum still running, if not.
+    pub fn into_done(self) -> std::result::Result<Tensor, PendingSum> {
+        match self.0 {
+            Pending::Done(sum) => Ok(sum),
+            running => Err(PendingSum(running)),
+        }
+    }
+}
+
+/// Sums of flat f32 tensors over a stage's replicas, started and finished apart, as the
+/// engine asks for them ([`crate::engine::Replicas`]): a module's sum runs while the next
+/// module computes.
+pub trait ReplicaSums {
+    fn start_sum(&mut self, flat: &Tensor) -> Result<PendingSum>;
+    fn finish_sum(&mut self, pending: PendingSum) -> Result<Tensor>;
+}
+
+/// A transport's sums, for the engine.
+pub struct CommSums<'a>(pub &'a mut dyn Comm);
+
+impl ReplicaSums for CommSums<'_> {
+    fn start_sum(&mut self, flat: &Tensor) -> Result<PendingSum> {
+        self.0.start_sum(flat)
+    }
+    fn finish_sum(&mut self, pending: PendingSum) -> Result<Tensor> {
+        self.0.finish_sum(pending)
+    }
+}
+
 /// The transport: sums over a stage's replicas and messages between ranks.
 pub trait Comm {
     fn topology(&self) -> Topology;
@@ -27,16 +77,34 @@ pub trait Comm {
     /// Element-wise sum of `buffer` over the replicas of this process's stage, in place.
     fn sum_over_replicas(&mut self, buffer: &mut [f32]) -> Result<()>;
 
-    /// Element-wise sum of a flat f32 tensor over the replicas of this process's stage, on
-    /// its device. The default goes through host memory and [`Comm::sum_over_replicas`];
-    /// NCCL sums GPU tensors in place on the GPU.
-    fn sum_tensor_over_replicas(&mut self, flat: &Tensor) -> Result<Tensor> {
+    /// Starts the element-wise sum of a flat f32 tensor over the replicas of this
+    /// process's stage; [`Comm::finish_sum`] returns it, on the tensor's device. Sums finish
+    /// in the order they started. The default sums at once, through host memory and
+    /// [`Comm::sum_over_replicas`]; MPI sums in the background while the next module
+    /// computes, and NCCL sums GPU tensors on the GPU.
+    fn start_sum(&mut self, flat: &Tensor) -> Result<PendingSum> {
         if self.topology().replicas() == 1 {
-            return Ok(flat.clone());
+            return Ok(PendingSum::done(flat.clone()));
         }
         let mut host = flat.to_vec1::<f32>()?;
         self.sum_over_replicas(&mut host)?;
-        Ok(Tensor::from_vec(host, flat.dim(0)?, flat.device())?)
+        Ok(PendingSum::done(Tensor::from_vec(
+            host,
+            flat.dim(0)?,
+            flat.device(),
+        )?))
+    }
+
+    /// Waits for a sum [`Comm::start_sum`] started and returns it.
+    fn finish_sum(&mut self, pending: PendingSum) -> Result<Tensor> {
+        match pending.0 {
+            Pending::Done(sum) => Ok(sum),
+            Pending::Running { .. } => Err(Error::Transport {
+                transport: "replica sums",
+                operation: "finish",
+                problem: "this transport started no sum in the background".into(),
+            }),
+        }
     }
 
     /// Makes ready to move tensors of `device` (for a GPU, with NCCL where built in). The

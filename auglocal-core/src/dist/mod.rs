@@ -24,7 +24,7 @@ mod nccl;
 pub mod partition;
 mod topology;
 
-pub use comm::{Comm, Single, Tag};
+pub use comm::{Comm, CommSums, PendingSum, ReplicaSums, Single, Tag};
 #[cfg(feature = "mpi")]
 pub use mpi::{Aborter, Mpi};
 pub use topology::Topology;

@@ -9,9 +9,11 @@ use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
+use candle_core::Tensor;
+
 use crate::error::{Error, Result};
 
-use super::comm::{Comm, Tag};
+use super::comm::{Comm, Pending, PendingSum, Tag};
 use super::topology::Topology;
 
 /// Sends in flight per process before the oldest is waited for: enough to keep a stage
@@ -19,6 +21,14 @@ use super::topology::Topology;
 const IN_FLIGHT: usize = 4;
 
 /// A send whose buffer MPI reads until the request completes; the buffer is freed then.
+/// A sum over replicas running in the background, and its buffers (leaked until it ends).
+struct RunningSum {
+    id: u64,
+    request: Request<'static, [f32], StaticScope>,
+    send: *mut [f32],
+    receive: *mut [f32],
+}
+
 struct InFlight {
     request: Request<'static, [u8], StaticScope>,
     buffer: *mut [u8],
@@ -31,6 +41,8 @@ pub struct Mpi {
     replicas: SimpleCommunicator,
     topology: Topology,
     in_flight: VecDeque<InFlight>,
+    sums: VecDeque<RunningSum>,
+    next_sum: u64,
     bytes_sent: u64,
     communicating: Duration,
     /// The replicas joined by NCCL, once a GPU is attached.
@@ -77,6 +89,8 @@ impl Mpi {
             replicas,
             topology,
             in_flight: VecDeque::new(),
+            sums: VecDeque::new(),
+            next_sum: 0,
             bytes_sent: 0,
             communicating: Duration::ZERO,
             #[cfg(feature = "nccl")]
@@ -106,6 +120,18 @@ impl Mpi {
         self.communicating += started.elapsed();
     }
 
+    /// Waits for a running sum and frees its buffers; returns the sum.
+    fn wait_sum(&mut self, running: RunningSum) -> Vec<f32> {
+        let started = Instant::now();
+        running.request.wait();
+        self.communicating += started.elapsed();
+        // SAFETY: both came from Box::leak in `start_sum`, and MPI no longer uses them.
+        unsafe {
+            drop(Box::from_raw(running.send));
+            Box::from_raw(running.receive).into_vec()
+        }
+    }
+
     fn finish_oldest(&mut self) {
         if let Some(done) = self.in_flight.pop_front() {
             let started = Instant::now();
@@ -132,29 +158,67 @@ impl Comm for Mpi {
         Ok(())
     }
 
-    #[cfg(feature = "nccl")]
-    fn sum_tensor_over_replicas(
-        &mut self,
-        flat: &candle_core::Tensor,
-    ) -> Result<candle_core::Tensor> {
+    fn start_sum(&mut self, flat: &Tensor) -> Result<PendingSum> {
         if self.topology.replicas() == 1 {
-            return Ok(flat.clone());
+            return Ok(PendingSum::done(flat.clone()));
         }
+        self.bytes_sent += 4 * flat.elem_count() as u64;
+        #[cfg(feature = "nccl")]
         if let Some(nccl) = &self.nccl {
-            let started = Instant::now();
+            // Queued on the GPU's stream: ordered with the next module's kernels.
             if let Some(sum) = nccl.sum(flat)? {
-                self.bytes_sent += 4 * flat.elem_count() as u64;
-                self.communicating += started.elapsed();
-                return Ok(sum);
+                return Ok(PendingSum::done(sum));
             }
         }
-        let mut host = flat.to_vec1::<f32>()?;
-        self.sum(&mut host);
-        Ok(candle_core::Tensor::from_vec(
-            host,
-            flat.dim(0)?,
-            flat.device(),
-        )?)
+        let len = flat.elem_count();
+        let send: *mut [f32] = Box::leak(flat.to_vec1::<f32>()?.into_boxed_slice());
+        let receive: *mut [f32] = Box::leak(vec![0f32; len].into_boxed_slice());
+        // SAFETY: both buffers are leaked until `finish_sum` (or drop) has waited for the
+        // request; nothing else touches them meanwhile.
+        let request = self.replicas.immediate_all_reduce_into(
+            StaticScope,
+            unsafe { &*send },
+            unsafe { &mut *receive },
+            mpi::collective::SystemOperation::sum(),
+        );
+        let id = self.next_sum;
+        self.next_sum += 1;
+        self.sums.push_back(RunningSum {
+            id,
+            request,
+            send,
+            receive,
+        });
+        Ok(PendingSum(Pending::Running {
+            id,
+            len,
+            device: flat.device().clone(),
+        }))
+    }
+
+    fn finish_sum(&mut self, pending: PendingSum) -> Result<Tensor> {
+        let (id, len, device) = match pending.0 {
+            Pending::Done(sum) => return Ok(sum),
+            Pending::Running { id, len, device } => (id, len, device),
+        };
+        // Sums finish in the order they started: the ones before are waited for too.
+        let mut sum = None;
+        while let Some(running) = self.sums.pop_front() {
+            let done = running.id;
+            let values = self.wait_sum(running);
+            if done == id {
+                sum = Some(values);
+                break;
+            }
+        }
+        match sum {
+            Some(values) if values.len() == len => Ok(Tensor::from_vec(values, len, &device)?),
+            _ => Err(Error::Transport {
+                transport: "MPI",
+                operation: "sum over replicas",
+                problem: format!("sum {id} was not running (or finished twice)"),
+            }),
+        }
     }
 
     #[cfg(feature = "nccl")]
@@ -224,7 +288,10 @@ impl Comm for Mpi {
 
 impl Drop for Mpi {
     fn drop(&mut self) {
-        // Every buffer must outlive its send.
+        // Every buffer must outlive its send or sum.
         let _ = self.flush();
+        while let Some(running) = self.sums.pop_front() {
+            self.wait_sum(running);
+        }
     }
 }

@@ -12,7 +12,7 @@ use candle_core::Tensor;
 
 use crate::dist::message::Message;
 use crate::dist::partition::Partition;
-use crate::dist::{Comm, Single, Tag, Topology};
+use crate::dist::{Comm, CommSums, Single, Tag, Topology};
 use crate::engine::{Engine, EvalTotals, NonFiniteValue, Replicas, StepReport};
 use crate::error::{Error, Result};
 
@@ -220,10 +220,10 @@ impl Stage {
         if skipped.is_none() {
             let share = input.x.dim(0)? as f64 / input.global.max(1) as f64;
             let comm = &mut self.comm;
-            let mut sum = |flat: &Tensor| comm.sum_tensor_over_replicas(flat);
+            let mut sums = CommSums(comm.as_mut());
             let replicas = (t.replicas() > 1).then_some(Replicas {
                 share,
-                sum: &mut sum,
+                sums: &mut sums,
             });
             let images = input.images.as_ref().unwrap_or(&input.x);
             let report = engine.train_modules(
