@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
+use super::message::Message;
 use super::topology::Topology;
 
 /// The kind of a message between ranks.
@@ -125,6 +126,18 @@ pub trait Comm {
 
     /// Waits for the next message of kind `tag` from rank `from`.
     fn receive(&mut self, from: usize, tag: Tag) -> Result<Vec<u8>>;
+
+    /// Sends `message` to rank `to` as [`Comm::send`] does. The default encodes it whole;
+    /// with NCCL, the tensors of training and evaluation batches on a GPU go GPU to GPU and
+    /// the bytes carry only the rest.
+    fn send_message(&mut self, to: usize, tag: Tag, message: Message) -> Result<()> {
+        self.send(to, tag, message.encode()?)
+    }
+
+    /// Waits for the next message [`Comm::send_message`] sent, its tensors on `device`.
+    fn receive_message(&mut self, from: usize, tag: Tag, device: &Device) -> Result<Message> {
+        Message::decode(&self.receive(from, tag)?, device)
+    }
 
     /// Waits until every message sent has been received.
     fn flush(&mut self) -> Result<()>;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Shape, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -51,6 +51,53 @@ impl Message {
         Ok(Message { tensors, fields })
     }
 
+    /// Splits off the tensors, to travel apart (GPU to GPU): the message left lists their
+    /// names, types and shapes in the order returned, for [`Message::take_listed`].
+    pub fn split_tensors(mut self) -> (Message, Vec<Tensor>) {
+        let mut names: Vec<String> = self.tensors.keys().cloned().collect();
+        names.sort();
+        let mut listed = Vec::with_capacity(names.len());
+        let mut tensors = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(t) = self.tensors.remove(&name) {
+                let dims: Vec<String> = t.dims().iter().map(usize::to_string).collect();
+                listed.push(format!("{name}:{}:{}", t.dtype().as_str(), dims.join("x")));
+                tensors.push(t);
+            }
+        }
+        self.fields.insert(LISTED.to_string(), listed.join(";"));
+        (self, tensors)
+    }
+
+    /// The tensors [`Message::split_tensors`] listed (name, type, shape, in order), taken out
+    /// of the fields; `None` when the tensors travelled in the message.
+    pub fn take_listed(&mut self) -> Result<Option<Vec<(String, DType, Shape)>>> {
+        let Some(listed) = self.fields.remove(LISTED) else {
+            return Ok(None);
+        };
+        let unreadable = || message_error(format!("unreadable tensor list `{listed}`"));
+        listed
+            .split(';')
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let mut parts = entry.split(':');
+                let (Some(name), Some(dtype), Some(dims), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(unreadable());
+                };
+                let dtype: DType = dtype.parse().map_err(|_| unreadable())?;
+                let dims = dims
+                    .split('x')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| d.parse::<usize>().map_err(|_| unreadable()))
+                    .collect::<Result<Vec<usize>>>()?;
+                Ok((name.to_string(), dtype, Shape::from(dims)))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// Tensor `name`, or an error naming it.
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
         self.tensors
@@ -66,6 +113,9 @@ impl Message {
             .ok_or_else(|| message_error(format!("a message lacks a readable field `{name}`")))
     }
 }
+
+/// The field that lists tensors sent apart from the message.
+const LISTED: &str = "tensors_sent_apart";
 
 fn message_error(problem: String) -> Error {
     Error::InvalidSetting {
@@ -99,6 +149,46 @@ mod tests {
         assert!(back.field::<f32>("value")?.is_nan());
         assert!(back.field::<usize>("missing").is_err());
         assert!(Message::decode(b"garbage", &Device::Cpu).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tensors_sent_apart_are_listed_in_order() -> Result<()> {
+        let h = Tensor::zeros((2, 16, 8, 8), DType::BF16, &Device::Cpu)?;
+        let labels = Tensor::new(&[3u32, 7], &Device::Cpu)?;
+        let (header, tensors) = Message::new()
+            .with_tensor("labels", &labels)
+            .with_tensor("h", &h)
+            .with_field("stop", 0)
+            .split_tensors();
+        assert!(header.tensors.is_empty());
+        assert_eq!(
+            header.fields[LISTED], "h:bf16:2x16x8x8;labels:u32:2",
+            "sorted by name, so both ends agree on the order"
+        );
+        assert_eq!(tensors[0].dims(), [2, 16, 8, 8]);
+        assert_eq!(tensors[1].to_vec1::<u32>()?, [3, 7]);
+        let mut back = Message::decode(&header.encode()?, &Device::Cpu)?;
+        let listed = back.take_listed()?.expect("a list");
+        assert_eq!(
+            listed,
+            [
+                ("h".to_string(), DType::BF16, Shape::from((2, 16, 8, 8))),
+                ("labels".to_string(), DType::U32, Shape::from(2)),
+            ]
+        );
+        assert_eq!(back.field::<u8>("stop")?, 0);
+        assert!(!back.fields.contains_key(LISTED));
+        assert!(back.take_listed()?.is_none());
+        // A scalar has no dimensions; a damaged list is refused, naming it.
+        let (header, _) = Message::new()
+            .with_tensor("s", &Tensor::new(2f32, &Device::Cpu)?)
+            .split_tensors();
+        let mut back = Message::decode(&header.encode()?, &Device::Cpu)?;
+        assert_eq!(back.take_listed()?.expect("a list")[0].2, Shape::from(()));
+        let mut bad = Message::new().with_field(LISTED, "h:f32:2xq");
+        let e = bad.take_listed().expect_err("refused");
+        assert!(e.to_string().contains("h:f32:2xq"), "{e}");
         Ok(())
     }
 }

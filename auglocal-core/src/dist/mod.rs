@@ -11,9 +11,8 @@
 //!
 //! [`Comm`] is all the trainer asks of the transport: sums over a stage's replicas and
 //! messages between ranks. [`Single`] is the one-process run; `Mpi` (feature `mpi`) runs
-//! over the system's MPI (launched by `mpirun` or Slurm's `srun`); with feature `nccl`, it
-//! sums GPU gradients over NCCL instead. Activations between stages travel through host
-//! memory over MPI in every build.
+//! over the system's MPI (launched by `mpirun` or Slurm's `srun`); with feature `nccl`, GPU
+//! tensors of batches and gradient sums go over NCCL instead, GPU to GPU.
 
 mod comm;
 pub mod message;

@@ -14,6 +14,8 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 
 use super::comm::{Comm, Pending, PendingSum, Tag};
+#[cfg(feature = "nccl")]
+use super::message::Message;
 use super::topology::Topology;
 
 /// Sends in flight per process before the oldest is waited for: enough to keep a stage
@@ -45,9 +47,12 @@ pub struct Mpi {
     next_sum: u64,
     bytes_sent: u64,
     communicating: Duration,
-    /// The replicas joined by NCCL, once a GPU is attached.
+    /// Every rank joined by NCCL (activations between stages), once a GPU is attached.
     #[cfg(feature = "nccl")]
-    nccl: Option<super::nccl::NcclReplicas>,
+    nccl_world: Option<super::nccl::NcclGroup>,
+    /// This stage's replicas joined by NCCL (gradient sums), once a GPU is attached.
+    #[cfg(feature = "nccl")]
+    nccl_replicas: Option<super::nccl::NcclGroup>,
     // Dropped last: the last holder finalises MPI.
     universe: Rc<Universe>,
 }
@@ -94,7 +99,9 @@ impl Mpi {
             bytes_sent: 0,
             communicating: Duration::ZERO,
             #[cfg(feature = "nccl")]
-            nccl: None,
+            nccl_world: None,
+            #[cfg(feature = "nccl")]
+            nccl_replicas: None,
             universe: Rc::new(universe),
         })
     }
@@ -164,7 +171,7 @@ impl Comm for Mpi {
         }
         self.bytes_sent += 4 * flat.elem_count() as u64;
         #[cfg(feature = "nccl")]
-        if let Some(nccl) = &self.nccl {
+        if let Some(nccl) = &self.nccl_replicas {
             // Queued on the GPU's stream: ordered with the next module's kernels.
             if let Some(sum) = nccl.sum(flat)? {
                 return Ok(PendingSum::done(sum));
@@ -223,12 +230,70 @@ impl Comm for Mpi {
 
     #[cfg(feature = "nccl")]
     fn attach_device(&mut self, device: &candle_core::Device) -> Result<()> {
-        if let (candle_core::Device::Cuda(gpu), true, None) =
-            (device, self.topology.replicas() > 1, &self.nccl)
-        {
-            self.nccl = Some(super::nccl::NcclReplicas::join(&self.replicas, gpu)?);
+        use super::nccl::NcclGroup;
+        let candle_core::Device::Cuda(gpu) = device else {
+            return Ok(());
+        };
+        // Every rank joins the world's group first, then its stage's: the same order
+        // everywhere, since joining waits for the group's other members.
+        if self.nccl_world.is_none() && self.topology.stages > 1 {
+            self.nccl_world = Some(NcclGroup::join(&self.world, gpu)?);
+        }
+        if self.nccl_replicas.is_none() && self.topology.replicas() > 1 {
+            self.nccl_replicas = Some(NcclGroup::join(&self.replicas, gpu)?);
         }
         Ok(())
+    }
+
+    #[cfg(feature = "nccl")]
+    fn send_message(&mut self, to: usize, tag: Tag, message: Message) -> Result<()> {
+        let on_gpu = |link: &super::nccl::NcclGroup| {
+            !message.tensors.is_empty() && message.tensors.values().all(|t| link.holds(t))
+        };
+        // Only batches: they are received in the order sent, as NCCL's unlabelled sends
+        // between two ranks must be.
+        match &self.nccl_world {
+            Some(link) if matches!(tag, Tag::Train | Tag::Eval) && on_gpu(link) => {
+                let (header, tensors) = message.split_tensors();
+                self.send(to, tag, header.encode()?)?;
+                if let Some(link) = &self.nccl_world {
+                    for tensor in tensors.iter().filter(|t| t.elem_count() > 0) {
+                        self.bytes_sent +=
+                            (tensor.elem_count() * tensor.dtype().size_in_bytes()) as u64;
+                        link.send(tensor, to)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => self.send(to, tag, message.encode()?),
+        }
+    }
+
+    #[cfg(feature = "nccl")]
+    fn receive_message(
+        &mut self,
+        from: usize,
+        tag: Tag,
+        device: &candle_core::Device,
+    ) -> Result<Message> {
+        let mut message = Message::decode(&self.receive(from, tag)?, device)?;
+        if let Some(listed) = message.take_listed()? {
+            let link = self.nccl_world.as_ref().ok_or_else(|| Error::Transport {
+                transport: "NCCL",
+                operation: "receive of activations",
+                problem: format!("rank {from} sent tensors over NCCL, and this rank has no NCCL link (is it on the GPU?)"),
+            })?;
+            let started = Instant::now();
+            for (name, dtype, shape) in listed {
+                let tensor = match shape.elem_count() {
+                    0 => Tensor::zeros(shape, dtype, device)?,
+                    _ => link.receive(from, shape, dtype)?,
+                };
+                message.tensors.insert(name, tensor);
+            }
+            self.communicating += started.elapsed();
+        }
+        Ok(message)
     }
 
     fn broadcast_f64(&mut self, root: usize, buffer: &mut [f64]) -> Result<()> {

@@ -176,8 +176,9 @@ impl Stage {
             }));
         }
         let from = self.neighbour(-1);
-        let bytes = self.comm.receive(from, Tag::Train)?;
-        let m = Message::decode(&bytes, engine.device())?;
+        let m = self
+            .comm
+            .receive_message(from, Tag::Train, engine.device())?;
         let skipped = match m.fields.get("skipped_module") {
             Some(_) => Some(NonFiniteValue {
                 module: m.field("skipped_module")?,
@@ -306,7 +307,7 @@ impl Stage {
                 .with_field("skipped_value", s.value);
         }
         let next = self.neighbour(1);
-        self.comm.send(next, Tag::Train, message.encode()?)?;
+        self.comm.send_message(next, Tag::Train, message)?;
         Ok(stop)
     }
 
@@ -334,8 +335,11 @@ impl Stage {
                     None => break,
                 },
                 None => {
-                    let bytes = self.comm.receive(self.neighbour(-1), Tag::Eval)?;
-                    let m = Message::decode(&bytes, engine.device())?;
+                    let m = self.comm.receive_message(
+                        self.neighbour(-1),
+                        Tag::Eval,
+                        engine.device(),
+                    )?;
                     (m.tensor("h")?.clone(), m.tensor("labels")?.clone())
                 }
             };
@@ -355,7 +359,7 @@ impl Stage {
                     .with_tensor("h", &h)
                     .with_tensor("labels", &labels);
                 let next = self.neighbour(1);
-                self.comm.send(next, Tag::Eval, message.encode()?)?;
+                self.comm.send_message(next, Tag::Eval, message)?;
             }
         }
         if t.is_last_stage() {
