@@ -92,6 +92,41 @@ pub fn method_parser() -> impl TypedValueParser<Value = &'static MethodInfo> {
 }
 
 /// `--model`: the registry's names.
+/// The network `inspect` and `bench` build: the flags and defaults of `train` on CIFAR
+/// (the paper's AugLocal, d = 2, pyramid 0.5, ResNet-32), so the same flags name the same
+/// network in every command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetworkArgs {
+    /// The backbone (default: train's on CIFAR).
+    #[arg(long, default_value = "resnet32", value_parser = model_parser())]
+    pub model: String,
+    #[arg(long, default_value = "auglocal", value_parser = method_parser())]
+    pub method: &'static MethodInfo,
+    /// Number of modules K of the methods with one head per unit (default: one per unit).
+    #[arg(long)]
+    pub modules: Option<usize>,
+    /// AugLocal's auxiliary depth d.
+    #[arg(long, default_value_t = MethodSettings::default().aux_depth)]
+    pub aux_depth: usize,
+    /// AugLocal's pyramid coefficient (0..1; 0 = the same depth everywhere).
+    #[arg(long, default_value_t = MethodSettings::default().pyramid)]
+    pub pyramid: f64,
+}
+
+impl NetworkArgs {
+    /// The method these flags name, with its settings.
+    pub fn method(&self) -> auglocal_core::Result<Method> {
+        Method::new(
+            self.method.name,
+            MethodSettings {
+                aux_depth: self.aux_depth,
+                pyramid: self.pyramid,
+                modules: self.modules,
+            },
+        )
+    }
+}
+
 pub fn model_parser() -> PossibleValuesParser {
     PossibleValuesParser::new(auglocal_models::MODELS.iter().copied())
 }

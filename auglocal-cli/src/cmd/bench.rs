@@ -13,25 +13,16 @@ use auglocal_core::dist::partition::Partition;
 use auglocal_core::trainer::{
     Batch, BatchSource, Observer, Stage, StepEvent, Trainer, TrainerConfig,
 };
-use auglocal_core::{Engine, MethodInfo, Precision};
+use auglocal_core::{Engine, Precision};
 
 use crate::launch::{self, Processes};
 use crate::session;
-use crate::settings::{method_parser, model_parser, precision_parser, DeviceName, TrainConfig};
+use crate::settings::{precision_parser, DeviceName, NetworkArgs, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "resnet32", value_parser = model_parser())]
-    model: String,
-    #[arg(long, default_value = "bp", value_parser = method_parser())]
-    method: &'static MethodInfo,
-    /// Number of modules K of the methods with one head per unit (default: one per unit).
-    #[arg(long)]
-    modules: Option<usize>,
-    #[arg(long, default_value_t = 2)]
-    aux_depth: usize,
-    #[arg(long, default_value_t = 0.5)]
-    pyramid: f64,
+    #[command(flatten)]
+    net: NetworkArgs,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Timed steps (the median is reported).
@@ -141,10 +132,10 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     };
     let (backbone, aux) = engine.parameter_counts();
     let line = json!({
-        "model": args.model,
-        "method": args.method.name,
-        "aux_depth": args.aux_depth,
-        "pyramid": args.pyramid,
+        "model": args.net.model,
+        "method": args.net.method.name,
+        "aux_depth": args.net.aux_depth,
+        "pyramid": args.net.pyramid,
         "modules": engine.plan().modules,
         "batch_size": args.batch_size,
         "image_size": image_size,
@@ -175,8 +166,8 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         writeln!(
             out,
             "{} {} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s, {:.1} GMAC/s of {:.2} GMAC/step), peak memory {}",
-            args.model,
-            args.method.name,
+            args.net.model,
+            args.net.method.name,
             engine.plan().modules,
             args.batch_size,
             auglocal_core::parallel::threads(),
@@ -355,11 +346,11 @@ fn setup(args: &Args) -> Result<Setup> {
     session::set_threads(args.threads.unwrap_or(0))?;
     let device = args.device.open()?;
     let settings = TrainConfig {
-        model: args.model.clone(),
-        method: args.method,
-        modules: args.modules,
-        aux_depth: args.aux_depth,
-        pyramid: args.pyramid,
+        model: args.net.model.clone(),
+        method: args.net.method,
+        modules: args.net.modules,
+        aux_depth: args.net.aux_depth,
+        pyramid: args.net.pyramid,
         batch_size: args.batch_size,
         seed: args.seed,
         device: args.device,
@@ -367,7 +358,7 @@ fn setup(args: &Args) -> Result<Setup> {
         ..TrainConfig::recipe("synthetic")?
     };
     settings.validate()?;
-    let model = auglocal_models::info(&args.model)?;
+    let model = auglocal_models::info(&args.net.model)?;
     let image_size = args.image_size.unwrap_or(model.input_size);
     let classes = args.classes.unwrap_or(model.default_classes);
     if classes == 0 || image_size == 0 {
@@ -478,8 +469,8 @@ fn run_distributed(
         })
         .collect();
     let line = json!({
-        "model": args.model,
-        "method": args.method.name,
+        "model": args.net.model,
+        "method": args.net.method.name,
         "modules": modules,
         "processes": t.world,
         "stages": t.stages,
@@ -500,8 +491,8 @@ fn run_distributed(
     writeln!(
         out,
         "{} {} (K = {modules}), batch {}, {} processes ({} stages x {} replicas), {} threads each: median {median:.4} s/step ({:.1} images/s)",
-        args.model,
-        args.method.name,
+        args.net.model,
+        args.net.method.name,
         args.batch_size,
         t.world,
         t.stages,

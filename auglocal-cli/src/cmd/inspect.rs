@@ -6,25 +6,14 @@ use anyhow::Result;
 use auglocal_core::dist::partition::{self, Partition};
 use auglocal_core::flops::StepFlops;
 use auglocal_core::methods::InputSpec;
-use auglocal_core::{
-    flops, AuxPlan, Engine, Method, MethodInfo, MethodSettings, ParamBuilder, Sgd, SgdConfig,
-};
+use auglocal_core::{flops, AuxPlan, Engine, ParamBuilder, Sgd, SgdConfig};
 
-use crate::settings::{method_parser, model_parser};
+use crate::settings::NetworkArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "resnet32", value_parser = model_parser())]
-    model: String,
-    #[arg(long, default_value = "auglocal", value_parser = method_parser())]
-    method: &'static MethodInfo,
-    /// Number of modules K of the methods with one head per unit (default: one per unit).
-    #[arg(long)]
-    modules: Option<usize>,
-    #[arg(long, default_value_t = 2)]
-    aux_depth: usize,
-    #[arg(long, default_value_t = 0.0)]
-    pyramid: f64,
+    #[command(flatten)]
+    net: NetworkArgs,
     /// Classes of the output layer, for parameter counts (default: the model's, 10 or 1000).
     #[arg(long)]
     classes: Option<usize>,
@@ -41,20 +30,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
-    let method = Method::new(
-        args.method.name,
-        MethodSettings {
-            aux_depth: args.aux_depth,
-            pyramid: args.pyramid,
-            modules: args.modules,
-        },
-    )?;
-    let model = auglocal_models::info(&args.model)?;
+    let method = args.net.method()?;
+    let model = auglocal_models::info(&args.net.model)?;
     let classes = args.classes.unwrap_or(model.default_classes);
     let size = args.image_size.unwrap_or(model.input_size);
     // Zero-filled parameters: the structure is all that is printed, and even VGG-13 builds
     // this way in milliseconds.
-    let (net, store) = auglocal_models::build_zeroed(&args.model, classes)?;
+    let (net, store) = auglocal_models::build_zeroed(&args.net.model, classes)?;
     let channels = net.unit_channels();
     let plan = AuxPlan::new(net.as_ref(), &method)?;
     if args.json {

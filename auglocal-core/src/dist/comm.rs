@@ -29,6 +29,7 @@ pub struct PendingSum(pub(super) Pending);
 pub(super) enum Pending {
     Done(Tensor),
     /// The `id`-th sum started, of `len` values, returned to `device`.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     Running {
         id: u64,
         len: usize,
