@@ -5,6 +5,7 @@
 
 mod charts;
 pub mod cmd;
+pub mod console;
 mod heap;
 mod hints;
 mod launch;
@@ -66,7 +67,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Train(args) => cmd::train::run(*args),
         Command::Eval(args) => cmd::eval::run(args, out),
         Command::Inspect(args) => cmd::inspect::run(args, out),
-        Command::Export(args) => cmd::export::run(args),
+        Command::Export(args) => cmd::export::run(args, out),
         Command::Bench(args) => cmd::bench::run(args, out),
         Command::Compare(args) => cmd::compare::run(args, out),
         Command::Models(args) => cmd::models::run(args, out),

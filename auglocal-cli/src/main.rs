@@ -6,6 +6,8 @@ fn main() -> ExitCode {
     keep_freed_memory();
     match auglocal_cli::execute(auglocal_cli::Cli::parse(), &mut std::io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
+        // `auglocal inspect | head -1`: the reader has all it wanted.
+        Err(e) if auglocal_cli::console::is_closed_pipe(&e) => ExitCode::SUCCESS,
         // Ranks of an interrupted run other than the writer: the writer says it.
         Err(e) if matches!(e.downcast_ref(), Some(auglocal_cli::Interrupted(None))) => {
             ExitCode::FAILURE

@@ -87,8 +87,8 @@ pub enum Error {
 
     /// A Hub dataset asked for offline that the Hugging Face cache does not hold.
     #[error(
-        "{} not found: expected {expected}; it is not cached and offline mode is on: download \
-         it once online, or set HF_HOME to the folder whose hub/ holds it (looked in {})",
+        "{} not found: expected {expected}; offline mode is on and the Hugging Face cache {} does \
+         not hold it (HF_HUB_CACHE names another cache, or HF_HOME the folder whose hub/ is one)",
         path.display(),
         cache.display()
     )]

@@ -1,6 +1,8 @@
 //! Datasets from the Hugging Face Hub: parquet shards of a dataset repository, fetched with
-//! `hf-hub` into the standard cache (`$HF_HOME/hub`, by default `~/.cache/huggingface/hub`)
-//! or, offline, read from it alone.
+//! `hf-hub` into the standard cache or, offline, read from it alone. The cache, the token
+//! and offline mode come from the environment as `huggingface_hub` reads it:
+//! `HF_HUB_CACHE` (else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), `HF_TOKEN` (else
+//! the file at `HF_TOKEN_PATH`, else `$HF_HOME/token`), `HF_HUB_OFFLINE`.
 //!
 //! `hub:<owner>/<name>` names any repository, `hub:<owner>/<name>/<config>` one of its
 //! configurations (a folder of shards), and `hub:cifar10`, `hub:cifar100`, `hub:svhn`,
@@ -100,10 +102,61 @@ impl HubOptions {
     }
 
     fn cache(&self) -> PathBuf {
-        self.cache
-            .clone()
-            .unwrap_or_else(|| hf_hub::Cache::from_env().path().clone())
+        self.cache.clone().unwrap_or_else(default_cache)
     }
+}
+
+/// The hub cache `huggingface_hub` uses: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`.
+pub fn default_cache() -> PathBuf {
+    cache_from(&|name| std::env::var(name).ok(), home())
+}
+
+/// The token `huggingface_hub` sends: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`, else
+/// `$HF_HOME/token` (`~/.cache/huggingface/token`); `None` when none is set.
+pub fn token() -> Option<String> {
+    token_from(&|name| std::env::var(name).ok(), home(), &|path| {
+        std::fs::read_to_string(path).ok()
+    })
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// `$HF_HOME`, else `~/.cache/huggingface`.
+fn hf_home(env: &dyn Fn(&str) -> Option<String>, home: Option<PathBuf>) -> PathBuf {
+    match env("HF_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => home.unwrap_or_default().join(".cache").join("huggingface"),
+    }
+}
+
+fn cache_from(env: &dyn Fn(&str) -> Option<String>, home: Option<PathBuf>) -> PathBuf {
+    // HUGGINGFACE_HUB_CACHE is the older name, still read by huggingface_hub.
+    match env("HF_HUB_CACHE")
+        .or_else(|| env("HUGGINGFACE_HUB_CACHE"))
+        .filter(|v| !v.is_empty())
+    {
+        Some(dir) => PathBuf::from(dir),
+        None => hf_home(env, home).join("hub"),
+    }
+}
+
+fn token_from(
+    env: &dyn Fn(&str) -> Option<String>,
+    home: Option<PathBuf>,
+    read: &dyn Fn(&Path) -> Option<String>,
+) -> Option<String> {
+    let usable = |t: String| Some(t.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(token) = env("HF_TOKEN").and_then(usable) {
+        return Some(token);
+    }
+    let file = match env("HF_TOKEN_PATH").filter(|v| !v.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => hf_home(env, home).join("token"),
+    };
+    read(&file).and_then(usable)
 }
 
 /// Loads a split: finds (or downloads) its parquet shards, reads and decodes them.
@@ -177,6 +230,7 @@ fn download(dataset: &HubDataset, split: Split, options: &HubOptions) -> Result<
     };
     let api = hf_hub::api::sync::ApiBuilder::from_env()
         .with_cache_dir(options.cache())
+        .with_token(token())
         .build()
         .map_err(|e| failed("the Hugging Face Hub client".into(), e))?;
     let repo = api.dataset(dataset.repo.clone());
@@ -264,4 +318,71 @@ pub fn split_files(
         config.map(|c| format!(" under {c}/")).unwrap_or_default(),
         seen.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn the_cache_is_found_as_huggingface_hub_finds_it() {
+        let home = Some(PathBuf::from("/home/u"));
+        let at = |vars: &[(&str, &str)]| cache_from(&env(vars), home.clone());
+        assert_eq!(at(&[]), Path::new("/home/u/.cache/huggingface/hub"));
+        assert_eq!(at(&[("HF_HOME", "/data/hf")]), Path::new("/data/hf/hub"));
+        assert_eq!(
+            at(&[("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/hub")]),
+            Path::new("/fast/hub")
+        );
+        assert_eq!(
+            at(&[("HUGGINGFACE_HUB_CACHE", "/old/hub")]),
+            Path::new("/old/hub")
+        );
+        assert_eq!(
+            at(&[("HF_HUB_CACHE", "/new"), ("HUGGINGFACE_HUB_CACHE", "/old")]),
+            Path::new("/new")
+        );
+        // Set but empty counts as unset, as in huggingface_hub.
+        assert_eq!(
+            at(&[("HF_HUB_CACHE", ""), ("HF_HOME", "")]),
+            Path::new("/home/u/.cache/huggingface/hub")
+        );
+    }
+
+    #[test]
+    fn the_token_is_found_as_huggingface_hub_finds_it() {
+        let home = Some(PathBuf::from("/home/u"));
+        let files = |path: &Path| match path.to_str() {
+            Some("/home/u/.cache/huggingface/token") => Some("hf_file\n".to_string()),
+            Some("/data/hf/token") => Some("hf_home_file".to_string()),
+            Some("/secrets/t") => Some("  hf_path  \n".to_string()),
+            _ => None,
+        };
+        let token = |vars: &[(&str, &str)]| token_from(&env(vars), home.clone(), &files);
+        assert_eq!(token(&[]).as_deref(), Some("hf_file"));
+        assert_eq!(
+            token(&[("HF_HOME", "/data/hf")]).as_deref(),
+            Some("hf_home_file")
+        );
+        assert_eq!(
+            token(&[("HF_TOKEN_PATH", "/secrets/t")]).as_deref(),
+            Some("hf_path")
+        );
+        assert_eq!(
+            token(&[("HF_TOKEN", "hf_env"), ("HF_TOKEN_PATH", "/secrets/t")]).as_deref(),
+            Some("hf_env")
+        );
+        // An empty HF_TOKEN falls through to the file; no file, no token.
+        assert_eq!(token(&[("HF_TOKEN", " ")]).as_deref(), Some("hf_file"));
+        assert_eq!(token(&[("HF_HOME", "/nowhere")]), None);
+    }
 }

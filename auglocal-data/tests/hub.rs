@@ -170,8 +170,8 @@ fn offline_misses_say_what_is_missing() -> anyhow::Result<()> {
         message,
         format!(
             "{} not found: expected dataset tanganke/stl10 in the Hugging Face cache (refs/main \
-             naming a snapshot); it is not cached and offline mode is on: download it once \
-             online, or set HF_HOME to the folder whose hub/ holds it (looked in {})",
+             naming a snapshot); offline mode is on and the Hugging Face cache {} does not \
+             hold it (HF_HUB_CACHE names another cache, or HF_HOME the folder whose hub/ is one)",
             reference.display(),
             cache.path().display()
         )

@@ -22,7 +22,7 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
     // test images that every method learns to 3x chance within 20 steps (39-63% measured).
     let data = common::write_cifar10(&tmp.path().join("data"), 64)?;
     let out = tmp.path().join("cmp");
-    let table = auglocal(&[
+    let printed = auglocal(&[
         "compare",
         "--dataset",
         "cifar10",
@@ -47,6 +47,17 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
         "--out",
         path_str(&out),
     ])?;
+    // The table, then the files written.
+    let (table, wrote) = printed
+        .trim_end()
+        .rsplit_once('\n')
+        .ok_or_else(|| anyhow::anyhow!("one line printed:\n{printed}"))?;
+    let table = format!("{table}\n");
+    let files: Vec<String> = ["compare.md", "compare.csv", "epochs.csv"]
+        .iter()
+        .map(|f| out.join(f).display().to_string())
+        .collect();
+    assert_eq!(wrote, format!("wrote {}", files.join(", ")));
     let csv = std::fs::read_to_string(out.join("compare.csv"))?;
     let mut lines = csv.lines();
     assert_eq!(

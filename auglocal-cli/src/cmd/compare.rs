@@ -223,7 +223,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let report = report(&base, train.as_ref(), test.as_ref(), &table);
     checkpoint::write_atomic(&report_path, report.as_bytes())?;
     write!(out, "{table}")?;
-    eprintln!("wrote {}", folder_files(&args.out));
+    writeln!(out, "wrote {}", folder_files(&args.out))?;
     Ok(())
 }
 

@@ -18,18 +18,19 @@ pub struct Args {
     out: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, out: &mut dyn std::io::Write) -> Result<()> {
     if args.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         bail!("--out {} must end in .safetensors", args.out.display());
     }
     let (_, state, engine) = session::load_checkpoint(&args.checkpoint, &Device::Cpu)?;
     let count = checkpoint::export_backbone(engine.store(), &args.out)?;
-    eprintln!(
+    writeln!(
+        out,
         "wrote {} tensors of {} ({} classes) to {}",
         count,
         state.meta.config.model,
         state.meta.classes,
         args.out.display()
-    );
+    )?;
     Ok(())
 }

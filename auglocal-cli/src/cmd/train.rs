@@ -14,6 +14,7 @@ use auglocal_core::trainer::{
 use auglocal_data::{Shard, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::console::say;
 use crate::launch::{self, Interrupted, Processes};
 use crate::session::{self, CliState, RunMeta};
 use crate::settings::{Settings, TrainConfig, RESUMABLE};
@@ -180,7 +181,7 @@ impl Observer for Console {
 
     fn epoch_ended(&mut self, r: &EpochRecord) -> auglocal_core::Result<()> {
         let test = r.eval.unwrap_or_default();
-        println!(
+        say!(
             "epoch {}/{}: lr {:.4} train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
             r.epoch,
             r.epochs,
@@ -347,7 +348,7 @@ fn train(
             &serde_json::to_vec_pretty(&config)?,
         )?;
         let (backbone_params, aux_params) = trainer.engine().parameter_counts();
-        println!(
+        say!(
             "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
             config.model,
             config.method.name,
@@ -361,13 +362,13 @@ fn train(
             out.display()
         );
         if topology.is_distributed() {
-            println!("{}", describe_run(&trainer));
+            say!("{}", describe_run(&trainer));
         }
     }
     let done = trainer.progress().epochs_done;
     if done >= config.epochs {
         if writer {
-            println!(
+            say!(
                 "the run is complete ({done} of {} epochs); raise --epochs to train further",
                 config.epochs
             );
@@ -415,7 +416,7 @@ fn train(
             .into())
         }
         Stop::MaxSteps => match outcome.eval_at_stop {
-            Some(test) => println!(
+            Some(test) => say!(
                 "stopped after {} steps (--max-steps) in epoch {}, batch {}/{}: test acc {:.2}%; continue with `{resume}`",
                 progress.steps,
                 progress.epochs_done + 1,
@@ -423,14 +424,14 @@ fn train(
                 loader.len(),
                 100.0 * test.accuracy(),
             ),
-            None => println!(
+            None => say!(
                 "stopped after {} steps (--max-steps); continue with `{resume}`",
                 progress.steps
             ),
         },
     }
     if !outcome.epochs.is_empty() && !curves.failed {
-        println!("wrote {}", out.join(crate::charts::CURVES_FILE).display());
+        say!("wrote {}", out.join(crate::charts::CURVES_FILE).display());
     }
     Ok(())
 }
