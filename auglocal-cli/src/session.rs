@@ -103,10 +103,15 @@ pub fn set_threads(threads: usize) -> Result<()> {
         CONFIGURED.call_once(|| {
             // Candle sizes its worker pool from RAYON_NUM_THREADS at its first use.
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-            result = rayon::ThreadPoolBuilder::new()
+            result = match rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build_global()
-                .context("cannot start the worker threads");
+            {
+                // Something in this process (a test beside this command) already started
+                // rayon's pool: it stays, as for any later call.
+                Err(e) if e.to_string().contains("already been initialized") => Ok(()),
+                other => other.context("cannot start the worker threads"),
+            };
         });
     }
     result

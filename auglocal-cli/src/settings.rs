@@ -247,6 +247,10 @@ pub struct Settings {
     /// Checkpoints to keep in the run directory, the newest included (default 1).
     #[arg(long)]
     pub keep: Option<usize>,
+    /// Also keep the checkpoint of the best test accuracy in checkpoint-best/ (config file:
+    /// `save_best = true`).
+    #[arg(long = "save-best", num_args = 0, default_missing_value = "true")]
+    pub save_best: Option<bool>,
     /// On a NaN or infinite loss or gradient: stop (default) or skip the batch.
     #[arg(long, value_parser = on_nan_parser())]
     pub on_nan: Option<OnNonFinite>,
@@ -272,6 +276,7 @@ pub struct Settings {
 pub const RESUMABLE: &[&str] = &[
     "checkpoint_every",
     "keep",
+    "save_best",
     "on_nan",
     "precision",
     "epochs",
@@ -365,6 +370,9 @@ pub struct TrainConfig {
     /// `checkpoint.old-<seq>/`).
     #[serde(default = "default_keep")]
     pub keep: usize,
+    /// Also keep the checkpoint of the best test accuracy in `checkpoint-best/`.
+    #[serde(default)]
+    pub save_best: bool,
     /// On a NaN or infinite loss or gradient: stop the run, or skip the batch.
     #[serde(default)]
     pub on_nan: OnNonFinite,
@@ -442,6 +450,7 @@ impl TrainConfig {
             log_every: None,
             checkpoint_every: None,
             keep: default_keep(),
+            save_best: false,
             on_nan: OnNonFinite::Stop,
             precision: Precision::F32,
             init_from: None,
@@ -519,6 +528,7 @@ impl TrainConfig {
         set_some(&mut self.log_every, &s.log_every);
         set_some(&mut self.checkpoint_every, &s.checkpoint_every);
         set(&mut self.keep, &s.keep);
+        set(&mut self.save_best, &s.save_best);
         set(&mut self.on_nan, &s.on_nan);
         set(&mut self.precision, &s.precision);
         set(&mut self.augment, &s.augment);

@@ -25,6 +25,9 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 /// Name of the checkpoint directory inside a run directory.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
+/// Where `train --save-best` keeps the checkpoint of the best test accuracy, beside the
+/// latest (a checkpoint folder like any other: `eval` and `export` read it).
+pub const BEST_CHECKPOINT_DIR: &str = "checkpoint-best";
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
 /// so readers see either the old or the new content, never a partial file.

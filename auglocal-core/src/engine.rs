@@ -17,7 +17,7 @@ use crate::dist::{PendingSum, ReplicaSums};
 use crate::error::{Error, Result};
 use crate::methods::{InputSpec, LocalLoss, LocalLossBuilder, LossSite, Method};
 use crate::net::LocalNet;
-use crate::nn::{correct_predictions, cross_entropy};
+use crate::nn::{correct_in_top_k, correct_predictions, cross_entropy};
 use crate::optim::Sgd;
 use crate::params::{Entry, Owner, ParamBuilder, ParamStore, Role};
 use crate::plan::AuxPlan;
@@ -203,21 +203,33 @@ fn restore_buffers(saved: Vec<(candle_core::Var, Tensor)>) -> Result<()> {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EvalTotals {
     pub loss_sum: f64,
+    /// Images whose highest logit is the label's (top-1).
     pub correct: usize,
+    /// Images whose label is among the 5 highest logits.
+    pub correct_top5: usize,
     pub images: usize,
+    /// Classes of the output layer.
+    pub classes: usize,
 }
 
 impl EvalTotals {
     pub fn add(&mut self, other: EvalTotals) {
         self.loss_sum += other.loss_sum;
         self.correct += other.correct;
+        self.correct_top5 += other.correct_top5;
         self.images += other.images;
+        self.classes = self.classes.max(other.classes);
     }
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.images.max(1) as f64
     }
+    /// Top-1 accuracy.
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.images.max(1) as f64
+    }
+    /// Top-5 accuracy, where there are more than 5 classes (with 5 or fewer it is 1).
+    pub fn top5_accuracy(&self) -> Option<f64> {
+        (self.classes > 5).then(|| self.correct_top5 as f64 / self.images.max(1) as f64)
     }
 }
 
@@ -600,7 +612,9 @@ impl Engine {
         Ok(EvalTotals {
             loss_sum: loss * n as f64,
             correct: correct_predictions(&logits, labels)?,
+            correct_top5: correct_in_top_k(&logits, labels, 5)?,
             images: n,
+            classes: logits.dim(1)?,
         })
     }
 

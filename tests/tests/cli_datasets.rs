@@ -200,3 +200,63 @@ fn trains_on_a_hub_preset_from_the_cache_offline() -> anyhow::Result<()> {
     assert!(m[0]["data_wait_seconds"].as_f64().is_some(), "{}", m[0]);
     Ok(())
 }
+
+/// With more than 10 classes, training logs top-5 test accuracy (the reference's Prec@5)
+/// beside top-1, and `eval` reports both; the values are what the logits give.
+#[test]
+fn more_than_ten_classes_log_top5() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("images");
+    for split in ["train", "val"] {
+        for label in 0..12usize {
+            let dir = data.join(split).join(format!("class_{label:02}"));
+            std::fs::create_dir_all(&dir)?;
+            let bytes = fixtures::encode(32, 32, image::ImageFormat::Png, |x, y| {
+                let v = (label * 20 + x + y) as u8;
+                [v, 255 - v, v / 2]
+            });
+            std::fs::write(dir.join("0.png"), bytes)?;
+        }
+    }
+    let run = tmp.path().join("run");
+    auglocal(&[
+        "train",
+        "--out",
+        path_str(&run),
+        "--model",
+        "resnet8",
+        "--method",
+        "bp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--eval-batch-size",
+        "5",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        path_str(&data),
+        "--image-size",
+        "32",
+        "--threads",
+        "1",
+    ])?;
+    let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
+    let m: serde_json::Value = serde_json::from_str(text.lines().next().unwrap_or(""))?;
+    let (top1, top5) = (
+        m["test_acc"].as_f64().unwrap_or(f64::NAN),
+        m["test_top5"].as_f64().unwrap_or(f64::NAN),
+    );
+    // 12 test images: each accuracy is a count over 12, top-5 at least top-1.
+    for acc in [top1, top5] {
+        assert!(((acc * 12.0).round() - acc * 12.0).abs() < 1e-9, "{acc}");
+    }
+    assert!(top5 >= top1, "top-1 {top1}, top-5 {top5}");
+    let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
+    let line: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(line["images"], 12);
+    assert_eq!(line["accuracy"].as_f64(), Some(top1));
+    assert_eq!(line["top5_accuracy"].as_f64(), Some(top5));
+    Ok(())
+}

@@ -178,15 +178,26 @@ fn eval_and_export_agree_with_the_checkpoint() -> anyhow::Result<()> {
         &run,
         &["--method", "auglocal", "--aux-depth", "1", "--epochs", "1"],
     )?;
-    let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
+    // The run tested on its first 32 test images; eval scores what it is told to.
+    let out = auglocal(&["eval", "--checkpoint", path_str(&run), "--test-size", "32"])?;
     let line: serde_json::Value = serde_json::from_str(out.trim())?;
     assert_eq!(line["images"], 32);
     assert_eq!(line["dataset"], "synthetic");
     let last = &metrics(&run)?[0];
+    assert!(last.get("test_top5").is_none(), "10 classes: top-1 only");
     assert!(
         (line["accuracy"].as_f64().unwrap() - last["test_acc"].as_f64().unwrap()).abs() < 1e-12
     );
     assert!((line["loss"].as_f64().unwrap() - last["test_loss"].as_f64().unwrap()).abs() < 1e-5);
+    let (top1, top5) = (
+        line["accuracy"].as_f64().unwrap(),
+        line["top5_accuracy"].as_f64().unwrap(),
+    );
+    assert!(top5 >= top1 && top5 <= 1.0, "top-1 {top1}, top-5 {top5}");
+    // By default, the whole test split (the synthetic one holds 1000 images).
+    let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
+    let whole: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(whole["images"], 1000);
 
     let file = tmp.path().join("resnet8.safetensors");
     auglocal(&[
@@ -358,6 +369,72 @@ fn inspect_prints_the_plan() -> anyhow::Result<()> {
     assert!(
         bp.contains("55 units, 1 modules") && bp.contains("no auxiliary networks"),
         "{bp}"
+    );
+    Ok(())
+}
+
+/// `--save-best` keeps, beside the latest checkpoint, the one of the epoch with the best
+/// test accuracy (the first of equals); a resumed run knows the best so far.
+#[test]
+fn save_best_keeps_the_best_epoch() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    let flags = [
+        "--method",
+        "bp",
+        "--lr",
+        "0.2",
+        "--save-best",
+        "--threads",
+        "1",
+    ];
+    train(&run, &[&flags[..], &["--epochs", "4"]].concat())?;
+    let state = |dir: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&std::fs::read_to_string(
+            run.join(dir).join("state.json"),
+        )?)?)
+    };
+    // The best epoch, by the metrics.
+    let best_of = |lines: &[serde_json::Value]| {
+        let mut best = (0, f64::NEG_INFINITY);
+        for m in lines {
+            let acc = m["test_acc"].as_f64().unwrap_or(f64::NAN);
+            if acc > best.1 {
+                best = (m["epoch"].as_u64().unwrap_or(0), acc);
+            }
+        }
+        best
+    };
+    let (epoch, acc) = best_of(&metrics(&run)?);
+    let best = state("checkpoint-best")?;
+    assert_eq!(best["epochs_done"].as_u64(), Some(epoch));
+    assert_eq!(best["best_test_acc"].as_f64(), Some(acc));
+    assert_eq!(state("checkpoint")?["best_test_acc"].as_f64(), Some(acc));
+    assert_eq!(state("checkpoint")?["epochs_done"], 4);
+    // eval reads it like any checkpoint and scores what the run scored at that epoch.
+    let best_dir = run.join("checkpoint-best");
+    let out = auglocal(&[
+        "eval",
+        "--checkpoint",
+        path_str(&best_dir),
+        "--test-size",
+        "32",
+    ])?;
+    let line: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(line["accuracy"].as_f64(), Some(acc));
+
+    // Two more epochs: the best checkpoint moves only if one of them beats `acc`.
+    auglocal(&["train", "--resume", path_str(&run), "--epochs", "6"])?;
+    let lines = metrics(&run)?;
+    assert_eq!(lines.len(), 6);
+    let (epoch, acc) = best_of(&lines);
+    assert_eq!(
+        state("checkpoint-best")?["epochs_done"].as_u64(),
+        Some(epoch)
+    );
+    assert_eq!(
+        state("checkpoint-best")?["best_test_acc"].as_f64(),
+        Some(acc)
     );
     Ok(())
 }

@@ -144,8 +144,13 @@ fn assert_ran(run: &Run, what: &str) {
 fn pipelines_are_the_single_process_run_bit_for_bit() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     for (method, processes, extra) in [
-        // ResNet-8, AugLocal d = 1: 3 modules, on 2 stages.
-        ("auglocal", 2, vec!["--aux-depth", "1", "--pyramid", "0"]),
+        // ResNet-8, AugLocal d = 1: 3 modules, on 2 stages; the best epoch's checkpoint
+        // too (every rank gathers it when the writer's accuracy improves).
+        (
+            "auglocal",
+            2,
+            vec!["--aux-depth", "1", "--pyramid", "0", "--save-best"],
+        ),
         // InfoPro (its losses read the images, which travel with the activations): 4
         // modules on 3 stages.
         ("infopro", 3, vec![]),
@@ -169,6 +174,13 @@ fn pipelines_are_the_single_process_run_bit_for_bit() -> anyhow::Result<()> {
             checkpoint(&single)? == checkpoint(&piped)?,
             "{method}: the checkpoints differ"
         );
+        if extra.contains(&"--save-best") {
+            let best = |run: &Path| std::fs::read(run.join("checkpoint-best/model.safetensors"));
+            assert!(
+                best(&single)? == best(&piped)?,
+                "the best checkpoints differ"
+            );
+        }
         assert_eq!(
             metrics_without_timings(&single)?,
             metrics_without_timings(&piped)?,

@@ -26,6 +26,9 @@ pub struct Args {
     /// imagefolder: leave out files that are not JPEG/PNG images.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Evaluate on the first N test images (default: the whole test split).
+    #[arg(long)]
+    test_size: Option<usize>,
     #[arg(long)]
     batch_size: Option<usize>,
     #[arg(long)]
@@ -41,11 +44,6 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let (dir, state, engine) = session::load_checkpoint(&args.checkpoint, &device)?;
     let trained = &state.meta.config;
     let dataset = args.dataset.unwrap_or_else(|| trained.dataset.clone());
-    let limit = if dataset == trained.dataset {
-        trained.test_size
-    } else {
-        None
-    };
     let source = TrainConfig {
         dataset: dataset.clone(),
         data_dir: args.data_dir.or_else(|| trained.data_dir.clone()),
@@ -53,7 +51,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         skip_bad_images: args.skip_bad_images || trained.skip_bad_images,
         ..trained.clone()
     };
-    let data = session::open_split(&source, Split::Test, limit)?;
+    let data = session::open_split(&source, Split::Test, args.test_size)?;
     if data.classes() != state.meta.classes {
         bail!(
             "the checkpoint's model has {} classes but {dataset} has {}; evaluate it on a dataset with the same classes",
@@ -69,6 +67,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         "dataset": dataset,
         "images": totals.images,
         "accuracy": totals.accuracy(),
+        "top5_accuracy": totals.top5_accuracy(),
         "loss": totals.mean_loss(),
     });
     writeln!(out, "{line}")?;

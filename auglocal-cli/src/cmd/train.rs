@@ -181,8 +181,12 @@ impl Observer for Console {
 
     fn epoch_ended(&mut self, r: &EpochRecord) -> auglocal_core::Result<()> {
         let test = r.eval.unwrap_or_default();
+        let top5 = match test.top5_accuracy() {
+            Some(top5) if test.classes > 10 => format!(" top-5 {:.2}%", 100.0 * top5),
+            _ => String::new(),
+        };
         say!(
-            "epoch {}/{}: lr {:.4} train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1}s, {:.0} img/s",
+            "epoch {}/{}: lr {:.4} train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}%{top5} | {:.1}s, {:.0} img/s",
             r.epoch,
             r.epochs,
             r.lr,
@@ -306,6 +310,9 @@ fn train(
             dir: Some(ckpt_dir.clone()),
             every_steps: config.checkpoint_every,
             keep: config.keep,
+            best: config
+                .save_best
+                .then(|| out.join(checkpoint::BEST_CHECKPOINT_DIR)),
         },
         on_non_finite: config.on_nan,
     };

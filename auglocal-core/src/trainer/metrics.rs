@@ -121,7 +121,7 @@ impl Observer for MetricsLog {
 
     fn epoch_ended(&mut self, record: &EpochRecord) -> Result<()> {
         let train = &record.train;
-        let line = json!({
+        let mut line = json!({
             "epoch": record.epoch,
             "lr": record.lr,
             "train_loss": train.mean_loss(),
@@ -136,6 +136,12 @@ impl Observer for MetricsLog {
             "steps": record.steps,
             "skipped_steps": train.skipped,
         });
+        // The reference's Prec@5, where it says more than top-1 (CIFAR-100, ImageNet).
+        if let Some(top5) = record.eval.and_then(|e| e.top5_accuracy()) {
+            if record.eval.is_some_and(|e| e.classes > 10) {
+                line["test_top5"] = json!(top5);
+            }
+        }
         Self::append(&mut self.metrics, self.dir.join(METRICS_FILE), &line)
     }
 }

@@ -55,6 +55,9 @@ pub struct CheckpointPolicy {
     pub every_steps: Option<u64>,
     /// Checkpoints kept, the newest included; older ones stay as `<dir>.old-<seq>`.
     pub keep: usize,
+    /// Also keep the checkpoint of the best test accuracy so far here (written after each
+    /// epoch whose evaluation beats every earlier one; needs an evaluation source).
+    pub best: Option<PathBuf>,
 }
 
 impl CheckpointPolicy {
@@ -64,6 +67,7 @@ impl CheckpointPolicy {
             dir: None,
             every_steps: None,
             keep: 1,
+            best: None,
         }
     }
 
@@ -398,6 +402,22 @@ impl Trainer {
                 Some(e) => Some(self.stage.evaluate(&self.engine, e)?),
                 None => None,
             };
+            // Every rank must know whether to gather a best checkpoint; the writer knows the
+            // accuracy.
+            let improved = match (&self.config.checkpoint.best, evaluated) {
+                (Some(_), Some(e)) => {
+                    let accuracy = self.stage.writer_value(e.accuracy())?;
+                    let improved = self
+                        .progress
+                        .best_test_acc
+                        .is_none_or(|best| accuracy > best);
+                    if improved {
+                        self.progress.best_test_acc = Some(accuracy);
+                    }
+                    improved
+                }
+                _ => false,
+            };
             let record = EpochRecord {
                 epoch,
                 epochs,
@@ -419,6 +439,9 @@ impl Trainer {
             self.progress.partial = EpochSums::default();
             let progress = self.progress;
             self.save(&progress, observer)?;
+            if let (true, Some(best)) = (improved, self.config.checkpoint.best.clone()) {
+                self.save_to(&best, 1, &progress, observer)?;
+            }
             outcome.epochs.push(record);
             if stop.is_none() && epoch < epochs && self.max_steps_reached() {
                 stop = Some(Stop::MaxSteps);
@@ -443,6 +466,18 @@ impl Trainer {
         let Some(dir) = self.config.checkpoint.dir.clone() else {
             return Ok(());
         };
+        let keep = self.config.checkpoint.keep;
+        self.save_to(&dir, keep, progress, observer)
+    }
+
+    /// [`Trainer::save`] into `dir`, keeping `keep` checkpoints there.
+    fn save_to(
+        &mut self,
+        dir: &Path,
+        keep: usize,
+        progress: &Progress,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
         let Some(momentum) = self.stage.gather(&self.engine)? else {
             return Ok(());
         };
@@ -453,14 +488,8 @@ impl Trainer {
         };
         let mut optimizer = self.engine.optimizer().clone();
         optimizer.load_state(momentum);
-        checkpoint::save_keeping(
-            &dir,
-            self.engine.store(),
-            &optimizer,
-            &state,
-            self.config.checkpoint.keep,
-        )?;
-        observer.checkpoint_saved(&dir, progress)
+        checkpoint::save_keeping(dir, self.engine.store(), &optimizer, &state, keep)?;
+        observer.checkpoint_saved(dir, progress)
     }
 }
 

@@ -106,6 +106,16 @@ impl Stage {
         self.comm.attach_device(device)
     }
 
+    /// The writer's `value`, on every rank.
+    pub(super) fn writer_value(&mut self, value: f64) -> Result<f64> {
+        let mut buffer = [value];
+        if self.topology().is_distributed() {
+            let writer = self.topology().writer();
+            self.comm.broadcast_f64(writer, &mut buffer)?;
+        }
+        Ok(buffer[0])
+    }
+
     /// Bytes this process has sent to others.
     pub fn bytes_sent(&self) -> u64 {
         self.comm.bytes_sent()
@@ -363,12 +373,19 @@ impl Stage {
             }
         }
         if t.is_last_stage() {
-            let mut sums = [totals.loss_sum, totals.correct as f64, totals.images as f64];
+            let mut sums = [
+                totals.loss_sum,
+                totals.correct as f64,
+                totals.correct_top5 as f64,
+                totals.images as f64,
+            ];
             self.comm.sum_over_replicas_f64(&mut sums)?;
             totals = EvalTotals {
                 loss_sum: sums[0],
                 correct: sums[1].round() as usize,
-                images: sums[2].round() as usize,
+                correct_top5: sums[2].round() as usize,
+                images: sums[3].round() as usize,
+                classes: engine.net().classes(),
             };
         }
         Ok(totals)

@@ -49,6 +49,9 @@ pub struct Progress {
     pub steps: u64,
     /// Sums of the epoch in progress.
     pub partial: EpochSums,
+    /// The best test accuracy of an epoch so far, where the run keeps the best checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_test_acc: Option<f64>,
 }
 
 /// A checkpoint's `state.json`: the layout version, the progress, and whatever the caller
