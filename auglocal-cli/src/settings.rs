@@ -217,9 +217,12 @@ pub struct Settings {
     /// Weight decay on every parameter, never on BatchNorm statistics (default 1e-4).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// warmup-cosine, cosine, constant or step:E1,E2,...
+    /// warmup-cosine, warmup-cosine:N, cosine, constant or step:E1,E2,...
     #[arg(long)]
     pub schedule: Option<Schedule>,
+    /// Epochs of warmup-cosine's linear warm-up (default: the recipe's, the paper's 10).
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
     /// Seed of initialisation, shuffling and augmentation (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -481,14 +484,14 @@ impl TrainConfig {
         let spec = auglocal_data::spec(&dataset)?;
         let recipe = flags.recipe.or(file.recipe).unwrap_or(spec.default_recipe);
         let mut config = Self::from_recipe(&dataset, &spec, recipe)?;
-        config.apply(file);
-        config.apply(flags);
+        config.apply(file)?;
+        config.apply(flags)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Takes every setting `s` gives.
-    pub fn apply(&mut self, s: &Settings) {
+    pub fn apply(&mut self, s: &Settings) -> Result<()> {
         fn set<T: Clone>(field: &mut T, value: &Option<T>) {
             if let Some(v) = value {
                 *field = v.clone();
@@ -519,6 +522,14 @@ impl TrainConfig {
         set(&mut self.nesterov, &s.nesterov);
         set(&mut self.weight_decay, &s.weight_decay);
         set(&mut self.schedule, &s.schedule);
+        if let Some(epochs) = s.warmup_epochs {
+            match &mut self.schedule {
+                Schedule::WarmupCosine { warmup } => *warmup = epochs,
+                other => bail!(
+                    "--warmup-epochs {epochs} needs --schedule warmup-cosine (the schedule is {other})"
+                ),
+            }
+        }
         set(&mut self.seed, &s.seed);
         set(&mut self.threads, &s.threads);
         set(&mut self.device, &s.device);
@@ -535,6 +546,7 @@ impl TrainConfig {
         set(&mut self.shuffle, &s.shuffle);
         set_some(&mut self.init_from, &s.init_from);
         set(&mut self.stages, &s.stages);
+        Ok(())
     }
 
     /// The method these settings describe.
@@ -663,6 +675,36 @@ mod tests {
         assert_eq!(json["device"], "cuda:1");
         assert_eq!(json["on_nan"], "stop");
         assert_eq!(serde_json::from_value::<TrainConfig>(json)?, config);
+        Ok(())
+    }
+
+    #[test]
+    fn warmup_epochs_set_the_warm_up_of_warmup_cosine_only() -> Result<()> {
+        let none = Settings::default();
+        let config = TrainConfig::resolve(
+            &none,
+            &flags(&["--dataset", "cifar10", "--warmup-epochs", "3"]),
+        )?;
+        assert_eq!(config.schedule, Schedule::WarmupCosine { warmup: 3 });
+        assert_eq!(
+            serde_json::to_value(&config)?["schedule"],
+            "warmup-cosine:3"
+        );
+        // The paper's 10 when not given; the file's setting, the flag over it.
+        let paper = TrainConfig::resolve(&none, &flags(&["--dataset", "cifar10"]))?;
+        assert_eq!(paper.schedule, Schedule::PAPER);
+        let file = Settings::parse_toml(
+            "dataset = \"cifar10\"\nwarmup_epochs = 5\n",
+            Path::new("w.toml"),
+        )?;
+        let from_file = TrainConfig::resolve(&file, &none)?;
+        assert_eq!(from_file.schedule, Schedule::WarmupCosine { warmup: 5 });
+        // The synthetic recipe's cosine has no warm-up to set.
+        let err = TrainConfig::resolve(&none, &flags(&["--warmup-epochs", "3"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--warmup-epochs 3 needs --schedule warmup-cosine (the schedule is cosine)"
+        );
         Ok(())
     }
 

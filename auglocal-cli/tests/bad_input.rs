@@ -46,7 +46,7 @@ const CASES: &[Case] = &[
     case("unknown dataset", &["train", "--out", "{t}/new", "--dataset", "mnist"], 1,
         &["unknown dataset `mnist`; valid names are: synthetic, cifar10"]),
     case("unknown schedule", &["train", "--out", "{t}/new", "--schedule", "linear"], 2,
-        &["invalid schedule: linear (valid: warmup-cosine, cosine, constant, or step:"]),
+        &["invalid schedule: linear (valid: warmup-cosine, warmup-cosine:N (N warm-up epochs), cosine, constant, or step:"]),
     case("pyramid out of range", &["train", "--out", "{t}/new", "--pyramid", "2"], 1,
         &["invalid pyramid coefficient: 2 (valid: a number in [0, 1]"]),
     case("aux depth 0", &["train", "--out", "{t}/new", "--model", "resnet8", "--aux-depth", "0"], 1,

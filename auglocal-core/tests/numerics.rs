@@ -202,7 +202,7 @@ fn batch_norm_gradient_matches_finite_differences() -> anyhow::Result<()> {
 
 #[test]
 fn warmup_cosine_follows_the_spec_formula() {
-    let s = Schedule::WarmupCosine;
+    let s = Schedule::PAPER;
     // Epoch 1 starts at 0.01 whatever lr0.
     assert!((s.lr(0.8, 1, 400) - 0.01).abs() < 1e-12);
     // Epoch 5 of 400: 0.5*0.8*(1+cos(pi*5/400))*4/10 + 0.01*6/10.
@@ -212,6 +212,25 @@ fn warmup_cosine_follows_the_spec_formula() {
     let e11 = 0.5 * 0.8 * (1.0 + (std::f64::consts::PI * 11.0 / 400.0).cos());
     assert!((s.lr(0.8, 11, 400) - e11).abs() < 1e-12);
     assert!(s.lr(0.8, 400, 400).abs() < 1e-12);
+}
+
+#[test]
+fn the_warm_up_length_is_a_setting() {
+    // 4 warm-up epochs: epoch 3 of 20 = cosine(3) * 2/4 + 0.01 * 2/4.
+    let s = Schedule::parse("warmup-cosine:4").unwrap();
+    assert_eq!(s, Schedule::WarmupCosine { warmup: 4 });
+    assert_eq!(s.warmup_epochs(), 4);
+    let cosine = |e: f64| 0.5 * 0.8 * (1.0 + (std::f64::consts::PI * e / 20.0).cos());
+    assert!((s.lr(0.8, 3, 20) - (cosine(3.0) * 0.5 + 0.005)).abs() < 1e-12);
+    assert!((s.lr(0.8, 5, 20) - cosine(5.0)).abs() < 1e-12);
+    // 0: no warm-up at all, the cosine from epoch 1.
+    let none = Schedule::WarmupCosine { warmup: 0 };
+    assert!((none.lr(0.8, 1, 20) - cosine(1.0)).abs() < 1e-12);
+    // Written as read; the paper's 10 keeps its old name, so old runs read the same.
+    assert_eq!(s.to_string(), "warmup-cosine:4");
+    assert_eq!(Schedule::PAPER.to_string(), "warmup-cosine");
+    assert_eq!(Schedule::parse("warmup-cosine").unwrap(), Schedule::PAPER);
+    assert!(Schedule::parse("warmup-cosine:x").is_err());
 }
 
 #[test]
@@ -232,7 +251,7 @@ fn other_schedules() {
     assert_eq!(step.to_string(), "step:150,225");
     let err = Schedule::parse("linear").unwrap_err().to_string();
     assert!(
-        err.contains("invalid schedule: linear (valid: warmup-cosine, cosine, constant, or step:"),
+        err.contains("invalid schedule: linear (valid: warmup-cosine, warmup-cosine:N (N warm-up epochs), cosine, constant, or step:"),
         "{err}"
     );
 }

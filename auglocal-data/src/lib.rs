@@ -261,7 +261,7 @@ mod tests {
             (paper.model, paper.batch_size, paper.lr, paper.epochs),
             ("resnet32", 1024, 0.8, 400)
         );
-        assert_eq!(paper.schedule, auglocal_core::Schedule::WarmupCosine);
+        assert_eq!(paper.schedule, auglocal_core::Schedule::PAPER);
         assert_eq!(spec("svhn")?.paper, paper);
         let stl = spec("stl10")?.paper;
         assert_eq!((stl.batch_size, stl.lr, stl.epochs), (128, 0.1, 400));

@@ -97,7 +97,7 @@ pub const CIFAR_PAPER: Recipe = Recipe {
     batch_size: 1024,
     eval_batch_size: 1000,
     lr: 0.8,
-    schedule: Schedule::WarmupCosine,
+    schedule: Schedule::PAPER,
     train_size: None,
     test_size: None,
 };

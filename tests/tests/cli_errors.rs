@@ -26,7 +26,7 @@ fn unknown_flag_values_list_the_valid_ones() {
     );
     let err = auglocal_err(&["train", "--out", "/tmp/never", "--schedule", "linear"]);
     assert!(
-        err.contains("invalid schedule: linear (valid: warmup-cosine, cosine, constant, or step:"),
+        err.contains("invalid schedule: linear (valid: warmup-cosine, warmup-cosine:N (N warm-up epochs), cosine, constant, or step:"),
         "{err}"
     );
     let err = auglocal_err(&["train", "--out", "/tmp/never", "--pyramid", "2"]);

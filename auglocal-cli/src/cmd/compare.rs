@@ -50,7 +50,7 @@ pub struct Args {
     batch_size: Option<usize>,
     #[arg(long)]
     lr: Option<f64>,
-    /// warmup-cosine, cosine, constant or step:E1,E2,...
+    /// warmup-cosine, warmup-cosine:N, cosine, constant or step:E1,E2,...
     #[arg(long)]
     schedule: Option<auglocal_core::Schedule>,
     #[arg(long)]

@@ -11,6 +11,7 @@ use auglocal_core::trainer::{
     CheckpointPolicy, EpochRecord, MetricsLog, Observer, Observers, Progress, Stage, StepEvent,
     Stop, Trainer, TrainerConfig, METRICS_FILE,
 };
+use auglocal_core::Schedule;
 use auglocal_data::{Shard, Split};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -66,7 +67,7 @@ fn resolve(args: &Args) -> Result<(PathBuf, TrainConfig, Option<CliState>)> {
             stages: 1,
             ..state.meta.config.clone()
         };
-        config.apply(flags);
+        config.apply(flags)?;
         config.validate()?;
         return Ok((dir.clone(), config, Some(state)));
     }
@@ -368,6 +369,9 @@ fn train(
             aux_params,
             out.display()
         );
+        for warning in schedule_warnings(&config, resumed.as_ref()) {
+            eprintln!("warning: {warning}");
+        }
         if topology.is_distributed() {
             say!("{}", describe_run(&trainer));
         }
@@ -443,6 +447,43 @@ fn train(
     Ok(())
 }
 
+/// What a user may not expect of the learning rate: a run that ends inside its warm-up, and
+/// a resumed run whose new `--epochs` stretches or shrinks a schedule that depends on the
+/// total (the cosines), with the rate the next epoch gets against the old plan's.
+fn schedule_warnings(config: &TrainConfig, resumed: Option<&CliState>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let schedule = &config.schedule;
+    let warmup = schedule.warmup_epochs();
+    if warmup > 0 && config.epochs <= warmup {
+        warnings.push(format!(
+            "--epochs {} ends within the {warmup}-epoch warm-up of {schedule}: the learning rate climbs from 0.01 and never follows the cosine from --lr {}; pass --warmup-epochs N (N < {}) or --schedule cosine",
+            config.epochs, config.lr, config.epochs
+        ));
+    }
+    let Some(state) = resumed else {
+        return warnings;
+    };
+    let planned = state.meta.config.epochs;
+    let spans_total = matches!(schedule, Schedule::Cosine | Schedule::WarmupCosine { .. });
+    if config.epochs != planned && spans_total {
+        let next = state.progress.epochs_done + 1;
+        let now = schedule.lr(config.lr, next, config.epochs);
+        let before = if next <= planned {
+            format!(
+                "{:.4} in the {planned}-epoch plan",
+                schedule.lr(config.lr, next, planned)
+            )
+        } else {
+            format!("the {planned}-epoch plan had ended")
+        };
+        warnings.push(format!(
+            "--epochs {} (the run planned {planned}): {schedule} now spans {} epochs, so epoch {next} trains at lr {now:.4} ({before}) and the rate decays to 0 by epoch {}",
+            config.epochs, config.epochs, config.epochs
+        ));
+    }
+    warnings
+}
+
 /// The run's processes and the stages' modules, units and predicted busy shares.
 fn describe_run(trainer: &Trainer) -> String {
     let stage = trainer.stage();
@@ -471,4 +512,74 @@ fn describe_run(trainer: &Trainer) -> String {
         ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auglocal_core::trainer::{RunState, STATE_VERSION};
+
+    fn state(config: &TrainConfig, epochs_done: usize) -> CliState {
+        RunState {
+            version: STATE_VERSION,
+            progress: Progress {
+                epochs_done,
+                ..Progress::default()
+            },
+            meta: RunMeta {
+                config: config.clone(),
+                classes: 10,
+                image_size: Some(32),
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_inside_its_warm_up_is_warned() -> anyhow::Result<()> {
+        // The paper's CIFAR recipe: warmup-cosine with 10 warm-up epochs, lr 0.8.
+        let short = TrainConfig {
+            epochs: 4,
+            ..TrainConfig::recipe("cifar10")?
+        };
+        assert_eq!(
+            schedule_warnings(&short, None),
+            ["--epochs 4 ends within the 10-epoch warm-up of warmup-cosine: the learning rate climbs from 0.01 and never follows the cosine from --lr 0.8; pass --warmup-epochs N (N < 4) or --schedule cosine"]
+        );
+        let fitted = TrainConfig {
+            schedule: Schedule::WarmupCosine { warmup: 2 },
+            ..short.clone()
+        };
+        assert!(schedule_warnings(&fitted, None).is_empty());
+        assert!(schedule_warnings(&TrainConfig::recipe("cifar10")?, None).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_resume_that_changes_the_length_says_what_the_rate_becomes() -> anyhow::Result<()> {
+        // The synthetic recipe: cosine from lr 0.05 over 4 epochs, all done; 8 now.
+        let planned = TrainConfig::recipe("synthetic")?;
+        assert_eq!((planned.epochs, planned.lr), (4, 0.05));
+        let longer = TrainConfig {
+            epochs: 8,
+            ..planned.clone()
+        };
+        // Epoch 5 of 8: 0.5 * 0.05 * (1 + cos(pi * 4/8)) = 0.025.
+        assert_eq!(
+            schedule_warnings(&longer, Some(&state(&planned, 4))),
+            ["--epochs 8 (the run planned 4): cosine now spans 8 epochs, so epoch 5 trains at lr 0.0250 (the 4-epoch plan had ended) and the rate decays to 0 by epoch 8"]
+        );
+        // Stopped after epoch 2: epoch 3 of 8 = 0.5*0.05*(1+cos(pi/4)) = 0.0427, of 4 = 0.0250.
+        assert_eq!(
+            schedule_warnings(&longer, Some(&state(&planned, 2))),
+            ["--epochs 8 (the run planned 4): cosine now spans 8 epochs, so epoch 3 trains at lr 0.0427 (0.0250 in the 4-epoch plan) and the rate decays to 0 by epoch 8"]
+        );
+        // The same length, or a schedule that ignores the total: nothing to say.
+        assert!(schedule_warnings(&planned, Some(&state(&planned, 2))).is_empty());
+        let constant = TrainConfig {
+            schedule: Schedule::Constant,
+            ..longer
+        };
+        assert!(schedule_warnings(&constant, Some(&state(&planned, 2))).is_empty());
+        Ok(())
+    }
 }
