@@ -88,7 +88,8 @@ pub fn method_parser() -> impl TypedValueParser<Value = &'static MethodInfo> {
             .iter()
             .map(|m| PossibleValue::new(m.name).help(m.help)),
     )
-    .try_map(|name| MethodInfo::named(&name))
+    // Names are lower case; `--rule AugLocal` (ignore_case) arrives as written.
+    .try_map(|name| MethodInfo::named(&name.to_ascii_lowercase()))
 }
 
 /// `--model`: the registry's names.
@@ -184,23 +185,28 @@ pub struct Settings {
     /// Backbone (`auglocal models` lists them).
     #[arg(long, value_parser = model_parser())]
     pub model: Option<String>,
-    /// Training method.
-    #[arg(long, value_parser = method_parser())]
+    /// Training method (the reference's `--rule AugLocal` works too).
+    #[arg(long, alias = "rule", ignore_case = true, value_parser = method_parser())]
     pub method: Option<&'static MethodInfo>,
     /// Number of modules K of the methods with one head per unit (default: one per unit).
     #[arg(long)]
     pub modules: Option<usize>,
-    /// AugLocal auxiliary depth d (K = units - d modules).
-    #[arg(long)]
+    /// AugLocal auxiliary depth d (K = units - d modules; alias `--aux_net_depth`).
+    #[arg(long, alias = "aux_net_depth")]
     pub aux_depth: Option<usize>,
-    /// Pyramid coefficient in [0, 1] (0: same depth everywhere).
-    #[arg(long)]
+    /// Pyramid coefficient in [0, 1] (0: same depth everywhere; `--pyramid` alone, the
+    /// reference's switch, is 0.5).
+    #[arg(long, num_args = 0..=1, default_missing_value = "0.5")]
     pub pyramid: Option<f64>,
+    /// The reference's `--pyramid_coeff C`: the pyramid coefficient, as `--pyramid C`.
+    #[arg(long = "pyramid_coeff", hide = true)]
+    #[serde(skip)]
+    pub pyramid_coeff: Option<f64>,
     /// Epochs to train (synthetic default 4; CIFAR 400).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Training batch size (synthetic default 64; CIFAR 1024).
-    #[arg(long)]
+    #[arg(long, alias = "batch_size")]
     pub batch_size: Option<usize>,
     /// Batch size for evaluation.
     #[arg(long)]
@@ -214,8 +220,9 @@ pub struct Settings {
     /// Plain momentum instead of Nesterov (config file: `nesterov = false`).
     #[arg(long = "no-nesterov", num_args = 0, default_missing_value = "false")]
     pub nesterov: Option<bool>,
-    /// Weight decay on every parameter, never on BatchNorm statistics (default 1e-4).
-    #[arg(long)]
+    /// Weight decay on every parameter, never on BatchNorm statistics (default 1e-4;
+    /// alias `--wd`).
+    #[arg(long, alias = "wd")]
     pub weight_decay: Option<f64>,
     /// warmup-cosine, warmup-cosine:N, cosine, constant or step:E1,E2,...
     #[arg(long)]
@@ -223,6 +230,18 @@ pub struct Settings {
     /// Epochs of warmup-cosine's linear warm-up (default: the recipe's, the paper's 10).
     #[arg(long)]
     pub warmup_epochs: Option<usize>,
+    /// The reference's `--cos_lr`: the paper's warm-up cosine (`--schedule warmup-cosine`).
+    #[arg(long = "cos_lr", hide = true)]
+    #[serde(skip)]
+    pub cos_lr: bool,
+    /// The reference's `--layers N` (with `--model resnet`): refused, naming `--model resnetN`.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub layers: Option<usize>,
+    /// The reference's `--local_module_num`: refused, naming what gives K here.
+    #[arg(long = "local_module_num", hide = true)]
+    #[serde(skip)]
+    pub local_module_num: Option<usize>,
     /// Seed of initialisation, shuffling and augmentation (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -317,14 +336,27 @@ impl Settings {
 
     /// The names of the settings given (`aux_depth` for `--aux-depth`).
     pub fn given(&self) -> Vec<String> {
-        match serde_json::to_value(self) {
+        let mut given: Vec<String> = match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(map)) => map
                 .into_iter()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, _)| k)
                 .collect(),
             _ => Vec::new(),
+        };
+        // The reference's flags, by the setting each changes.
+        let aliases = [
+            (self.cos_lr, "schedule"),
+            (self.pyramid_coeff.is_some(), "pyramid"),
+            (self.layers.is_some(), "model"),
+            (self.local_module_num.is_some(), "modules"),
+        ];
+        for (set, key) in aliases {
+            if set && !given.iter().any(|k| k == key) {
+                given.push(key.to_string());
+            }
         }
+        given
     }
 }
 
@@ -522,6 +554,21 @@ impl TrainConfig {
         set(&mut self.nesterov, &s.nesterov);
         set(&mut self.weight_decay, &s.weight_decay);
         set(&mut self.schedule, &s.schedule);
+        set(&mut self.pyramid, &s.pyramid_coeff);
+        if s.cos_lr {
+            if let Some(other) = &s.schedule {
+                bail!("--cos_lr (the reference's warm-up cosine) and --schedule {other} both set the schedule; keep one");
+            }
+            self.schedule = Schedule::PAPER;
+        }
+        if let Some(n) = s.layers {
+            bail!("--layers {n}: name the model whole here, --model resnet{n} (`auglocal models` lists them)");
+        }
+        if let Some(k) = s.local_module_num {
+            bail!(
+                "--local_module_num {k}: here K follows from the model for AugLocal (K = units - --aux-depth, so the reference's --local_module_num 16 --aux_net_depth 2 on ResNet-32 is --model resnet32 --aux-depth 2) and is --modules {k} for dgl, infopro and predsim"
+            );
+        }
         if let Some(epochs) = s.warmup_epochs {
             match &mut self.schedule {
                 Schedule::WarmupCosine { warmup } => *warmup = epochs,
@@ -675,6 +722,79 @@ mod tests {
         assert_eq!(json["device"], "cuda:1");
         assert_eq!(json["on_nan"], "stop");
         assert_eq!(serde_json::from_value::<TrainConfig>(json)?, config);
+        Ok(())
+    }
+
+    #[test]
+    fn the_references_flags_resolve_to_ours() -> Result<()> {
+        let none = Settings::default();
+        // run.sh's CIFAR-10 line of the reference, and ours.
+        let reference = TrainConfig::resolve(
+            &none,
+            &flags(&[
+                "--dataset",
+                "cifar10",
+                "--rule",
+                "AugLocal",
+                "--aux_net_depth",
+                "3",
+                "--pyramid",
+                "--pyramid_coeff",
+                "0.25",
+                "--cos_lr",
+                "--batch_size",
+                "512",
+                "--lr",
+                "0.4",
+                "--wd",
+                "5e-4",
+                "--epochs",
+                "300",
+            ]),
+        )?;
+        let ours = TrainConfig::resolve(
+            &none,
+            &flags(&[
+                "--dataset",
+                "cifar10",
+                "--method",
+                "auglocal",
+                "--aux-depth",
+                "3",
+                "--pyramid",
+                "0.25",
+                "--schedule",
+                "warmup-cosine",
+                "--batch-size",
+                "512",
+                "--lr",
+                "0.4",
+                "--weight-decay",
+                "5e-4",
+                "--epochs",
+                "300",
+            ]),
+        )?;
+        assert_eq!(reference, ours);
+        // The switch alone is the reference's default coefficient; rules ignore case.
+        let switch = TrainConfig::resolve(&none, &flags(&["--pyramid", "--rule", "InfoPro"]))?;
+        assert_eq!((switch.pyramid, switch.method.name), (0.5, "infopro"));
+        // Flags whose meaning differs say what to write instead.
+        let err = |args: &[&str]| {
+            TrainConfig::resolve(&none, &flags(args))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&["--layers", "110"]),
+            "--layers 110: name the model whole here, --model resnet110 (`auglocal models` lists them)"
+        );
+        assert!(err(&["--local_module_num", "16"]).contains("--modules 16 for dgl"));
+        assert!(err(&["--cos_lr", "--schedule", "constant"]).contains("keep one"));
+        // On a resume they count as the settings they change.
+        let mut given = flags(&["--cos_lr", "--pyramid_coeff", "0.3"]).given();
+        given.sort();
+        assert_eq!(given, ["pyramid", "schedule"]);
         Ok(())
     }
 

@@ -27,8 +27,8 @@ pub struct Args {
     /// TOML file with any of the settings above (snake_case keys); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run directory to create (metrics.jsonl, config.json, checkpoint/).
-    #[arg(long)]
+    /// Run directory to create (metrics.jsonl, config.json, checkpoint/; alias `--save_path`).
+    #[arg(long, alias = "save_path")]
     out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long, conflicts_with_all = ["config", "init_from"])]
