@@ -86,6 +86,9 @@ pub struct StepReport {
     pub images: usize,
     /// Loss of every module in order; the last is `loss`.
     pub module_losses: Vec<f32>,
+    /// Correct predictions of every module's classifier, in order (`None` for a local loss
+    /// without one); the last is `correct`.
+    pub module_correct: Vec<Option<usize>>,
     /// Set when [`OnNonFinite::Skip`] skipped (part of) this step; `loss`, `correct` and
     /// `module_losses` then cover only the modules before it.
     pub skipped: Option<NonFiniteValue>,
@@ -99,6 +102,8 @@ pub struct ModulesReport {
     pub output: Option<Tensor>,
     /// Loss of every module trained, in order.
     pub module_losses: Vec<f32>,
+    /// Correct predictions of every module trained that has a classifier, in order.
+    pub module_correct: Vec<Option<usize>>,
     /// Correct predictions of the output layer, when the range holds the last module.
     pub correct: Option<usize>,
     /// Set when [`OnNonFinite::Skip`] skipped the rest of the range.
@@ -350,6 +355,7 @@ impl Engine {
             correct: report.correct.unwrap_or(0),
             images: images.dim(0)?,
             module_losses: report.module_losses,
+            module_correct: report.module_correct,
             skipped: report.skipped,
         })
     }
@@ -378,6 +384,7 @@ impl Engine {
         let mut report = ModulesReport {
             output: None,
             module_losses: Vec::with_capacity(modules.len()),
+            module_correct: Vec::with_capacity(modules.len()),
             correct: None,
             skipped: None,
         };
@@ -396,13 +403,12 @@ impl Engine {
             let (loss, correct) = self.module_loss(m, &h, labels, images)?;
             // A user's loss may come back in the activations' type; steps run on f32.
             let loss = loss.to_dtype(DType::F32)?;
-            report.correct = correct.or(report.correct);
             let value = loss.to_scalar::<f32>()?;
             let fault = match replicas.as_mut() {
                 None if !value.is_finite() => Some((m, "loss".to_string(), value)),
                 None => {
                     let grads = loss.backward()?;
-                    self.update_or_fault(m, grads, value, lr, &mut report, observe)?
+                    self.update_or_fault(m, grads, value, correct, lr, &mut report, observe)?
                         .map(|(what, value)| (m, what, value))
                 }
                 Some(replicas) => {
@@ -461,14 +467,11 @@ impl Engine {
     ) -> Result<Option<(usize, String, f32)>> {
         let m = summing.module;
         let (grads, value, correct) = replicas.finish(summing)?;
-        if correct.is_some() {
-            report.correct = correct;
-        }
         if !value.is_finite() {
             return Ok(Some((m, "loss".to_string(), value)));
         }
         Ok(self
-            .update_or_fault(m, grads, value, lr, report, observe)?
+            .update_or_fault(m, grads, value, correct, lr, report, observe)?
             .map(|(what, value)| (m, what, value)))
     }
 
@@ -507,11 +510,13 @@ impl Engine {
     }
 
     /// Steps module `m` with `grads` unless one of them is NaN or infinite (then returns it).
+    #[allow(clippy::too_many_arguments)]
     fn update_or_fault(
         &mut self,
         m: usize,
         grads: GradStore,
         value: f32,
+        correct: Option<usize>,
         lr: f64,
         report: &mut ModulesReport,
         observe: &mut dyn FnMut(usize, &GradStore),
@@ -520,6 +525,10 @@ impl Engine {
             return Ok(Some((format!("gradient of `{name}`"), v)));
         }
         report.module_losses.push(value);
+        report.module_correct.push(correct);
+        if m + 1 == self.modules.len() {
+            report.correct = correct;
+        }
         observe(m, &grads);
         self.optimizer.step(&self.modules[m].params, &grads, lr)?;
         Ok(None)
@@ -563,8 +572,8 @@ impl Engine {
         Ok(h)
     }
 
-    /// The loss of module `m` on its output `h`: its local loss, or the output cross-entropy
-    /// for the last module, which also gives the output layer's correct predictions.
+    /// The loss of module `m` on its output `h` (its local loss, or the output cross-entropy
+    /// for the last module) and the correct predictions of its classifier, where it has one.
     pub fn module_loss(
         &self,
         m: usize,
@@ -573,7 +582,14 @@ impl Engine {
         images: &Tensor,
     ) -> candle_core::Result<(Tensor, Option<usize>)> {
         match &self.module(m)?.local {
-            Some(local) => Ok((local.loss(h, labels, images)?, None)),
+            Some(local) => {
+                let (loss, logits) = local.loss_and_logits(h, labels, images)?;
+                let correct = match logits {
+                    Some(logits) => Some(correct_predictions(&logits.detach(), labels)?),
+                    None => None,
+                };
+                Ok((loss, correct))
+            }
             None => {
                 let logits = self.net.head(h, true)?;
                 let correct = correct_predictions(&logits, labels)?;

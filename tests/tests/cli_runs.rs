@@ -438,3 +438,32 @@ fn save_best_keeps_the_best_epoch() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// metrics.jsonl has each module's training loss and accuracy per epoch; the last module's
+/// are the output's.
+#[test]
+fn metrics_have_every_modules_loss_and_accuracy() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    train(
+        &run,
+        &["--method", "auglocal", "--aux-depth", "1", "--epochs", "2"],
+    )?;
+    for m in metrics(&run)? {
+        let losses: Vec<f64> = serde_json::from_value(m["module_train_loss"].clone())?;
+        let accs: Vec<f64> = serde_json::from_value(m["module_train_acc"].clone())?;
+        assert_eq!(
+            (losses.len(), accs.len()),
+            (3, 3),
+            "ResNet-8, d = 1: 3 modules"
+        );
+        assert_eq!(losses[2], m["train_loss"].as_f64().unwrap_or(f64::NAN));
+        assert_eq!(accs[2], m["train_acc"].as_f64().unwrap_or(f64::NAN));
+        for (loss, acc) in losses.iter().zip(&accs) {
+            assert!(loss.is_finite() && *loss > 0.0, "{loss}");
+            // A count over the epoch's 96 images.
+            assert!(((acc * 96.0).round() - acc * 96.0).abs() < 1e-9, "{acc}");
+        }
+    }
+    Ok(())
+}

@@ -418,3 +418,44 @@ fn a_non_finite_replica_sum_skips_the_step_and_leaves_no_trace() -> anyhow::Resu
     assert_eq!(moved, expected);
     Ok(())
 }
+
+/// Every module reports its classifier's correct predictions in a step (the reference's
+/// per-module Prec@1): the count the module's own loss pass gives before the update, and
+/// none for a loss without a classifier.
+#[test]
+fn every_module_reports_its_correct_predictions() -> anyhow::Result<()> {
+    let (x, labels) = batch(16)?;
+    let mut auglocal = engine("resnet8", Method::auglocal(1, 0.0)?)?;
+    let k = auglocal.module_count();
+    // Module by module, before any update: what each classifier gets right.
+    let mut expected = Vec::new();
+    let mut h = x.clone();
+    for m in 0..k {
+        let out = auglocal.module_forward(m, &h)?;
+        expected.push(auglocal.module_loss(m, &out, &labels, &x)?.1);
+        h = out.detach();
+    }
+    assert!(expected.iter().all(Option::is_some), "{expected:?}");
+    let report = auglocal.train_step(&x, &labels, 0.1)?;
+    assert_eq!(report.module_correct, expected);
+    assert_eq!(
+        report.module_correct.last().copied().flatten(),
+        Some(report.correct)
+    );
+    assert!(report.module_correct.iter().flatten().all(|&c| c <= 16));
+
+    // InfoPro's contrastive variant embeds instead of classifying: no count but the output's.
+    let mut contrast = engine(
+        "resnet8",
+        Method::new("infopro-contrast", Default::default())?,
+    )?;
+    let report = contrast.train_step(&x, &labels, 0.1)?;
+    let (last, locals) = report.module_correct.split_last().expect("modules");
+    assert!(
+        locals.iter().all(Option::is_none),
+        "{:?}",
+        report.module_correct
+    );
+    assert_eq!(*last, Some(report.correct));
+    Ok(())
+}

@@ -405,7 +405,7 @@ fn train(
     let outcome = trainer.fit(&loader, Some(&test_loader), &mut observers)?;
     drop(observers);
     drop(console);
-    let progress = *trainer.progress();
+    let progress = trainer.progress().clone();
     // Every rank ends as the writer does; only the writer says so.
     drop(trainer);
     if !writer {

@@ -118,8 +118,18 @@ impl LocalLoss for AugLocalAux {
         &self,
         features: &Tensor,
         labels: &Tensor,
-        _images: &Tensor,
+        images: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        cross_entropy(&self.logits(features)?, labels)
+        Ok(self.loss_and_logits(features, labels, images)?.0)
+    }
+
+    fn loss_and_logits(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        _images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let logits = self.logits(features)?;
+        Ok((cross_entropy(&logits, labels)?, Some(logits)))
     }
 }

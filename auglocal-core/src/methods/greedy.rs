@@ -36,9 +36,18 @@ impl LocalLoss for GreedyAux {
         &self,
         features: &Tensor,
         labels: &Tensor,
-        _images: &Tensor,
+        images: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        Ok(self.loss_and_logits(features, labels, images)?.0)
+    }
+
+    fn loss_and_logits(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        _images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let logits = self.fc.forward_t(&global_avg_pool(features)?, true)?;
-        cross_entropy(&logits, labels)
+        Ok((cross_entropy(&logits, labels)?, Some(logits)))
     }
 }

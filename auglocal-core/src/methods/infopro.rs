@@ -170,6 +170,16 @@ impl InfoProAux {
         features: &Tensor,
         labels: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        Ok(self.classification(features, labels)?.0)
+    }
+
+    /// [`InfoProAux::classification_loss`] and the classifier's logits (none for the
+    /// contrastive variant, whose head embeds instead of classifying).
+    fn classification(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let h = self
             .bn
             .forward_relu(&self.conv.forward_t(features, true)?, true)?;
@@ -178,9 +188,10 @@ impl InfoProAux {
         if self.contrastive {
             let out = out.to_dtype(DType::F32)?;
             let norm = out.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12f32)?;
-            supervised_contrastive(&out.broadcast_div(&norm)?, labels, TEMPERATURE)
+            let loss = supervised_contrastive(&out.broadcast_div(&norm)?, labels, TEMPERATURE)?;
+            Ok((loss, None))
         } else {
-            cross_entropy(&out, labels)
+            Ok((cross_entropy(&out, labels)?, Some(out)))
         }
     }
 
@@ -261,9 +272,18 @@ impl LocalLoss for InfoProAux {
         labels: &Tensor,
         images: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        Ok(self.loss_and_logits(features, labels, images)?.0)
+    }
+
+    fn loss_and_logits(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let (ixx, ixy) = self.weights;
         let reconstruction = self.reconstruction_loss(features, images)?;
-        let classification = self.classification_loss(features, labels)?;
-        (reconstruction * ixx)? + (classification * ixy)?
+        let (classification, logits) = self.classification(features, labels)?;
+        Ok((((reconstruction * ixx)? + (classification * ixy)?)?, logits))
     }
 }

@@ -20,6 +20,18 @@ pub trait LocalLoss: Send + Sync {
         images: &Tensor,
     ) -> candle_core::Result<Tensor>;
 
+    /// [`LocalLoss::loss`] and, where the loss has a classifier, its logits (N, classes)
+    /// from the same pass: the engine counts each module's correct predictions from them
+    /// (the reference's per-module Prec@1). The default has none.
+    fn loss_and_logits(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        Ok((self.loss(features, labels, images)?, None))
+    }
+
     /// Whether [`LocalLoss::loss`] reads `images` (a pipeline stage then receives them with
     /// its activations).
     fn needs_images(&self) -> bool {

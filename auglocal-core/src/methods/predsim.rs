@@ -111,9 +111,18 @@ impl PredSimAux {
         features: &Tensor,
         labels: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        Ok(self.prediction(features, labels)?.0)
+    }
+
+    /// [`PredSimAux::prediction_loss`] and the logits it was computed from.
+    fn prediction(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let pooled = resample(features, &self.pool_rows, &self.pool_cols)?;
         let logits = self.fc.forward_t(&pooled.flatten_from(1)?, true)?;
-        cross_entropy(&logits, labels)
+        Ok((cross_entropy(&logits, labels)?, logits))
     }
 }
 
@@ -122,11 +131,23 @@ impl LocalLoss for PredSimAux {
         &self,
         features: &Tensor,
         labels: &Tensor,
-        _images: &Tensor,
+        images: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        Ok(self.loss_and_logits(features, labels, images)?.0)
+    }
+
+    fn loss_and_logits(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        _images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let sim = self.similarity_loss(features, labels)?;
-        let pred = self.prediction_loss(features, labels)?;
-        (sim * SIMILARITY)? + (pred * (1.0 - SIMILARITY))?
+        let (pred, logits) = self.prediction(features, labels)?;
+        Ok((
+            ((sim * SIMILARITY)? + (pred * (1.0 - SIMILARITY))?)?,
+            Some(logits),
+        ))
     }
 }
 

@@ -136,6 +136,12 @@ impl Observer for MetricsLog {
             "steps": record.steps,
             "skipped_steps": train.skipped,
         });
+        // Each module's training loss and accuracy (the reference's per-module Prec@1; null
+        // where a local loss has no classifier): the curve local learning is read by.
+        if !train.module_loss_sums.is_empty() {
+            line["module_train_loss"] = json!(train.module_mean_losses());
+            line["module_train_acc"] = json!(train.module_accuracies());
+        }
         // The reference's Prec@5, where it says more than top-1 (CIFAR-100, ImageNet).
         if let Some(top5) = record.eval.and_then(|e| e.top5_accuracy()) {
             if record.eval.is_some_and(|e| e.classes > 10) {

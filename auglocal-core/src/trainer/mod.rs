@@ -306,7 +306,7 @@ impl Trainer {
             if writer {
                 observer.epoch_started(epoch, lr, self.progress.batches_done)?;
             }
-            let mut sums = self.progress.partial;
+            let mut sums = self.progress.partial.clone();
             let started = Instant::now();
             let mut waited = Duration::ZERO;
             let mut stop = None;
@@ -343,11 +343,16 @@ impl Trainer {
                         sums.loss_sum += report.loss as f64 * report.images as f64;
                         sums.correct += report.correct;
                         sums.images += report.images;
+                        sums.add_modules(
+                            &report.module_losses,
+                            &report.module_correct,
+                            report.images,
+                        );
                     }
                 }
                 let so_far = EpochSums {
                     seconds: sums.seconds + started.elapsed().as_secs_f64(),
-                    ..sums
+                    ..sums.clone()
                 };
                 if let (true, Some(report)) = (writer, &trained.report) {
                     observer.step(&StepEvent {
@@ -374,7 +379,7 @@ impl Trainer {
                 if !epoch_ends && every.is_some_and(|n| self.progress.steps.is_multiple_of(n)) {
                     let snapshot = Progress {
                         partial: so_far,
-                        ..self.progress
+                        ..self.progress.clone()
                     };
                     self.save(&snapshot, observer)?;
                 }
@@ -385,7 +390,7 @@ impl Trainer {
             if let Some(stop) = stop.filter(|_| self.progress.batches_done < batches) {
                 // Mid-epoch: the partial sums let the resumed epoch report all of it.
                 self.progress.partial = sums;
-                let progress = self.progress;
+                let progress = self.progress.clone();
                 self.save(&progress, observer)?;
                 if stop == Stop::MaxSteps {
                     if let Some(eval) = eval {
@@ -437,7 +442,7 @@ impl Trainer {
             self.progress.epochs_done = epoch;
             self.progress.batches_done = 0;
             self.progress.partial = EpochSums::default();
-            let progress = self.progress;
+            let progress = self.progress.clone();
             self.save(&progress, observer)?;
             if let (true, Some(best)) = (improved, self.config.checkpoint.best.clone()) {
                 self.save_to(&best, 1, &progress, observer)?;
@@ -483,7 +488,7 @@ impl Trainer {
         };
         let state = RunState {
             version: STATE_VERSION,
-            progress: *progress,
+            progress: progress.clone(),
             meta: &self.meta,
         };
         let mut optimizer = self.engine.optimizer().clone();

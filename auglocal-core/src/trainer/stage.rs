@@ -29,6 +29,8 @@ pub(super) struct StageInput {
     global: usize,
     /// Losses of the modules before this stage.
     losses: Vec<f32>,
+    /// Correct predictions of the modules before this stage (`None`: no classifier).
+    module_correct: Vec<Option<usize>>,
     /// A module before this stage found a non-finite value: nothing here is trained.
     skipped: Option<NonFiniteValue>,
     /// The first stage decided to stop after this batch.
@@ -45,6 +47,7 @@ pub(super) struct StageStep {
     images: Option<Tensor>,
     global: usize,
     losses: Vec<f32>,
+    module_correct: Vec<Option<usize>>,
     skipped: Option<NonFiniteValue>,
     /// The first stage's decision to stop after this batch, as it came.
     stop: bool,
@@ -181,6 +184,7 @@ impl Stage {
                 labels: batch.labels,
                 global: batch.global_images,
                 losses: Vec::new(),
+                module_correct: Vec::new(),
                 skipped: None,
                 stop: false,
             }));
@@ -199,6 +203,8 @@ impl Stage {
         };
         let losses: String = m.field("losses")?;
         let losses = serde_json::from_str(&losses).map_err(Error::external)?;
+        let module_correct: String = m.field("module_correct")?;
+        let module_correct = serde_json::from_str(&module_correct).map_err(Error::external)?;
         Ok(Some(StageInput {
             x: match &skipped {
                 Some(_) => m.tensor("labels")?.clone(),
@@ -208,6 +214,7 @@ impl Stage {
             images: m.tensors.get("images").cloned(),
             global: m.field("global")?,
             losses,
+            module_correct,
             skipped,
             stop: m.field::<u8>("stop")? == 1,
         }))
@@ -223,6 +230,7 @@ impl Stage {
     ) -> Result<StageStep> {
         let t = self.topology();
         let mut losses = input.losses;
+        let mut module_correct = input.module_correct;
         let mut skipped = input.skipped;
         let mut output = None;
         let mut correct = None;
@@ -247,6 +255,7 @@ impl Stage {
                 observe,
             )?;
             losses.extend(&report.module_losses);
+            module_correct.extend(&report.module_correct);
             skipped = report.skipped;
             output = report.output;
             correct = report.correct;
@@ -261,6 +270,7 @@ impl Stage {
             correct: correct.unwrap_or(0),
             images: input.global,
             module_losses: losses.clone(),
+            module_correct: module_correct.clone(),
             skipped: skipped.clone(),
         });
         Ok(StageStep {
@@ -270,6 +280,7 @@ impl Stage {
             images: input.images,
             global: input.global,
             losses,
+            module_correct,
             skipped,
             stop: input.stop,
         })
@@ -299,10 +310,13 @@ impl Stage {
         }
         let later = self.partition.stages[t.stage()].end..engine.module_count();
         let losses = serde_json::to_string(&step.losses).map_err(Error::external)?;
+        let module_correct =
+            serde_json::to_string(&step.module_correct).map_err(Error::external)?;
         let mut message = Message::new()
             .with_tensor("labels", &step.labels)
             .with_field("global", step.global)
             .with_field("losses", losses)
+            .with_field("module_correct", module_correct)
             .with_field("stop", stop as u8);
         if let Some(h) = &step.output {
             message = message.with_tensor("h", h);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub const STATE_VERSION: u32 = 1;
 
 /// Training-set sums of the epoch in progress, so a resumed epoch reports the whole epoch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochSums {
     /// Output cross-entropy summed over images.
     pub loss_sum: f64,
@@ -18,9 +18,50 @@ pub struct EpochSums {
     /// Batches skipped for a non-finite loss or gradient ([`OnNonFinite::Skip`](crate::OnNonFinite)).
     #[serde(default)]
     pub skipped: usize,
+    /// Per module, over the batches not skipped: loss summed over images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub module_loss_sums: Vec<f64>,
+    /// Per module: correct predictions of its classifier (`None`: it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub module_correct: Vec<Option<usize>>,
 }
 
 impl EpochSums {
+    /// Adds one step's per-module figures (`images` in the batch).
+    pub fn add_modules(&mut self, losses: &[f32], correct: &[Option<usize>], images: usize) {
+        if self.module_loss_sums.len() < losses.len() {
+            self.module_loss_sums.resize(losses.len(), 0.0);
+        }
+        for (sum, loss) in self.module_loss_sums.iter_mut().zip(losses) {
+            *sum += *loss as f64 * images as f64;
+        }
+        if self.module_correct.len() < correct.len() {
+            self.module_correct.resize(correct.len(), Some(0));
+        }
+        for (sum, c) in self.module_correct.iter_mut().zip(correct) {
+            *sum = match (*sum, c) {
+                (Some(s), Some(c)) => Some(s + c),
+                _ => None,
+            };
+        }
+    }
+
+    /// Each module's mean training loss per image.
+    pub fn module_mean_losses(&self) -> Vec<f64> {
+        self.module_loss_sums
+            .iter()
+            .map(|s| s / self.images.max(1) as f64)
+            .collect()
+    }
+
+    /// Each module's training accuracy (`None` where its loss has no classifier).
+    pub fn module_accuracies(&self) -> Vec<Option<f64>> {
+        self.module_correct
+            .iter()
+            .map(|c| c.map(|c| c as f64 / self.images.max(1) as f64))
+            .collect()
+    }
+
     /// Mean output cross-entropy per image.
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.images.max(1) as f64
@@ -39,7 +80,7 @@ impl EpochSums {
 
 /// How far a run has trained. With the checkpoint's weights and momentum it is all an
 /// exact resume needs: batches are a pure function of (seed, epoch, batch index).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Epochs fully completed.
     pub epochs_done: usize,
