@@ -285,22 +285,25 @@ fn signal_when_checkpointed(
     })
 }
 
+/// A 2-stage run that checkpoints after every step and would go on for long: one to stop
+/// from outside.
+const LONG_PIPELINE: [&str; 8] = [
+    "--aux-depth",
+    "1",
+    "--stages",
+    "2",
+    "--checkpoint-every",
+    "1",
+    "--epochs",
+    "1000",
+];
+
 fn a_killed_rank_ends_the_run_and_its_checkpoint_resumes() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let run_dir = tmp.path().join("run");
     let pids = tmp.path().join("pids");
     std::fs::create_dir(&pids)?;
-    let long = [
-        "--aux-depth",
-        "1",
-        "--stages",
-        "2",
-        "--checkpoint-every",
-        "1",
-        "--epochs",
-        "1000",
-    ];
-    let args = run_args(&run_dir, "resnet8", "auglocal", &long);
+    let args = run_args(&run_dir, "resnet8", "auglocal", &LONG_PIPELINE);
     // Rank 0 is stage 0, which the writer (rank 1) waits for.
     let killer = signal_when_checkpointed(&run_dir, &pids, &[0], "-9");
     let started = Instant::now();
@@ -349,17 +352,7 @@ fn an_interrupted_run_stops_every_rank_at_one_checkpoint() -> anyhow::Result<()>
     let run_dir = tmp.path().join("run");
     let pids = tmp.path().join("pids");
     std::fs::create_dir(&pids)?;
-    let long = [
-        "--aux-depth",
-        "1",
-        "--stages",
-        "2",
-        "--checkpoint-every",
-        "1",
-        "--epochs",
-        "1000",
-    ];
-    let args = run_args(&run_dir, "resnet8", "auglocal", &long);
+    let args = run_args(&run_dir, "resnet8", "auglocal", &LONG_PIPELINE);
     let interrupter = signal_when_checkpointed(&run_dir, &pids, &[0, 1], "-INT");
     let run = mpirun(2, &args, &[("AUGLOCAL_PID_DIR", &pids)], LIMIT);
     assert!(
