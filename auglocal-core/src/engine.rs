@@ -196,6 +196,19 @@ impl Replicas<'_> {
     }
 }
 
+/// Summed cross-entropy, top-1 and top-5 correct predictions of `logits` (N, classes).
+fn score(logits: &Tensor, labels: &Tensor) -> Result<EvalTotals> {
+    let n = logits.dim(0)?;
+    let loss = cross_entropy(logits, labels)?.to_scalar::<f32>()? as f64;
+    Ok(EvalTotals {
+        loss_sum: loss * n as f64,
+        correct: correct_predictions(logits, labels)?,
+        correct_top5: correct_in_top_k(logits, labels, 5)?,
+        images: n,
+        classes: logits.dim(1)?,
+    })
+}
+
 /// Puts back buffers [`Engine::save_buffers`] copied.
 fn restore_buffers(saved: Vec<(candle_core::Var, Tensor)>) -> Result<()> {
     for (var, tensor) in saved {
@@ -622,16 +635,30 @@ impl Engine {
     /// The output layer in inference on the last unit's output `h`: summed loss and correct
     /// predictions.
     pub fn eval_head(&self, h: &Tensor, labels: &Tensor) -> Result<EvalTotals> {
-        let logits = self.net.head(h, false)?;
-        let n = h.dim(0)?;
-        let loss = cross_entropy(&logits, labels)?.to_scalar::<f32>()? as f64;
-        Ok(EvalTotals {
-            loss_sum: loss * n as f64,
-            correct: correct_predictions(&logits, labels)?,
-            correct_top5: correct_in_top_k(&logits, labels, 5)?,
-            images: n,
-            classes: logits.dim(1)?,
-        })
+        score(&self.net.head(h, false)?, labels)
+    }
+
+    /// Every module's classifier in inference on one batch: each auxiliary head on its
+    /// module's output, the output layer on the last (`None` for a local loss without a
+    /// classifier). The reference's per-module Prec@1 on a test set.
+    pub fn eval_every_module(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+    ) -> Result<Vec<Option<EvalTotals>>> {
+        let mut h = images.clone();
+        let mut totals = Vec::with_capacity(self.modules.len());
+        for m in 0..self.modules.len() {
+            h = self.eval_modules(m..m + 1, &h)?;
+            totals.push(match &self.modules[m].local {
+                None => Some(self.eval_head(&h, labels)?),
+                Some(local) => match local.eval_logits(&h)? {
+                    Some(logits) => Some(score(&logits, labels)?),
+                    None => None,
+                },
+            });
+        }
+        Ok(totals)
     }
 
     /// Whether a local loss of modules `modules` reads the network's input images.

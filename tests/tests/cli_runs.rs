@@ -467,3 +467,43 @@ fn metrics_have_every_modules_loss_and_accuracy() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `eval --aux` scores every module's classifier on the test set in inference: one entry per
+/// module, the last the output layer's (the top-level figures); none for a local loss
+/// without a classifier.
+#[test]
+fn eval_aux_scores_every_modules_classifier() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for (method, classified) in [("auglocal", true), ("infopro-contrast", false)] {
+        let run = tmp.path().join(method);
+        train(
+            &run,
+            &["--method", method, "--aux-depth", "1", "--epochs", "1"],
+        )?;
+        let out = auglocal(&[
+            "eval",
+            "--checkpoint",
+            path_str(&run),
+            "--aux",
+            "--test-size",
+            "32",
+        ])?;
+        let line: serde_json::Value = serde_json::from_str(out.trim())?;
+        let modules = line["modules"].as_array().cloned().unwrap_or_default();
+        let (last, locals) = modules.split_last().expect("modules");
+        assert_eq!(last["accuracy"], line["accuracy"], "{method}");
+        assert_eq!(last["loss"], line["loss"], "{method}");
+        assert!(!locals.is_empty(), "{method}");
+        for (m, module) in locals.iter().enumerate() {
+            assert_eq!(module["module"], m);
+            match (classified, module["accuracy"].as_f64()) {
+                (true, Some(acc)) => {
+                    assert!(((acc * 32.0).round() - acc * 32.0).abs() < 1e-9, "{acc}")
+                }
+                (false, None) => {}
+                (_, other) => panic!("{method} module {m}: accuracy {other:?}"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use auglocal_core::trainer::evaluate;
+use auglocal_core::trainer::{evaluate, BatchSource};
+use auglocal_core::EvalTotals;
 use auglocal_data::Split;
 
 use crate::session;
@@ -26,6 +27,10 @@ pub struct Args {
     /// imagefolder: leave out files that are not JPEG/PNG images.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Also score every auxiliary head (each module's classifier, in inference) on the test
+    /// set: `modules` in the JSON line.
+    #[arg(long)]
+    aux: bool,
     /// Evaluate on the first N test images (default: the whole test split).
     #[arg(long)]
     test_size: Option<usize>,
@@ -62,7 +67,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let batch_size = args.batch_size.unwrap_or(trained.eval_batch_size);
     let loader = session::eval_loader(data, &dataset, batch_size, &device)?;
     let totals = evaluate(&engine, &loader)?;
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "checkpoint": dir,
         "dataset": dataset,
         "images": totals.images,
@@ -70,6 +75,47 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         "top5_accuracy": totals.top5_accuracy(),
         "loss": totals.mean_loss(),
     });
+    if args.aux {
+        line["modules"] = every_module(&engine, &loader)?;
+    }
     writeln!(out, "{line}")?;
     Ok(())
+}
+
+/// Each module's classifier scored over the whole source: one entry per module, `null` for a
+/// local loss without a classifier; the last is the output layer.
+fn every_module(
+    engine: &auglocal_core::Engine,
+    source: &dyn BatchSource,
+) -> Result<serde_json::Value> {
+    let units = engine.plan().module_units();
+    let mut sums: Vec<Option<EvalTotals>> = vec![Some(EvalTotals::default()); units.len()];
+    for batch in source.batches(1, 0) {
+        let batch = batch?;
+        let scored = engine.eval_every_module(&batch.images, &batch.labels)?;
+        for (sum, batch) in sums.iter_mut().zip(scored) {
+            *sum = match (sum.take(), batch) {
+                (Some(mut sum), Some(batch)) => {
+                    sum.add(batch);
+                    Some(sum)
+                }
+                _ => None,
+            };
+        }
+    }
+    let modules = sums
+        .iter()
+        .zip(&units)
+        .enumerate()
+        .map(|(m, (totals, units))| {
+            serde_json::json!({
+                "module": m,
+                "units": [units.start, units.end - 1],
+                "accuracy": totals.map(|t| t.accuracy()),
+                "top5_accuracy": totals.and_then(|t| t.top5_accuracy()),
+                "loss": totals.map(|t| t.mean_loss()),
+            })
+        })
+        .collect();
+    Ok(serde_json::Value::Array(modules))
 }

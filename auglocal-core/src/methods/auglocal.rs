@@ -90,24 +90,29 @@ impl AugLocalAux {
 
     /// The auxiliary logits for a unit's output.
     pub fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        self.logits_t(features, true)
+    }
+
+    /// The logits with BatchNorm on batch statistics (`train`) or its running averages.
+    pub fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = features.clone();
         for block in &self.blocks {
-            h = block.forward_t(&h, true)?;
+            h = block.forward_t(&h, train)?;
         }
         match &self.head {
             Head::Pooled { bn, fc } => {
                 let mut h = global_avg_pool(&h)?;
                 if let Some(bn) = bn {
-                    h = bn.forward_t(&h, true)?;
+                    h = bn.forward_t(&h, train)?;
                 }
-                fc.forward_t(&h, true)
+                fc.forward_t(&h, train)
             }
             Head::Mlp { hidden, fc } => {
                 let mut h = adaptive_avg_pool1d(&h.flatten_from(1)?, MLP_WIDTH)?;
                 for (linear, bn) in hidden {
-                    h = bn.forward_t(&linear.forward_t(&h, true)?, true)?.relu()?;
+                    h = bn.forward_t(&linear.forward_t(&h, train)?, train)?.relu()?;
                 }
-                fc.forward_t(&h, true)
+                fc.forward_t(&h, train)
             }
         }
     }
@@ -131,5 +136,9 @@ impl LocalLoss for AugLocalAux {
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let logits = self.logits(features)?;
         Ok((cross_entropy(&logits, labels)?, Some(logits)))
+    }
+
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.logits_t(features, false)?))
     }
 }

@@ -66,16 +66,21 @@ impl DglAux {
 
     /// The auxiliary logits for a unit's output.
     pub fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        self.logits_t(features, true)
+    }
+
+    /// The logits with BatchNorm on batch statistics (`train`) or its running averages.
+    pub fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = resample(features, &self.pool_in, &self.pool_in)?;
         for (conv, bn) in &self.convs {
-            h = bn.forward_relu(&conv.forward_t(&h, true)?, true)?;
+            h = bn.forward_relu(&conv.forward_t(&h, train)?, train)?;
         }
         let h = resample(&h, &self.pool_mid, &self.pool_mid)?;
         let mut h = h.flatten_from(1)?;
         for (fc, bn) in &self.mlp {
-            h = bn.forward_t(&fc.forward_t(&h, true)?, true)?.relu()?;
+            h = bn.forward_t(&fc.forward_t(&h, train)?, train)?.relu()?;
         }
-        self.fc.forward_t(&h, true)
+        self.fc.forward_t(&h, train)
     }
 }
 
@@ -97,5 +102,9 @@ impl LocalLoss for DglAux {
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let logits = self.logits(features)?;
         Ok((cross_entropy(&logits, labels)?, Some(logits)))
+    }
+
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.logits_t(features, false)?))
     }
 }

@@ -50,4 +50,8 @@ impl LocalLoss for GreedyAux {
         let logits = self.fc.forward_t(&global_avg_pool(features)?, true)?;
         Ok((cross_entropy(&logits, labels)?, Some(logits)))
     }
+
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.fc.forward_t(&global_avg_pool(features)?, false)?))
+    }
 }

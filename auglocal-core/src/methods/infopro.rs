@@ -180,11 +180,7 @@ impl InfoProAux {
         features: &Tensor,
         labels: &Tensor,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let h = self
-            .bn
-            .forward_relu(&self.conv.forward_t(features, true)?, true)?;
-        let h = self.fc1.forward_t(&global_avg_pool(&h)?, true)?.relu()?;
-        let out = self.fc2.forward_t(&h, true)?;
+        let out = self.head(features, true)?;
         if self.contrastive {
             let out = out.to_dtype(DType::F32)?;
             let norm = out.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12f32)?;
@@ -193,6 +189,15 @@ impl InfoProAux {
         } else {
             Ok((cross_entropy(&out, labels)?, Some(out)))
         }
+    }
+
+    /// The classification head's output: logits, or the contrastive variant's embedding.
+    fn head(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let h = self
+            .bn
+            .forward_relu(&self.conv.forward_t(features, train)?, train)?;
+        let h = self.fc1.forward_t(&global_avg_pool(&h)?, train)?.relu()?;
+        self.fc2.forward_t(&h, train)
     }
 
     /// The reconstruction term: binary cross-entropy of the decoded image against
@@ -285,5 +290,12 @@ impl LocalLoss for InfoProAux {
         let reconstruction = self.reconstruction_loss(features, images)?;
         let (classification, logits) = self.classification(features, labels)?;
         Ok((((reconstruction * ixx)? + (classification * ixy)?)?, logits))
+    }
+
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match self.contrastive {
+            true => Ok(None),
+            false => Ok(Some(self.head(features, false)?)),
+        }
     }
 }

@@ -32,6 +32,14 @@ pub trait LocalLoss: Send + Sync {
         Ok((self.loss(features, labels, images)?, None))
     }
 
+    /// The classifier's logits for `features` in inference mode (BatchNorm on its running
+    /// averages), to score the auxiliary head on a test set (`auglocal eval --aux`); `None`
+    /// where the loss has no classifier (the default).
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let _ = features;
+        Ok(None)
+    }
+
     /// Whether [`LocalLoss::loss`] reads `images` (a pipeline stage then receives them with
     /// its activations).
     fn needs_images(&self) -> bool {

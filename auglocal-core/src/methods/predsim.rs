@@ -120,9 +120,14 @@ impl PredSimAux {
         features: &Tensor,
         labels: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let pooled = resample(features, &self.pool_rows, &self.pool_cols)?;
-        let logits = self.fc.forward_t(&pooled.flatten_from(1)?, true)?;
+        let logits = self.prediction_logits(features, true)?;
         Ok((cross_entropy(&logits, labels)?, logits))
+    }
+
+    /// The prediction branch's logits (pooling and a linear layer: the same in both modes).
+    fn prediction_logits(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let pooled = resample(features, &self.pool_rows, &self.pool_cols)?;
+        self.fc.forward_t(&pooled.flatten_from(1)?, train)
     }
 }
 
@@ -148,6 +153,10 @@ impl LocalLoss for PredSimAux {
             ((sim * SIMILARITY)? + (pred * (1.0 - SIMILARITY))?)?,
             Some(logits),
         ))
+    }
+
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.prediction_logits(features, false)?))
     }
 }
 
