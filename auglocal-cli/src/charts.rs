@@ -309,6 +309,9 @@ struct EpochMetrics {
     train_acc: f64,
     test_loss: f64,
     test_acc: f64,
+    /// Each module's training accuracy (runs of this version; `null` without a classifier).
+    #[serde(default)]
+    module_train_acc: Vec<Option<f64>>,
 }
 
 fn read_metrics(run: &Path) -> Result<Vec<EpochMetrics>> {
@@ -428,6 +431,54 @@ pub fn write_curves(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
     line_charts(&path, CURVES_SIZE, &panels)?;
     Ok(path)
 }
+
+/// Writes `modules.png` into `out`: each run's training accuracy by module in its last epoch
+/// (the reference's per-module Prec@1; a module without a classifier is left out). Returns
+/// the file's path, or `None` when no run recorded module figures.
+pub fn write_module_accuracy(runs: &[PathBuf], out: &Path) -> Result<Option<PathBuf>> {
+    let mut series = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let metrics = read_metrics(run)?;
+        let Some(last) = metrics.last().filter(|m| !m.module_train_acc.is_empty()) else {
+            continue;
+        };
+        series.push(Series {
+            label: format!("{} epoch {}", run_label(run), last.epoch),
+            points: last
+                .module_train_acc
+                .iter()
+                .enumerate()
+                .filter_map(|(m, acc)| acc.map(|a| (m as f64, 100.0 * a)))
+                .collect(),
+            color: color(i),
+            dashed: false,
+            markers: true,
+        });
+    }
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let panel = Panel {
+        title: "Training accuracy by module".into(),
+        x_label: "module".into(),
+        y_label: "accuracy (%)".into(),
+        series,
+        y_range: Some((0.0, 100.0)),
+        integer_x: true,
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let path = out.join(MODULES_FILE);
+    line_charts(&path, MODULES_SIZE, &[panel])?;
+    Ok(Some(path))
+}
+
+/// The file [`write_module_accuracy`] writes.
+pub const MODULES_FILE: &str = "modules.png";
+
+/// Pixel size of `modules.png`.
+pub const MODULES_SIZE: (u32, u32) = (800, 560);
 
 /// The file [`write_curves`] writes.
 pub const CURVES_FILE: &str = "curves.png";

@@ -76,8 +76,16 @@ fn probe_similarity_and_plots_of_trained_runs() -> anyhow::Result<()> {
     ])?;
     assert_eq!(
         printed.trim(),
-        format!("wrote {}", cmp.join("curves.png").display())
+        format!(
+            "wrote {}\nwrote {}",
+            cmp.join("curves.png").display(),
+            cmp.join("modules.png").display()
+        )
     );
+    // Accuracy by module: BP's single module (blue) and AugLocal's three (orange).
+    let (size, pixels) = read_png(&cmp.join("modules.png"))?;
+    assert_eq!(size, (800, 560));
+    assert!(count_color(&pixels, BLUE) > 20 && count_color(&pixels, ORANGE) > 100);
     let (size, pixels) = read_png(&cmp.join("curves.png"))?;
     assert_eq!(size, (1800, 560));
     assert!(count_color(&pixels, BLUE) > 500 && count_color(&pixels, ORANGE) > 500);
