@@ -285,6 +285,31 @@ fn signal_when_checkpointed(
     })
 }
 
+/// Resumes the run in `run_dir` alone for `more` steps and checks its checkpoint moved
+/// on by as many; returns the step it resumed from.
+fn resume_alone_for(run_dir: &Path, more: u64) -> anyhow::Result<u64> {
+    let steps = || -> anyhow::Result<u64> {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
+        state["steps"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no step count in {state}"))
+    };
+    let from = steps()?;
+    let until = (from + more).to_string();
+    alone(&[
+        "train",
+        "--resume",
+        path(run_dir),
+        "--max-steps",
+        &until,
+        "--threads",
+        "1",
+    ])?;
+    assert_eq!(steps()?, from + more, "the resumed run did not train on");
+    Ok(from)
+}
+
 /// A 2-stage run that checkpoints after every step and would go on for long: one to stop
 /// from outside.
 const LONG_PIPELINE: [&str; 8] = [
@@ -324,23 +349,7 @@ fn a_killed_rank_ends_the_run_and_its_checkpoint_resumes() -> anyhow::Result<()>
     );
     assert!(seconds < 100.0, "the run took {seconds:.0} s to end");
     // The last checkpoint is whole: one process resumes it and trains on.
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
-    let steps = state["steps"].as_u64().expect("a step count");
-    let until = (steps + 2).to_string();
-    let run_str = path(&run_dir).to_string();
-    alone(&[
-        "train",
-        "--resume",
-        &run_str,
-        "--max-steps",
-        &until,
-        "--threads",
-        "1",
-    ])?;
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
-    assert_eq!(state["steps"].as_u64(), Some(steps + 2));
+    resume_alone_for(&run_dir, 2)?;
     Ok(())
 }
 
@@ -374,26 +383,13 @@ fn an_interrupted_run_stops_every_rank_at_one_checkpoint() -> anyhow::Result<()>
         run.stderr
     );
     // The step it names is the checkpoint's, and one process goes on from it.
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run_dir.join("checkpoint/state.json"))?)?;
-    let steps = state["steps"].as_u64().expect("a step count");
+    let steps = resume_alone_for(&run_dir, 1)?;
     assert!(
         run.stderr
             .contains(&format!("interrupted after step {steps} ")),
         "checkpoint at step {steps}:\n{}",
         run.stderr
     );
-    let until = (steps + 1).to_string();
-    let run_str = path(&run_dir).to_string();
-    alone(&[
-        "train",
-        "--resume",
-        &run_str,
-        "--max-steps",
-        &until,
-        "--threads",
-        "1",
-    ])?;
     Ok(())
 }
 

@@ -1,16 +1,14 @@
 use candle_core::Tensor;
 use candle_nn::ModuleT;
 
-use super::{LocalLoss, LossSite};
+use super::{Classifier, CrossEntropy, LocalLoss, LossSite};
 use crate::net::AuxHead;
-use crate::nn::{
-    adaptive_avg_pool1d, cross_entropy, global_avg_pool, BatchNorm1d, BoxedLayer, Linear,
-};
+use crate::nn::{adaptive_avg_pool1d, global_avg_pool, BatchNorm1d, BoxedLayer, Linear};
 use crate::params::ParamBuilder;
 
 /// The table's builder ([`super::METHODS`]).
 pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
-    Ok(Box::new(AugLocalAux::new(site, pb)?))
+    Ok(Box::new(CrossEntropy(AugLocalAux::new(site, pb)?)))
 }
 
 /// Width of the reference's ImageNet VGG auxiliary head ([`AuxHead::Mlp`]).
@@ -87,14 +85,10 @@ impl AugLocalAux {
         };
         Ok(AugLocalAux { blocks, head })
     }
+}
 
-    /// The auxiliary logits for a unit's output.
-    pub fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
-        self.logits_t(features, true)
-    }
-
-    /// The logits with BatchNorm on batch statistics (`train`) or its running averages.
-    pub fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+impl Classifier for AugLocalAux {
+    fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = features.clone();
         for block in &self.blocks {
             h = block.forward_t(&h, train)?;
@@ -115,30 +109,5 @@ impl AugLocalAux {
                 fc.forward_t(&h, train)
             }
         }
-    }
-}
-
-impl LocalLoss for AugLocalAux {
-    fn loss(
-        &self,
-        features: &Tensor,
-        labels: &Tensor,
-        images: &Tensor,
-    ) -> candle_core::Result<Tensor> {
-        Ok(self.loss_and_logits(features, labels, images)?.0)
-    }
-
-    fn loss_and_logits(
-        &self,
-        features: &Tensor,
-        labels: &Tensor,
-        _images: &Tensor,
-    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let logits = self.logits(features)?;
-        Ok((cross_entropy(&logits, labels)?, Some(logits)))
-    }
-
-    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.logits_t(features, false)?))
     }
 }

@@ -2,13 +2,13 @@ use candle_core::Tensor;
 use candle_nn::ModuleT;
 
 use super::resample::{adaptive_avg, resample};
-use super::{LocalLoss, LossSite};
-use crate::nn::{cross_entropy, BatchNorm1d, BatchNorm2d, Conv2d, Linear};
+use super::{Classifier, CrossEntropy, LocalLoss, LossSite};
+use crate::nn::{BatchNorm1d, BatchNorm2d, Conv2d, Linear};
 use crate::params::ParamBuilder;
 
 /// The table's builder ([`super::METHODS`]).
 pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
-    Ok(Box::new(DglAux::new(site, pb)?))
+    Ok(Box::new(CrossEntropy(DglAux::new(site, pb)?)))
 }
 
 /// DGL's auxiliary network (Belilovsky et al. 2020, as the AugLocal reference builds it)
@@ -63,14 +63,10 @@ impl DglAux {
             fc: Linear::new(width, site.net.classes(), true, &head.pp("fc"))?,
         })
     }
+}
 
-    /// The auxiliary logits for a unit's output.
-    pub fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
-        self.logits_t(features, true)
-    }
-
-    /// The logits with BatchNorm on batch statistics (`train`) or its running averages.
-    pub fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+impl Classifier for DglAux {
+    fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = resample(features, &self.pool_in, &self.pool_in)?;
         for (conv, bn) in &self.convs {
             h = bn.forward_relu(&conv.forward_t(&h, train)?, train)?;
@@ -81,30 +77,5 @@ impl DglAux {
             h = bn.forward_t(&fc.forward_t(&h, train)?, train)?.relu()?;
         }
         self.fc.forward_t(&h, train)
-    }
-}
-
-impl LocalLoss for DglAux {
-    fn loss(
-        &self,
-        features: &Tensor,
-        labels: &Tensor,
-        images: &Tensor,
-    ) -> candle_core::Result<Tensor> {
-        Ok(self.loss_and_logits(features, labels, images)?.0)
-    }
-
-    fn loss_and_logits(
-        &self,
-        features: &Tensor,
-        labels: &Tensor,
-        _images: &Tensor,
-    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let logits = self.logits(features)?;
-        Ok((cross_entropy(&logits, labels)?, Some(logits)))
-    }
-
-    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.logits_t(features, false)?))
     }
 }

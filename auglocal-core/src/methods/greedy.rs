@@ -1,13 +1,13 @@
 use candle_core::Tensor;
 use candle_nn::ModuleT;
 
-use super::{LocalLoss, LossSite};
-use crate::nn::{cross_entropy, global_avg_pool, Linear};
+use super::{Classifier, CrossEntropy, LocalLoss, LossSite};
+use crate::nn::{global_avg_pool, Linear};
 use crate::params::ParamBuilder;
 
 /// The table's builder ([`super::METHODS`]).
 pub(super) fn build(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Box<dyn LocalLoss>> {
-    Ok(Box::new(GreedyAux::new(site, pb)?))
+    Ok(Box::new(CrossEntropy(GreedyAux::new(site, pb)?)))
 }
 
 /// Greedy supervised learning (InfoPro's `0c1f`): global average pooling and one linear
@@ -31,27 +31,8 @@ impl GreedyAux {
     }
 }
 
-impl LocalLoss for GreedyAux {
-    fn loss(
-        &self,
-        features: &Tensor,
-        labels: &Tensor,
-        images: &Tensor,
-    ) -> candle_core::Result<Tensor> {
-        Ok(self.loss_and_logits(features, labels, images)?.0)
-    }
-
-    fn loss_and_logits(
-        &self,
-        features: &Tensor,
-        labels: &Tensor,
-        _images: &Tensor,
-    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let logits = self.fc.forward_t(&global_avg_pool(features)?, true)?;
-        Ok((cross_entropy(&logits, labels)?, Some(logits)))
-    }
-
-    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.fc.forward_t(&global_avg_pool(features)?, false)?))
+impl Classifier for GreedyAux {
+    fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.fc.forward_t(&global_avg_pool(features)?, train)
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::net::LocalNet;
+use crate::nn::cross_entropy;
 use crate::params::ParamBuilder;
 use crate::plan::UnitAux;
 
@@ -44,6 +45,43 @@ pub trait LocalLoss: Send + Sync {
     /// its activations).
     fn needs_images(&self) -> bool {
         false
+    }
+}
+
+/// A local loss that is the cross-entropy of a classifier's logits (AugLocal, DGL and the
+/// greedy baseline): the type gives its logits, [`CrossEntropy`] makes it a [`LocalLoss`].
+pub trait Classifier: Send + Sync {
+    /// Logits (N, classes) for a module's output, BatchNorm on batch statistics (`train`)
+    /// or on its running averages.
+    fn logits_t(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+}
+
+/// The [`LocalLoss`] of a [`Classifier`]: cross-entropy of its training-mode logits, which
+/// also count the module's correct predictions; its inference logits score it on a test set.
+pub struct CrossEntropy<C>(pub C);
+
+impl<C: Classifier> LocalLoss for CrossEntropy<C> {
+    fn loss(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        images: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        Ok(self.loss_and_logits(features, labels, images)?.0)
+    }
+
+    fn loss_and_logits(
+        &self,
+        features: &Tensor,
+        labels: &Tensor,
+        _images: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let logits = self.0.logits_t(features, true)?;
+        Ok((cross_entropy(&logits, labels)?, Some(logits)))
+    }
+
+    fn eval_logits(&self, features: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.0.logits_t(features, false)?))
     }
 }
 

@@ -24,7 +24,7 @@ pub use auglocal::AugLocalAux;
 pub use dgl::DglAux;
 pub use greedy::GreedyAux;
 pub use infopro::{supervised_contrastive, InfoProAux, InfoProWeights};
-pub use loss::{InputSpec, LocalLoss, LocalLossBuilder, LossSite};
+pub use loss::{Classifier, CrossEntropy, InputSpec, LocalLoss, LocalLossBuilder, LossSite};
 pub use method::{Method, MethodSettings};
 pub use predsim::{similarity_matrix, PredSimAux};
 pub use table::{names, BuildLoss, MethodInfo, ModuleRule, METHODS};
