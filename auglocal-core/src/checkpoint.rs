@@ -255,7 +255,8 @@ pub enum Coverage {
 }
 
 /// Copies the tensors of `path` into `store`. Shapes and dtypes must match exactly; names
-/// the store does not know, or missing ones, are errors that list them.
+/// the store does not know, or missing ones, are errors that list them. A `module.` (or
+/// `_orig_mod.`) prefix on every name, as PyTorch's wrappers save them, is taken off.
 pub fn load_weights(path: &Path, store: &ParamStore, coverage: Coverage) -> Result<()> {
     let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     load_weights_from_bytes(&bytes, path, store, coverage)
@@ -269,7 +270,7 @@ pub fn load_weights_from_bytes(
     coverage: Coverage,
 ) -> Result<()> {
     let entries = store.entries();
-    let mut tensors = parse_tensors(bytes, path, &store_device(store))?;
+    let mut tensors = without_wrapper_prefix(parse_tensors(bytes, path, &store_device(store))?);
     let mut missing = Vec::new();
     for entry in &entries {
         let Some(t) = tensors.remove(&entry.name) else {
@@ -319,6 +320,25 @@ pub fn load_weights_from_bytes(
         ));
     }
     Ok(())
+}
+
+/// Prefixes PyTorch puts before every name of a wrapped model's `state_dict()`:
+/// `DataParallel` and `DistributedDataParallel` add `module.`, `torch.compile` `_orig_mod.`.
+const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
+
+/// The tensors with a wrapper's prefix taken off, where every name carries it (so a state
+/// dict saved from `DataParallel(model)` loads like one saved from `model`).
+fn without_wrapper_prefix(mut tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    while let Some(prefix) = WRAPPER_PREFIXES
+        .iter()
+        .find(|prefix| !tensors.is_empty() && tensors.keys().all(|name| name.starts_with(**prefix)))
+    {
+        tensors = tensors
+            .into_iter()
+            .map(|(name, tensor)| (name[prefix.len()..].to_string(), tensor))
+            .collect();
+    }
+    tensors
 }
 
 /// Restores momentum buffers from `path` into `optimizer`.

@@ -136,6 +136,107 @@ pub fn write_stl10(
     std::fs::write(dir.join(format!("{split}_y.bin")), labels)
 }
 
+/// One batch file of CIFAR's "python version" (what torchvision downloads) as Python 2's
+/// `cPickle.dump(batch, f, 2)` wrote them: a dict of `data` (a numpy `uint8` array of
+/// N x 3072, rows red, green then blue planes), one list of integers per entry of `labels`
+/// (`labels` for CIFAR-10; `fine_labels` and `coarse_labels` for CIFAR-100), `batch_label`
+/// and `filenames`.
+pub fn cifar_pickle(images: &[u8], labels: &[(&str, &[u32])]) -> Vec<u8> {
+    let n = images.len() / 3072;
+    assert_eq!(images.len(), n * 3072, "whole 3072-byte images");
+    fn string(out: &mut Vec<u8>, text: &[u8]) {
+        if text.len() < 256 {
+            out.push(b'U');
+            out.push(text.len() as u8);
+        } else {
+            out.push(b'T');
+            out.extend((text.len() as u32).to_le_bytes());
+        }
+        out.extend(text);
+    }
+    fn int(out: &mut Vec<u8>, value: usize) {
+        match value {
+            0..=0xff => out.extend([b'K', value as u8]),
+            0x100..=0xffff => {
+                out.push(b'M');
+                out.extend((value as u16).to_le_bytes());
+            }
+            _ => {
+                out.push(b'J');
+                out.extend((value as i32).to_le_bytes());
+            }
+        }
+    }
+    // APPENDS in runs of 1000, as the pickler batches them.
+    fn list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+        out.push(b']');
+        for run in items.chunks(1000) {
+            out.push(b'(');
+            run.iter().for_each(|item| out.extend(item));
+            out.push(b'e');
+        }
+    }
+    let mut out = vec![0x80, 2, b'}', b'q', 1, b'('];
+    string(&mut out, b"data");
+    out.extend(b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03");
+    out.extend([b'K', 0, 0x85]);
+    string(&mut out, b"b");
+    out.extend([0x87, b'R', b'q', 4, b'(', b'K', 1]);
+    int(&mut out, n);
+    int(&mut out, 3072);
+    out.push(0x86);
+    out.extend(b"cnumpy\ndtype\nq\x05");
+    string(&mut out, b"u1");
+    out.extend([b'K', 0, b'K', 1, 0x87, b'R', b'q', 6, b'(', b'K', 3]);
+    string(&mut out, b"|");
+    out.extend(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89");
+    out.push(b'T');
+    out.extend((images.len() as u32).to_le_bytes());
+    out.extend(images);
+    out.extend([b't', b'b']);
+    for (key, values) in labels {
+        string(&mut out, key.as_bytes());
+        let items: Vec<Vec<u8>> = values
+            .iter()
+            .map(|&value| {
+                let mut item = Vec::new();
+                int(&mut item, value as usize);
+                item
+            })
+            .collect();
+        list(&mut out, &items);
+    }
+    string(&mut out, b"batch_label");
+    string(&mut out, b"batch 1 of 1");
+    string(&mut out, b"filenames");
+    let names: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut item = Vec::new();
+            string(&mut item, format!("image_{i:05}.png").as_bytes());
+            item
+        })
+        .collect();
+    list(&mut out, &names);
+    out.extend([b'u', b'.']);
+    out
+}
+
+/// Writes a gzip-compressed tar file holding `members` (path inside the archive, bytes), as
+/// the datasets' official tarballs are.
+pub fn write_tar_gz(path: &Path, members: &[(&str, &[u8])]) -> std::io::Result<()> {
+    let file = File::create(path)?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, bytes) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *bytes)?;
+    }
+    tar.into_inner()?.finish()?.flush()
+}
+
 /// An RGB image of `width x height` with `pixel(x, y)`, encoded as PNG or JPEG (quality 90).
 pub fn encode(
     width: usize,

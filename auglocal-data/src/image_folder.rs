@@ -84,7 +84,10 @@ impl ImageFolder {
             return Err(Error::MissingFile {
                 path: dir,
                 expected: format!("{HOLDING} in {}", root.display()),
-                hint: "the data directory must be the folder holding train/ and val/".to_string(),
+                hint: format!(
+                    "the data directory must be the folder holding train/ and val/{}",
+                    crate::tarball::unpack_hint(root)
+                ),
             });
         }
         let class_dir = if root.join("train").is_dir() {

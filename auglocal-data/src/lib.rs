@@ -24,11 +24,13 @@ pub mod spec;
 pub mod stl10;
 pub mod svhn;
 pub mod synthetic;
+pub mod tarball;
 pub mod transforms;
 
 mod dataset;
 mod error;
 mod image_set;
+mod pickle;
 mod seed;
 
 pub use dataset::Dataset;

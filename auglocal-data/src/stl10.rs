@@ -115,7 +115,7 @@ fn locate(dir: &Path, file: &str) -> Result<PathBuf> {
              subfolder",
             dir.display()
         ),
-        hint: HINT.to_string(),
+        hint: format!("{HINT}{}", crate::tarball::unpack_hint(dir)),
     })
 }
 
@@ -161,6 +161,20 @@ mod tests {
             )),
             "{message}"
         );
+        // The download, not unpacked: named with the command that unpacks it.
+        let archive = dir.path().join("stl10_binary.tar.gz");
+        std::fs::write(&archive, b"")?;
+        let message = load(dir.path(), Split::Train).unwrap_err().to_string();
+        assert!(
+            message.ends_with(&format!(
+                "; {} is still packed: unpack it with `tar -xf {} -C {}`",
+                archive.display(),
+                archive.display(),
+                dir.path().display()
+            )),
+            "{message}"
+        );
+        std::fs::remove_file(&archive)?;
 
         write_split(dir.path(), "train", &[1, 2])?;
         let x = dir.path().join("train_X.bin");

@@ -40,7 +40,7 @@ pub fn load(dir: &Path, split: Split, extra: bool) -> Result<ImageSet> {
             return Err(Error::MissingFile {
                 path,
                 expected: format!("the SVHN file {file} in {}", dir.display()),
-                hint: HINT.to_string(),
+                hint: format!("{HINT}{}", crate::tarball::unpack_hint(dir)),
             });
         }
         read_file(&path, &mut set)?;

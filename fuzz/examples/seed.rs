@@ -78,7 +78,13 @@ fn cifar() -> anyhow::Result<()> {
     write("cifar", "cifar10-two-records", &ten)?;
     let mut hundred = vec![4u8, 99];
     hundred.extend(&image);
-    write("cifar", "cifar100-one-record", &hundred)
+    write("cifar", "cifar100-one-record", &hundred)?;
+    // torchvision's python version: one pickled batch each.
+    let two: Vec<u8> = image.iter().chain(&image).copied().collect();
+    let ten = fixtures::cifar_pickle(&two, &[("labels", &[3, 9])]);
+    write("cifar_python", "cifar10-batch", &ten)?;
+    let hundred = fixtures::cifar_pickle(&image, &[("fine_labels", &[99]), ("coarse_labels", &[19])]);
+    write("cifar_python", "cifar100-batch", &hundred)
 }
 
 fn parquet() -> anyhow::Result<()> {

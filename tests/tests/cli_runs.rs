@@ -273,22 +273,42 @@ fn eval_and_export_agree_with_the_checkpoint() -> anyhow::Result<()> {
             t.0
         );
     }
+
+    // The same weights as `DataParallel(model).state_dict()` names them (`module.conv1.weight`).
+    let wrapped = tmp.path().join("wrapped.safetensors");
+    let renamed: std::collections::HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&file, &candle_core::Device::Cpu)?
+            .into_iter()
+            .map(|(name, tensor)| (format!("module.{name}"), tensor))
+            .collect();
+    candle_core::safetensors::save(&renamed, &wrapped)?;
+    assert!(tensors(&wrapped)?
+        .iter()
+        .all(|t| t.0.starts_with("module.")));
+    let start = tmp.path().join("from-wrapped");
+    let init_from = ["--method", "bp", "--init-from", path_str(&wrapped)];
+    let args: Vec<&str> = init_from
+        .into_iter()
+        .chain(["--max-steps", "0", "--epochs", "1"])
+        .collect();
+    train(&start, &args)?;
+    let b = tensors(&start.join("checkpoint/model.safetensors"))?;
+    for t in &exported {
+        assert_eq!(b.iter().find(|x| x.0 == t.0).unwrap(), t, "{}", t.0);
+    }
     Ok(())
 }
 
-#[test]
-fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    write_cifar10(&tmp.path().join("cifar-10-batches-bin"), 8)?;
-    let run = tmp.path().join("run");
+/// One epoch of ResNet-8 on the CIFAR-10 files in `data`, batches of 10, into `out`.
+fn train_on_cifar10(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<String> {
     auglocal(&[
         "train",
         "--out",
-        path_str(&run),
+        path_str(out),
         "--dataset",
         "cifar10",
         "--data-dir",
-        path_str(tmp.path()),
+        path_str(data),
         "--model",
         "resnet8",
         "--epochs",
@@ -299,7 +319,15 @@ fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
         "0.1",
         "--schedule",
         "constant",
-    ])?;
+    ])
+}
+
+#[test]
+fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    write_cifar10(&tmp.path().join("cifar-10-batches-bin"), 8)?;
+    let run = tmp.path().join("run");
+    train_on_cifar10(tmp.path(), &run)?;
     let m = &metrics(&run)?[0];
     assert_eq!(m["steps"], 4, "40 training images in batches of 10");
     let config: serde_json::Value =
@@ -309,6 +337,49 @@ fn trains_on_cifar10_binary_files() -> anyhow::Result<()> {
     let out = auglocal(&["eval", "--checkpoint", path_str(&run)])?;
     let line: serde_json::Value = serde_json::from_str(out.trim())?;
     assert_eq!(line["images"], 8);
+    Ok(())
+}
+
+/// torchvision's download (`cifar-10-python.tar.gz`, still packed) trains to the same bytes as
+/// the binary version of the same images.
+#[test]
+fn trains_on_torchvisions_packed_download_as_on_binary_files() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let binary = write_cifar10(&tmp.path().join("binary"), 8)?;
+    let mut members = Vec::new();
+    for (bin, py) in [
+        ("data_batch_1.bin", "data_batch_1"),
+        ("data_batch_2.bin", "data_batch_2"),
+        ("data_batch_3.bin", "data_batch_3"),
+        ("data_batch_4.bin", "data_batch_4"),
+        ("data_batch_5.bin", "data_batch_5"),
+        ("test_batch.bin", "test_batch"),
+    ] {
+        let records = std::fs::read(binary.join(bin))?;
+        let labels: Vec<u32> = records.chunks(3073).map(|r| u32::from(r[0])).collect();
+        let images: Vec<u8> = records.chunks(3073).flat_map(|r| r[1..].to_vec()).collect();
+        let batch = auglocal_data::fixtures::cifar_pickle(&images, &[("labels", &labels)]);
+        members.push((format!("cifar-10-batches-py/{py}"), batch));
+    }
+    let packed = tmp.path().join("packed");
+    std::fs::create_dir(&packed)?;
+    let members: Vec<(&str, &[u8])> = members
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    auglocal_data::fixtures::write_tar_gz(&packed.join("cifar-10-python.tar.gz"), &members)?;
+
+    train_on_cifar10(&binary, &tmp.path().join("from-binary"))?;
+    train_on_cifar10(&packed, &tmp.path().join("from-packed"))?;
+    assert_eq!(
+        comparable(&tmp.path().join("from-binary"))?,
+        comparable(&tmp.path().join("from-packed"))?
+    );
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(tmp.path().join("from-binary/checkpoint").join(file))?;
+        let b = std::fs::read(tmp.path().join("from-packed/checkpoint").join(file))?;
+        assert!(a == b, "{file} differs between the two downloads");
+    }
     Ok(())
 }
 
