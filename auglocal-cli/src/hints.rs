@@ -48,6 +48,8 @@ fn core_hint(error: &CoreError) -> Option<String> {
                 "model for AugLocal" => "--model",
                 "momentum" => "--momentum",
                 "weight decay" => "--weight-decay",
+                "beta1" | "beta2" => "--betas",
+                "eps" => "--eps",
                 "nesterov" => "--no-nesterov",
                 "image size" => "--image-size",
                 "pipeline stages" => "--stages",

@@ -9,7 +9,7 @@ use auglocal_core::dist::partition::{measured_costs, Partition};
 use auglocal_core::dist::Comm;
 use auglocal_core::methods::InputSpec;
 use auglocal_core::trainer::{self, RunState};
-use auglocal_core::{Engine, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use auglocal_core::{Engine, ParamBuilder, ParamStore};
 use auglocal_data::{Augment, Dataset, Loader, OpenOptions, Shard, Split};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -141,14 +141,11 @@ pub fn build_engine(
     let store = ParamStore::new();
     let pb = ParamBuilder::new(&store, device, config.seed);
     let net = auglocal_models::build(&config.model, classes, &pb)?;
-    let sgd = Sgd::new(SgdConfig {
-        momentum: config.momentum,
-        nesterov: config.nesterov,
-        weight_decay: config.weight_decay,
-    })?;
+    let optimizer = config.optimizer_config().build()?;
     let input = config.input(image_size)?;
-    let mut engine = Engine::new(net, config.method()?, input, &pb, sgd)?;
+    let mut engine = Engine::new(net, config.method()?, input, &pb, optimizer)?;
     engine.set_precision(config.precision);
+    engine.set_clip_grad_norm(config.clip_grad_norm);
     Ok(engine)
 }
 

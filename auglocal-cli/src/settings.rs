@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::{
-    AuxPlan, Method, MethodInfo, MethodSettings, OnNonFinite, Precision, Schedule, METHODS,
+    AdamWConfig, AuxPlan, Method, MethodInfo, MethodSettings, OnNonFinite, OptimizerConfig,
+    OptimizerKind, Precision, Schedule, SgdConfig, METHODS,
 };
 use auglocal_data::{DatasetSpec, RecipeName};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
@@ -148,6 +149,23 @@ pub fn precision_parser() -> impl TypedValueParser<Value = Precision> {
     })
 }
 
+/// `--optimizer`: sgd or adamw.
+fn optimizer_parser() -> impl TypedValueParser<Value = OptimizerKind> {
+    PossibleValuesParser::new(OptimizerKind::NAMES)
+        .map(|name| OptimizerKind::parse(&name).unwrap_or_default())
+}
+
+/// `--betas B1,B2`.
+fn parse_betas(text: &str) -> std::result::Result<[f64; 2], String> {
+    let parsed: Option<Vec<f64>> = text.split(',').map(|b| b.trim().parse().ok()).collect();
+    match parsed.as_deref() {
+        Some(&[b1, b2]) => Ok([b1, b2]),
+        _ => Err(format!(
+            "`{text}` is not two numbers B1,B2 (PyTorch's default: 0.9,0.999)"
+        )),
+    }
+}
+
 /// `--recipe`: the recipe names of auglocal-data.
 fn recipe_parser() -> impl TypedValueParser<Value = RecipeName> {
     PossibleValuesParser::new(RecipeName::NAMES.iter().copied())
@@ -224,6 +242,21 @@ pub struct Settings {
     /// alias `--wd`).
     #[arg(long, alias = "wd")]
     pub weight_decay: Option<f64>,
+    /// sgd (the paper's: momentum, Nesterov) or adamw (PyTorch's AdamW: weight decay
+    /// decoupled, `--weight-decay` still sets it).
+    #[arg(long, value_parser = optimizer_parser())]
+    pub optimizer: Option<OptimizerKind>,
+    /// AdamW's decay rates of the moment averages, B1,B2 (default 0.9,0.999; config file:
+    /// `betas = [0.9, 0.999]`).
+    #[arg(long, value_parser = parse_betas)]
+    pub betas: Option<[f64; 2]>,
+    /// AdamW's epsilon (default 1e-8).
+    #[arg(long)]
+    pub eps: Option<f64>,
+    /// Clip each module's gradients to this joint L2 norm before its step (default: no
+    /// clipping).
+    #[arg(long, alias = "clip_grad_norm")]
+    pub clip_grad_norm: Option<f64>,
     /// warmup-cosine, warmup-cosine:N, cosine, constant or step:E1,E2,...
     #[arg(long)]
     pub schedule: Option<Schedule>,
@@ -382,6 +415,17 @@ pub struct TrainConfig {
     pub momentum: f64,
     pub nesterov: bool,
     pub weight_decay: f64,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// AdamW's moment decay rates.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// AdamW's epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Each module's gradients are clipped to this L2 norm before its step (None: never).
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
     pub schedule: Schedule,
     pub seed: u64,
     /// Worker threads (0: all cores).
@@ -441,6 +485,15 @@ fn default_device() -> DeviceName {
     DeviceName::Cpu
 }
 
+fn default_betas() -> [f64; 2] {
+    let (b1, b2) = AdamWConfig::default().betas;
+    [b1, b2]
+}
+
+fn default_eps() -> f64 {
+    AdamWConfig::default().eps
+}
+
 fn default_keep() -> usize {
     1
 }
@@ -473,6 +526,10 @@ impl TrainConfig {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 1e-4,
+            optimizer: OptimizerKind::Sgd,
+            betas: default_betas(),
+            eps: default_eps(),
+            clip_grad_norm: None,
             schedule: r.schedule,
             seed: 0,
             threads: 0,
@@ -553,6 +610,17 @@ impl TrainConfig {
         set(&mut self.momentum, &s.momentum);
         set(&mut self.nesterov, &s.nesterov);
         set(&mut self.weight_decay, &s.weight_decay);
+        set(&mut self.optimizer, &s.optimizer);
+        set(&mut self.betas, &s.betas);
+        set(&mut self.eps, &s.eps);
+        set_some(&mut self.clip_grad_norm, &s.clip_grad_norm);
+        if self.optimizer == OptimizerKind::AdamW && (s.momentum.is_some() || s.nesterov.is_some())
+        {
+            bail!("--momentum and --no-nesterov are SGD's settings; AdamW's are --betas B1,B2 and --eps");
+        }
+        if self.optimizer == OptimizerKind::Sgd && (s.betas.is_some() || s.eps.is_some()) {
+            bail!("--betas and --eps are AdamW's settings; add --optimizer adamw, or use --momentum with SGD");
+        }
         set(&mut self.schedule, &s.schedule);
         set(&mut self.pyramid, &s.pyramid_coeff);
         if s.cos_lr {
@@ -614,6 +682,22 @@ impl TrainConfig {
     }
 
     /// Checks every setting that can be checked before any data is read.
+    /// The optimizer these settings describe.
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        match self.optimizer {
+            OptimizerKind::Sgd => OptimizerConfig::Sgd(SgdConfig {
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+            }),
+            OptimizerKind::AdamW => OptimizerConfig::AdamW(AdamWConfig {
+                betas: (self.betas[0], self.betas[1]),
+                eps: self.eps,
+                weight_decay: self.weight_decay,
+            }),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !auglocal_models::MODELS.contains(&self.model.as_str()) {
             bail!(
@@ -650,12 +734,12 @@ impl TrainConfig {
         if self.stages == 0 {
             bail!("--stages must be at least 1");
         }
-        auglocal_core::SgdConfig {
-            momentum: self.momentum,
-            nesterov: self.nesterov,
-            weight_decay: self.weight_decay,
+        if let Some(norm) = self.clip_grad_norm {
+            if !(norm > 0.0 && norm.is_finite()) {
+                bail!("--clip-grad-norm {norm}: the norm must be a finite number above 0");
+            }
         }
-        .validate()?;
+        self.optimizer_config().validate()?;
         Ok(())
     }
 }
@@ -690,6 +774,55 @@ mod tests {
         let mut names = given.given();
         names.sort();
         assert_eq!(names, ["augment", "lr", "nesterov", "offline"]);
+    }
+
+    #[test]
+    fn optimizer_flags_and_file_keys() -> Result<()> {
+        let file = Settings::parse_toml(
+            "optimizer = \"adamw\"\nbetas = [0.8, 0.99]\nclip_grad_norm = 2.0\n",
+            Path::new("a.toml"),
+        )?;
+        let config = TrainConfig::resolve(&file, &flags(&["--eps", "1e-6", "--wd", "0.05"]))?;
+        assert_eq!(
+            config.optimizer_config(),
+            OptimizerConfig::AdamW(AdamWConfig {
+                betas: (0.8, 0.99),
+                eps: 1e-6,
+                weight_decay: 0.05,
+            })
+        );
+        assert_eq!(config.clip_grad_norm, Some(2.0));
+        let flagged = flags(&["--optimizer", "adamw", "--betas", "0.5,0.9"]);
+        let config = TrainConfig::resolve(&Settings::default(), &flagged)?;
+        assert_eq!(config.betas, [0.5, 0.9]);
+
+        let refused = |args: &[&str]| {
+            TrainConfig::resolve(&Settings::default(), &flags(args))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused(&["--optimizer", "adamw", "--momentum", "0.5"]),
+            "--momentum and --no-nesterov are SGD's settings; AdamW's are --betas B1,B2 and --eps"
+        );
+        assert!(refused(&["--betas", "0.9,0.99"]).starts_with("--betas and --eps are AdamW's"));
+        assert_eq!(
+            refused(&["--clip-grad-norm", "0"]),
+            "--clip-grad-norm 0: the norm must be a finite number above 0"
+        );
+        let message = refused(&["--optimizer", "adamw", "--betas", "0.9,1"]);
+        assert!(
+            message.contains("beta2") && message.contains("[0, 1)"),
+            "{message}"
+        );
+        let mut argv = vec!["auglocal", "--betas", "0.9"];
+        let error = Flags::try_parse_from(&argv).err().unwrap().to_string();
+        assert!(error.contains("`0.9` is not two numbers B1,B2"), "{error}");
+        argv[1] = "--optimizer";
+        argv[2] = "adam";
+        let error = Flags::try_parse_from(&argv).err().unwrap().to_string();
+        assert!(error.contains("[possible values: sgd, adamw]"), "{error}");
+        Ok(())
     }
 
     #[test]

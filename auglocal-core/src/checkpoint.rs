@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::optim::Sgd;
+use crate::optim::{state_key, Optimizer};
 use crate::params::{Owner, ParamStore};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -66,7 +66,12 @@ fn serialize_tensors<'a>(
 /// Writes weights, optimizer state and `state` into checkpoint directory `dir`, replacing
 /// any previous checkpoint there only once the new one is complete. Older checkpoints are
 /// deleted; [`save_keeping`] keeps some of them.
-pub fn save(dir: &Path, store: &ParamStore, optimizer: &Sgd, state: &impl Serialize) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    store: &ParamStore,
+    optimizer: &dyn Optimizer,
+    state: &impl Serialize,
+) -> Result<()> {
     save_keeping(dir, store, optimizer, state, 1)
 }
 
@@ -81,7 +86,7 @@ pub fn save(dir: &Path, store: &ParamStore, optimizer: &Sgd, state: &impl Serial
 pub fn save_keeping(
     dir: &Path,
     store: &ParamStore,
-    optimizer: &Sgd,
+    optimizer: &dyn Optimizer,
     state: &impl Serialize,
     keep: usize,
 ) -> Result<()> {
@@ -129,7 +134,7 @@ fn write_staging(
     staging: &Path,
     dir: &Path,
     store: &ParamStore,
-    optimizer: &Sgd,
+    optimizer: &dyn Optimizer,
     state: &impl Serialize,
 ) -> Result<()> {
     if staging.exists() {
@@ -142,7 +147,8 @@ fn write_staging(
         dir,
     )?;
     write_atomic(&staging.join(WEIGHTS_FILE), &weights)?;
-    let momentum = serialize_tensors(optimizer.state().iter().map(|(k, v)| (k.clone(), v)), dir)?;
+    let optimizer_state = optimizer.state();
+    let momentum = serialize_tensors(optimizer_state.iter().map(|(k, v)| (k.clone(), v)), dir)?;
     write_atomic(&staging.join(OPTIMIZER_FILE), &momentum)?;
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| Error::checkpoint(dir, format!("cannot serialise run state: {e}")))?;
@@ -341,42 +347,63 @@ fn without_wrapper_prefix(mut tensors: HashMap<String, Tensor>) -> HashMap<Strin
     tensors
 }
 
-/// Restores momentum buffers from `path` into `optimizer`.
-pub fn load_optimizer(path: &Path, store: &ParamStore, optimizer: &mut Sgd) -> Result<()> {
+/// Restores the optimizer state saved in `path` (`optimizer.safetensors`) into `optimizer`.
+pub fn load_optimizer(
+    path: &Path,
+    store: &ParamStore,
+    optimizer: &mut dyn Optimizer,
+) -> Result<()> {
     let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     load_optimizer_from_bytes(&bytes, path, store, optimizer)
 }
 
-/// [`load_optimizer`] from the bytes of the momentum file; `path` only names it in errors.
+/// [`load_optimizer`] from the bytes of the optimizer file; `path` only names it in errors.
+/// Every key must be a slot `optimizer` keeps for a parameter of `store`, with the shape it
+/// gives.
 pub fn load_optimizer_from_bytes(
     bytes: &[u8],
     path: &Path,
     store: &ParamStore,
-    optimizer: &mut Sgd,
+    optimizer: &mut dyn Optimizer,
 ) -> Result<()> {
     let entries = store.entries();
-    let tensors = parse_tensors(bytes, path, &store_device(store))?;
-    let mut buffers = BTreeMap::new();
-    for (name, t) in tensors {
+    // Sorted, so that the first bad key named is the same every time.
+    let tensors: BTreeMap<String, Tensor> = parse_tensors(bytes, path, &store_device(store))?
+        .into_iter()
+        .collect();
+    let mut state = BTreeMap::new();
+    for (key, t) in tensors {
+        let (slot, name) = state_key(&key);
         let Some(entry) = entries.iter().find(|e| e.name == name) else {
             return Err(Error::checkpoint(
                 path,
-                format!("momentum buffer for unknown parameter `{name}`"),
+                format!("optimizer state `{key}` for unknown parameter `{name}`"),
             ));
         };
-        if t.dims() != entry.var.dims() {
+        let Some(dims) = optimizer.slot_dims(slot, entry.var.dims()) else {
             return Err(Error::checkpoint(
                 path,
                 format!(
-                    "momentum buffer `{name}` is {:?} but the parameter is {:?}",
+                    "optimizer state `{key}` is not one {} keeps; the run was saved with \
+                     another optimizer: resume with the same one",
+                    optimizer.name()
+                ),
+            ));
+        };
+        if t.dims() != dims.as_slice() {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "optimizer state `{key}` is {:?} but {} keeps {:?} for this parameter",
                     t.dims(),
-                    entry.var.dims()
+                    optimizer.name(),
+                    dims
                 ),
             ));
         }
-        buffers.insert(name, t);
+        state.insert(key, t);
     }
-    optimizer.load_state(buffers);
+    optimizer.load_state(state);
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::methods::{InputSpec, LocalLoss, LocalLossBuilder, LossSite, Method};
 use crate::net::LocalNet;
 use crate::nn::{correct_in_top_k, correct_predictions, cross_entropy};
-use crate::optim::Sgd;
+use crate::optim::{clip_grad_norm, Optimizer};
 use crate::params::{Entry, Owner, ParamBuilder, ParamStore, Role};
 use crate::plan::AuxPlan;
 
@@ -258,7 +258,8 @@ pub struct Engine {
     store: ParamStore,
     device: Device,
     modules: Vec<Module>,
-    optimizer: Sgd,
+    optimizer: Box<dyn Optimizer>,
+    clip_grad_norm: Option<f64>,
     step: u64,
     on_non_finite: OnNonFinite,
     precision: Precision,
@@ -274,7 +275,7 @@ impl Engine {
         method: Method,
         input: InputSpec,
         pb: &ParamBuilder,
-        optimizer: Sgd,
+        optimizer: impl Optimizer + 'static,
     ) -> Result<Self> {
         Self::with_losses(net, method, input, pb, optimizer, method.info())
     }
@@ -286,7 +287,7 @@ impl Engine {
         method: Method,
         input: InputSpec,
         pb: &ParamBuilder,
-        optimizer: Sgd,
+        optimizer: impl Optimizer + 'static,
         losses: &dyn LocalLossBuilder,
     ) -> Result<Self> {
         let plan = AuxPlan::new(net.as_ref(), &method)?;
@@ -338,7 +339,8 @@ impl Engine {
             store,
             device: pb.device().clone(),
             modules,
-            optimizer,
+            optimizer: Box::new(optimizer),
+            clip_grad_norm: None,
             step: 0,
             on_non_finite: OnNonFinite::Stop,
             precision: Precision::F32,
@@ -527,7 +529,7 @@ impl Engine {
     fn update_or_fault(
         &mut self,
         m: usize,
-        grads: GradStore,
+        mut grads: GradStore,
         value: f32,
         correct: Option<usize>,
         lr: f64,
@@ -542,9 +544,18 @@ impl Engine {
         if m + 1 == self.modules.len() {
             report.correct = correct;
         }
+        if let Some(max_norm) = self.clip_grad_norm {
+            clip_grad_norm(&self.modules[m].params, &mut grads, max_norm)?;
+        }
         observe(m, &grads);
         self.optimizer.step(&self.modules[m].params, &grads, lr)?;
         Ok(None)
+    }
+
+    /// Clips each module's gradients to this joint L2 norm before its update (None, the
+    /// default: no clipping); see [`clip_grad_norm`].
+    pub fn set_clip_grad_norm(&mut self, max_norm: Option<f64>) {
+        self.clip_grad_norm = max_norm;
     }
 
     /// What a step does on a NaN or infinite loss or gradient (default: stop).
@@ -703,12 +714,12 @@ impl Engine {
         &self.store
     }
 
-    pub fn optimizer(&self) -> &Sgd {
-        &self.optimizer
+    pub fn optimizer(&self) -> &dyn Optimizer {
+        self.optimizer.as_ref()
     }
 
-    pub fn optimizer_mut(&mut self) -> &mut Sgd {
-        &mut self.optimizer
+    pub fn optimizer_mut(&mut self) -> &mut dyn Optimizer {
+        self.optimizer.as_mut()
     }
 
     /// Training steps taken so far (restored on resume).

@@ -30,7 +30,9 @@ pub use engine::{Engine, EvalTotals, NonFiniteValue, OnNonFinite, Precision, Ste
 pub use error::{Error, Result};
 pub use methods::{InputSpec, Method, MethodInfo, MethodSettings, METHODS};
 pub use net::{AuxHead, LocalNet, UnitSpec};
-pub use optim::{Schedule, Sgd, SgdConfig};
+pub use optim::{
+    AdamW, AdamWConfig, Optimizer, OptimizerConfig, OptimizerKind, Schedule, Sgd, SgdConfig,
+};
 pub use params::{Owner, ParamBuilder, ParamStore};
 pub use plan::AuxPlan;
 pub use trainer::{CheckpointPolicy, Trainer, TrainerConfig};

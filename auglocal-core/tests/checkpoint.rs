@@ -136,3 +136,62 @@ fn prune_drops_what_a_kill_left_but_never_the_only_good_checkpoint() -> anyhow::
     assert_eq!(names(tmp.path()), ["checkpoint", "checkpoint.old-000002"]);
     Ok(())
 }
+
+/// AdamW's state round-trips through `optimizer.safetensors`; a file of the other optimizer
+/// (or of a parameter the model lacks) is refused, naming the key.
+#[test]
+fn optimizer_state_is_checked_against_the_optimizer_and_the_model() -> anyhow::Result<()> {
+    use auglocal_core::{AdamW, AdamWConfig, Optimizer};
+    let tmp = tempfile::tempdir()?;
+    let store = store_with(1.0)?;
+    let w = store.get("fc.weight").unwrap().var;
+    let grads = (w.as_tensor() * 2.0)?.sum_all()?.backward()?;
+    let mut adamw = AdamW::new(AdamWConfig::default())?;
+    adamw.step(&store.entries(), &grads, 0.1)?;
+    let mut sgd = Sgd::new(SgdConfig::default())?;
+    sgd.step(&store.entries(), &grads, 0.1)?;
+
+    let adam_dir = tmp.path().join("adamw");
+    checkpoint::save(&adam_dir, &store, &adamw, &json!({ "step": 1 }))?;
+    let file = adam_dir.join(checkpoint::OPTIMIZER_FILE);
+    let mut restored = AdamW::new(AdamWConfig::default())?;
+    checkpoint::load_optimizer(&file, &store, &mut restored)?;
+    assert_eq!(restored.state().len(), 3);
+    for (key, tensor) in adamw.state() {
+        let again = &restored.state()[&key];
+        let bytes = |t: &Tensor| {
+            t.flatten_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()
+        };
+        assert_eq!(bytes(&tensor)?, bytes(again)?, "{key}");
+    }
+
+    let error = checkpoint::load_optimizer(&file, &store, &mut sgd).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("optimizer state `exp_avg/fc.weight` is not one sgd keeps")
+            && message.contains("resume with the same one"),
+        "{message}"
+    );
+    let sgd_dir = tmp.path().join("sgd");
+    checkpoint::save(&sgd_dir, &store, &sgd, &json!({ "step": 1 }))?;
+    let sgd_file = sgd_dir.join(checkpoint::OPTIMIZER_FILE);
+    let message = checkpoint::load_optimizer(&sgd_file, &store, &mut restored)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("`fc.weight` is not one adamw keeps"),
+        "{message}"
+    );
+    let other = ParamStore::new();
+    ParamBuilder::new(&other, &Device::Cpu, 0).param("conv.weight", &[3], Init::Const(0.0))?;
+    let message = checkpoint::load_optimizer(&file, &other, &mut restored)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("optimizer state `exp_avg/fc.weight` for unknown parameter `fc.weight`"),
+        "{message}"
+    );
+    Ok(())
+}

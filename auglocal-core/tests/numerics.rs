@@ -2,7 +2,7 @@
 
 use auglocal_core::nn::{BatchNorm2d, Conv2d, Linear};
 use auglocal_core::params::{Init, ParamBuilder, ParamStore, Role};
-use auglocal_core::{Schedule, Sgd, SgdConfig};
+use auglocal_core::{Optimizer, Schedule, Sgd, SgdConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use auglocal_cli::{CliState, TrainConfig};
 use auglocal_core::checkpoint;
-use auglocal_core::{Sgd, SgdConfig};
+use auglocal_core::{Optimizer, Sgd, SgdConfig};
 use auglocal_data::fixtures::{self, mi};
 use auglocal_data_fuzz::{join_checkpoint, split_checkpoint, tiny_store};
 use candle_core::Tensor;
@@ -83,7 +83,8 @@ fn cifar() -> anyhow::Result<()> {
     let two: Vec<u8> = image.iter().chain(&image).copied().collect();
     let ten = fixtures::cifar_pickle(&two, &[("labels", &[3, 9])]);
     write("cifar_python", "cifar10-batch", &ten)?;
-    let hundred = fixtures::cifar_pickle(&image, &[("fine_labels", &[99]), ("coarse_labels", &[19])]);
+    let hundred =
+        fixtures::cifar_pickle(&image, &[("fine_labels", &[99]), ("coarse_labels", &[19])]);
     write("cifar_python", "cifar100-batch", &hundred)
 }
 
@@ -130,7 +131,11 @@ fn config() -> anyhow::Result<()> {
     )?;
     let imagefolder = auglocal_data::spec("imagefolder")?;
     let paper = auglocal_data::RecipeName::Paper;
-    let full = toml::to_string(&TrainConfig::from_recipe("imagefolder", &imagefolder, paper)?)?;
+    let full = toml::to_string(&TrainConfig::from_recipe(
+        "imagefolder",
+        &imagefolder,
+        paper,
+    )?)?;
     write("config", "full-imagefolder", full.as_bytes())
 }
 

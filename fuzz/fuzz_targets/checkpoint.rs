@@ -8,7 +8,8 @@ use std::path::Path;
 
 use auglocal_cli::CliState;
 use auglocal_core::checkpoint::{self, Coverage};
-use auglocal_core::{ParamStore, Sgd, SgdConfig};
+use auglocal_core::optim::state_key;
+use auglocal_core::{AdamW, AdamWConfig, Optimizer, ParamStore, Sgd, SgdConfig};
 use auglocal_data_fuzz::{split_checkpoint, tiny_store};
 use libfuzzer_sys::fuzz_target;
 
@@ -34,16 +35,25 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let mut sgd = Sgd::new(SgdConfig::default()).expect("the default SGD settings are valid");
         let momentum = dir.join(checkpoint::OPTIMIZER_FILE);
-        if checkpoint::load_optimizer_from_bytes(files.optimizer, &momentum, store, &mut sgd)
+        let sgd = Sgd::new(SgdConfig::default()).expect("the default SGD settings are valid");
+        let adamw = AdamW::new(AdamWConfig::default()).expect("PyTorch's AdamW settings are valid");
+        let optimizers: [Box<dyn Optimizer>; 2] = [Box::new(sgd), Box::new(adamw)];
+        for mut optimizer in optimizers {
+            if checkpoint::load_optimizer_from_bytes(
+                files.optimizer,
+                &momentum,
+                store,
+                optimizer.as_mut(),
+            )
             .is_ok()
-        {
-            for (name, buffer) in sgd.state() {
-                let entry = store
-                    .get(name)
-                    .expect("a buffer only for a known parameter");
-                assert_eq!(buffer.dims(), entry.var.dims());
+            {
+                for (key, state) in optimizer.state() {
+                    let (slot, name) = state_key(&key);
+                    let entry = store.get(name).expect("state only for a known parameter");
+                    let dims = optimizer.slot_dims(slot, entry.var.dims());
+                    assert_eq!(Some(state.dims().to_vec()), dims, "{key}");
+                }
             }
         }
     });

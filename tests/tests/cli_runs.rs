@@ -47,21 +47,34 @@ fn comparable(run: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
 
 #[test]
 fn interrupted_and_resumed_runs_equal_uninterrupted_ones() -> anyhow::Result<()> {
-    for method in ["auglocal", "bp"] {
+    // AdamW's state (two moments and a step count per parameter) and clipping resume too.
+    let adamw = [
+        "auglocal",
+        "--optimizer",
+        "adamw",
+        "--clip-grad-norm",
+        "0.5",
+    ];
+    for method_args in [&["auglocal"][..], &["bp"], &adamw] {
+        let method = method_args.join(" ");
         let tmp = tempfile::tempdir()?;
         let straight = tmp.path().join("straight");
         let pieces = tmp.path().join("pieces");
-        let args = [
-            "--method",
-            method,
-            "--aux-depth",
-            "1",
-            "--epochs",
-            "2",
-            "--log-every",
-            "1",
-        ];
+        let mut args = vec!["--method"];
+        args.extend_from_slice(method_args);
+        args.extend(["--aux-depth", "1", "--epochs", "2", "--log-every", "1"]);
         train(&straight, &args)?;
+        let optimizer_state = tensors(&straight.join("checkpoint/optimizer.safetensors"))?;
+        let adam_slots = optimizer_state.iter().all(|t| {
+            ["exp_avg/", "exp_avg_sq/", "step/"]
+                .iter()
+                .any(|slot| t.0.starts_with(slot))
+        });
+        assert_eq!(
+            adam_slots,
+            method_args.len() > 1,
+            "{method}: optimizer state keys"
+        );
         // 3 steps per epoch: stop mid-epoch 1, then mid-epoch 2, then finish.
         let mut first = args.to_vec();
         first.extend(["--max-steps", "2"]);

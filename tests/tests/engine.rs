@@ -123,6 +123,48 @@ fn a_step_updates_every_module_and_evaluation_changes_nothing() -> anyhow::Resul
     Ok(())
 }
 
+/// With plain SGD (no momentum, no decay) at lr 1, a step moves each module's parameters by
+/// exactly its clipped gradient: a joint norm of `--clip-grad-norm`.
+#[test]
+fn clipping_bounds_each_modules_step() -> anyhow::Result<()> {
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, &Device::Cpu, 3);
+    let net = auglocal_models::build("resnet8", 10, &pb)?;
+    let input = auglocal_data::spec("cifar10")?.input(32);
+    let plain = auglocal_core::SgdConfig {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let sgd = auglocal_core::Sgd::new(plain)?;
+    let mut engine = Engine::new(net, Method::auglocal(1, 0.0)?, input, &pb, sgd)?;
+    let max_norm = 1e-3;
+    engine.set_clip_grad_norm(Some(max_norm));
+    let (images, labels) = batch(6)?;
+    let before = snapshot(engine.store())?;
+    engine.train_step(&images, &labels, 1.0)?;
+    let after = snapshot(engine.store())?;
+    let modules = engine.plan().modules;
+    assert_eq!(modules, 3);
+    for m in 0..modules {
+        let moved: f64 = engine
+            .module_entries(m..m + 1)
+            .iter()
+            .filter(|e| e.role == Role::Param)
+            .flat_map(|e| {
+                let (b, a) = (&before[&e.name], &after[&e.name]);
+                b.iter().zip(a).map(|(x, y)| f64::from(x - y).powi(2))
+            })
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            (moved - max_norm).abs() < 1e-3 * max_norm,
+            "module {m} moved {moved}, clipped to {max_norm}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn resnet_parameter_counts_and_unit_shapes() -> anyhow::Result<()> {
     // Option-B CIFAR ResNets: option A's counts plus the two projection shortcuts

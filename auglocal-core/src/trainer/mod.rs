@@ -491,9 +491,9 @@ impl Trainer {
             progress: progress.clone(),
             meta: &self.meta,
         };
-        let mut optimizer = self.engine.optimizer().clone();
+        let mut optimizer = self.engine.optimizer().boxed_clone();
         optimizer.load_state(momentum);
-        checkpoint::save_keeping(dir, self.engine.store(), &optimizer, &state, keep)?;
+        checkpoint::save_keeping(dir, self.engine.store(), optimizer.as_ref(), &state, keep)?;
         observer.checkpoint_saved(dir, progress)
     }
 }

@@ -15,6 +15,7 @@ use crate::dist::partition::Partition;
 use crate::dist::{Comm, CommSums, Single, Tag, Topology};
 use crate::engine::{Engine, EvalTotals, NonFiniteValue, Replicas, StepReport};
 use crate::error::{Error, Result};
+use crate::optim;
 
 use super::source::{Batch, BatchSource};
 
@@ -406,23 +407,28 @@ impl Stage {
     }
 
     /// For a checkpoint: on replica 0 of every stage but the last, sends this stage's
-    /// tensors and momentum to the writer and returns `None`; on the writer, receives every
-    /// other stage's into `engine`'s store and returns the momentum of all modules.
+    /// tensors and optimizer state to the writer and returns `None`; on the writer, receives
+    /// every other stage's into `engine`'s store and returns the optimizer state of all
+    /// modules.
     /// Elsewhere `None`.
     pub(super) fn gather(&mut self, engine: &Engine) -> Result<Option<BTreeMap<String, Tensor>>> {
         let t = self.topology();
-        let mut momentum = engine.optimizer().state().clone();
+        let mut optimizer_state = engine.optimizer().state();
         if !t.is_distributed() {
-            return Ok(Some(momentum));
+            return Ok(Some(optimizer_state));
         }
         if !t.is_writer() {
             if t.replica() == 0 && !t.is_last_stage() {
                 let mut message = Message::new();
-                for entry in engine.module_entries(self.modules()) {
+                let entries = engine.module_entries(self.modules());
+                for entry in &entries {
                     message =
                         message.with_tensor(&format!("p/{}", entry.name), entry.var.as_tensor());
-                    if let Some(m) = momentum.get(&entry.name) {
-                        message = message.with_tensor(&format!("m/{}", entry.name), m);
+                }
+                for (key, state) in &optimizer_state {
+                    let param = optim::state_key(key).1;
+                    if entries.iter().any(|entry| entry.name == param) {
+                        message = message.with_tensor(&format!("m/{key}"), state);
                     }
                 }
                 self.comm
@@ -445,11 +451,11 @@ impl Stage {
                                 .into(),
                         })?;
                     entry.var.set(&tensor)?;
-                } else if let Some(param) = name.strip_prefix("m/") {
-                    momentum.insert(param.to_string(), tensor);
+                } else if let Some(key) = name.strip_prefix("m/") {
+                    optimizer_state.insert(key.to_string(), tensor);
                 }
             }
         }
-        Ok(Some(momentum))
+        Ok(Some(optimizer_state))
     }
 }
