@@ -100,18 +100,22 @@ impl Format {
                 self.dataset, self.label_key, self.classes
             ),
         };
-        let dict = pickle::decode(bytes).map_err(&bad)?;
-        let entry = |key: &str| {
-            pickle::entry(&dict, key).ok_or_else(|| bad(format!("the pickle has no `{key}` entry")))
-        };
+        let batch: PickledBatch = pickle::decode(bytes).map_err(&bad)?;
+        let missing = |key: &str| bad(format!("the pickle has no `{key}` entry"));
+        let data = batch.data.as_ref().ok_or_else(|| missing("data"))?;
         let (shape, data) =
-            pickle::u8_array(entry("data")?).map_err(|problem| bad(format!("`data` {problem}")))?;
+            pickle::u8_array(data).map_err(|problem| bad(format!("`data` {problem}")))?;
+        let labels = match self.label_key {
+            "labels" => batch.labels.as_ref(),
+            _ => batch.fine_labels.as_ref(),
+        };
+        let labels = labels.ok_or_else(|| missing(self.label_key))?;
         let [n, PIXELS] = shape[..] else {
             return Err(bad(format!(
                 "`data` has shape {shape:?}, not (N, {PIXELS})"
             )));
         };
-        let labels = pickle::int_list(entry(self.label_key)?)
+        let labels = pickle::int_list(labels)
             .map_err(|problem| bad(format!("`{}` {problem}", self.label_key)))?;
         if labels.len() != n {
             return Err(bad(format!(
@@ -132,6 +136,15 @@ impl Format {
         into.labels.extend(labels.iter().map(|&l| l as u32));
         Ok(())
     }
+}
+
+/// The entries of a python batch that are read; the others (`batch_label`, `filenames`,
+/// `coarse_labels`) are skipped. Keys match whether pickled as Python 2 or 3 `str`.
+#[derive(serde::Deserialize)]
+struct PickledBatch {
+    data: Option<serde_pickle::Value>,
+    labels: Option<serde_pickle::Value>,
+    fine_labels: Option<serde_pickle::Value>,
 }
 
 #[derive(Default)]
@@ -580,13 +593,42 @@ mod tests {
             message.contains("record 1 has label 10") && message.contains("0..=9"),
             "{message}"
         );
-        // A pickle of something else entirely: the integer 7.
+        // A pickle of something else entirely: the integer 7, or a dict without `data`.
         let message = fail(&[0x80, 2, b'K', 7, b'.']);
+        assert!(message.contains("cannot be decoded: "), "{message}");
+        let message = fail(&[0x80, 2, b'}', b'.']);
         assert!(
             message.contains("the pickle has no `data` entry"),
             "{message}"
         );
+        // What the fuzzer found: a set holding NaN, whose conversion to a value sorted it
+        // and panicked. It decodes as a list now and is refused as a batch.
+        let crash = [
+            0x80, 2, b'}', b'(', b'U', 4, b'd', b'a', b't', b'a', 0x8f, b'(', b'G', 0x7f, 0xf8, 0,
+            0, 0, 0, 0, 0, b'G', 0x7f, 0xf8, 0, 0, 0, 0, 0, 1, b'K', 1, 0x90, b'u', b'.',
+        ];
+        let message = fail(&crash);
+        assert!(
+            message.contains("`data` is a sequence without a shape"),
+            "{message}"
+        );
         Ok(())
+    }
+
+    /// The fuzzer's inputs that made serde-pickle's conversion sort an unorderable set
+    /// (and panic): refused as batches now, for both datasets.
+    #[test]
+    fn fuzz_cases_are_errors() {
+        for bytes in [
+            &include_bytes!("../tests/fuzz_cases/pickle-set-of-nan-a.pkl")[..],
+            &include_bytes!("../tests/fuzz_cases/pickle-set-of-nan-b.pkl")[..],
+        ] {
+            for cifar100 in [false, true] {
+                let path = Path::new("data_batch_1");
+                let message = parse_python(bytes, cifar100, path).unwrap_err().to_string();
+                assert!(message.starts_with("data_batch_1: "), "{message}");
+            }
+        }
     }
 
     #[test]

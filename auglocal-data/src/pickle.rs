@@ -2,7 +2,10 @@
 //! CIFAR download holds.
 //!
 //! Decoding is `serde-pickle`'s, which builds values and never calls anything a pickle names
-//! (a numpy array becomes the tuple of its reconstruction state). Two things a hostile file
+//! (a numpy array becomes the tuple of its reconstruction state). Values are deserialized
+//! into the caller's type rather than converted to `serde_pickle::Value` first: that
+//! conversion sorts sets and panics on keys without a total order (NaN), which a fuzzed file
+//! found; deserializing builds sets as lists and never sorts. Two things a hostile file
 //! could still do to it are refused by [`check_opcodes`] first: nesting thousands of
 //! containers deep (its tree is converted and dropped recursively, so the stack would
 //! overflow) and copying a container over and over through `DUP` or the memo (each copy is
@@ -11,7 +14,8 @@
 
 use std::collections::HashMap;
 
-use serde_pickle::{DeOptions, HashableValue, Value};
+use serde::de::DeserializeOwned;
+use serde_pickle::{DeOptions, Value};
 
 /// Most container-making opcodes a file may run: also the deepest possible nesting, since a
 /// container cannot hold itself.
@@ -22,13 +26,14 @@ const MAX_CONTAINER_GETS: usize = 4;
 /// What went wrong, with the byte offset where it applies; the caller names the file.
 pub(crate) type Problem = String;
 
-/// Decodes one pickle after [`check_opcodes`] accepted it.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Value, Problem> {
+/// Decodes one pickle into `T` after [`check_opcodes`] accepted it. Sets arrive as lists,
+/// tuples as lists, Python 2 `str` as bytes, unknown globals as `None`.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     check_opcodes(bytes)?;
     let options = DeOptions::new()
         .keep_restore_state()
         .replace_unresolved_globals();
-    serde_pickle::value_from_slice(bytes, options).map_err(|error| format!("not a pickle: {error}"))
+    serde_pickle::from_slice(bytes, options).map_err(|error| format!("cannot be decoded: {error}"))
 }
 
 /// Walks the opcodes without running them and refuses a file that nests or copies containers
@@ -184,22 +189,14 @@ fn parse_line(line: &[u8], start: usize) -> Result<u64, Problem> {
         .ok_or_else(|| format!("a memo index that is not a number at byte {start}"))
 }
 
-/// The value under `key` in a pickled dictionary, whether the key was pickled as Python 2
-/// `str` (bytes) or Python 3 `str`.
-pub(crate) fn entry<'a>(dict: &'a Value, key: &str) -> Option<&'a Value> {
-    let Value::Dict(map) = dict else { return None };
-    map.get(&HashableValue::Bytes(key.as_bytes().to_vec()))
-        .or_else(|| map.get(&HashableValue::String(key.to_string())))
-}
-
 /// A numpy `uint8` array as (shape, bytes), from the reconstruction state serde-pickle keeps:
 /// `(version, shape, dtype, fortran_order, raw bytes)`.
 pub(crate) fn u8_array(value: &Value) -> Result<(Vec<usize>, &[u8]), Problem> {
-    let Value::Tuple(state) = value else {
+    let (Value::Tuple(state) | Value::List(state)) = value else {
         return Err(format!("is {}, not a numpy array", kind(value)));
     };
     let shape = state.iter().find_map(|item| match item {
-        Value::Tuple(dims) => dims
+        Value::Tuple(dims) | Value::List(dims) => dims
             .iter()
             .map(|dim| match dim {
                 Value::I64(n) => usize::try_from(*n).ok(),
@@ -214,7 +211,7 @@ pub(crate) fn u8_array(value: &Value) -> Result<(Vec<usize>, &[u8]), Problem> {
         _ => None,
     });
     let (Some(shape), Some(raw)) = (shape, raw) else {
-        return Err("is a tuple without a shape and bytes, not a numpy array".to_string());
+        return Err("is a sequence without a shape and bytes, not a numpy array".to_string());
     };
     if state.iter().any(|item| matches!(item, Value::Bool(true))) {
         return Err("is a Fortran-ordered array, not a C-ordered one".to_string());
@@ -282,7 +279,7 @@ mod tests {
         nested.extend(std::iter::repeat_n(b']', 200));
         nested.extend(std::iter::repeat_n(b'a', 199));
         nested.push(b'.');
-        assert!(matches!(decode(&nested), Ok(Value::List(_))));
+        assert!(matches!(decode::<Value>(&nested), Ok(Value::List(_))));
 
         // DUP doubles a list each time.
         let dup = [0x80, 2, b']', b'2', b'a', b'.'];
@@ -305,7 +302,7 @@ mod tests {
         }
         leaf.push(b'.');
         assert_eq!(check_opcodes(&leaf), Ok(()));
-        let Ok(Value::List(items)) = decode(&leaf) else {
+        let Ok(Value::List(items)) = decode::<Value>(&leaf) else {
             panic!("a list")
         };
         assert_eq!(items, vec![Value::I64(7); 11]);
