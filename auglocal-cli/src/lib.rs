@@ -6,7 +6,7 @@
 mod charts;
 pub mod cmd;
 pub mod console;
-mod heap;
+pub mod heap;
 mod hints;
 mod launch;
 mod session;

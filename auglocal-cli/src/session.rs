@@ -146,6 +146,7 @@ pub fn build_engine(
     let mut engine = Engine::new(net, config.method()?, input, &pb, optimizer)?;
     engine.set_precision(config.precision);
     engine.set_clip_grad_norm(config.clip_grad_norm);
+    engine.set_recompute(config.recompute);
     Ok(engine)
 }
 

@@ -309,6 +309,11 @@ pub struct Settings {
     /// On a NaN or infinite loss or gradient: stop (default) or skip the batch.
     #[arg(long, value_parser = on_nan_parser())]
     pub on_nan: Option<OnNonFinite>,
+    /// Drop each unit's activations in the forward pass and recompute them in the backward
+    /// pass (activation checkpointing; e.g. `--method bp --recompute`): the same steps, bit
+    /// for bit, in less memory, for a second forward pass (config file: `recompute = true`).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub recompute: Option<bool>,
     /// Activations in f32 (default) or bf16 (mixed precision, f32 master weights; for GPUs).
     #[arg(long, value_parser = precision_parser())]
     pub precision: Option<Precision>,
@@ -333,6 +338,7 @@ pub const RESUMABLE: &[&str] = &[
     "keep",
     "save_best",
     "on_nan",
+    "recompute",
     "precision",
     "epochs",
     "max_steps",
@@ -455,6 +461,9 @@ pub struct TrainConfig {
     /// On a NaN or infinite loss or gradient: stop the run, or skip the batch.
     #[serde(default)]
     pub on_nan: OnNonFinite,
+    /// Activation checkpointing per unit (changes memory and time, never the numbers).
+    #[serde(default)]
+    pub recompute: bool,
     /// Activation precision: f32, or bf16 (mixed precision with f32 master weights,
     /// BatchNorm and losses; meant for GPUs).
     #[serde(default)]
@@ -544,6 +553,7 @@ impl TrainConfig {
             keep: default_keep(),
             save_best: false,
             on_nan: OnNonFinite::Stop,
+            recompute: false,
             precision: Precision::F32,
             init_from: None,
             stages: default_stages(),
@@ -656,6 +666,7 @@ impl TrainConfig {
         set(&mut self.keep, &s.keep);
         set(&mut self.save_best, &s.save_best);
         set(&mut self.on_nan, &s.on_nan);
+        set(&mut self.recompute, &s.recompute);
         set(&mut self.precision, &s.precision);
         set(&mut self.augment, &s.augment);
         set(&mut self.shuffle, &s.shuffle);

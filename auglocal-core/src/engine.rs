@@ -21,6 +21,7 @@ use crate::nn::{correct_in_top_k, correct_predictions, cross_entropy};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::params::{Entry, Owner, ParamBuilder, ParamStore, Role};
 use crate::plan::AuxPlan;
+use crate::recompute::{recomputed_pass, Pass};
 
 /// A gradient-isolated module: consecutive units and the loss that trains them.
 struct Module {
@@ -260,6 +261,7 @@ pub struct Engine {
     modules: Vec<Module>,
     optimizer: Box<dyn Optimizer>,
     clip_grad_norm: Option<f64>,
+    recompute: bool,
     step: u64,
     on_non_finite: OnNonFinite,
     precision: Precision,
@@ -341,6 +343,7 @@ impl Engine {
             modules,
             optimizer: Box::new(optimizer),
             clip_grad_norm: None,
+            recompute: false,
             step: 0,
             on_non_finite: OnNonFinite::Stop,
             precision: Precision::F32,
@@ -414,26 +417,17 @@ impl Engine {
                 Some(_) => Some(self.save_buffers(m)?),
                 None => None,
             };
-            let h = self.module_forward(m, &x)?;
-            let (loss, correct) = self.module_loss(m, &h, labels, images)?;
-            // A user's loss may come back in the activations' type; steps run on f32.
-            let loss = loss.to_dtype(DType::F32)?;
-            let value = loss.to_scalar::<f32>()?;
+            let pass = self.module_pass(m, &x, labels, images)?;
+            let (grads, correct) = (pass.grads, pass.correct);
+            let value = pass.loss.to_scalar::<f32>()?;
             let fault = match replicas.as_mut() {
                 None if !value.is_finite() => Some((m, "loss".to_string(), value)),
-                None => {
-                    let grads = loss.backward()?;
-                    self.update_or_fault(m, grads, value, correct, lr, &mut report, observe)?
-                        .map(|(what, value)| (m, what, value))
-                }
+                None => self
+                    .update_or_fault(m, grads, value, correct, lr, &mut report, observe)?
+                    .map(|(what, value)| (m, what, value)),
                 Some(replicas) => {
-                    let started = replicas.start(
-                        m,
-                        &self.modules[m].params,
-                        loss.backward()?,
-                        value,
-                        correct,
-                    )?;
+                    let started =
+                        replicas.start(m, &self.modules[m].params, grads, value, correct)?;
                     match summing.replace(started) {
                         None => None,
                         Some(previous) => {
@@ -457,7 +451,7 @@ impl Engine {
                 return self.non_finite(m, what, value, report);
             }
             // The gradients are dropped; detaching here frees this module's graph.
-            x = h.detach();
+            x = pass.output.detach();
         }
         if let (Some(replicas), Some(last)) = (replicas.as_mut(), summing.take()) {
             if let Some((m, what, value)) =
@@ -558,6 +552,18 @@ impl Engine {
         self.clip_grad_norm = max_norm;
     }
 
+    /// Drops each unit's activations in the forward pass and recomputes them in the
+    /// backward pass (activation checkpointing; default off): the same gradients, one
+    /// unit's graph in memory at a time, a second forward pass of every unit.
+    pub fn set_recompute(&mut self, recompute: bool) {
+        self.recompute = recompute;
+    }
+
+    /// Whether each unit's activations are recomputed in the backward pass.
+    pub fn recomputes(&self) -> bool {
+        self.recompute
+    }
+
     /// What a step does on a NaN or infinite loss or gradient (default: stop).
     pub fn set_on_non_finite(&mut self, policy: OnNonFinite) {
         self.on_non_finite = policy;
@@ -585,6 +591,29 @@ impl Engine {
                 self.modules.len()
             ),
         }
+    }
+
+    /// Module `m`'s forward pass on `x`, its loss (f32: a user's loss may come back in
+    /// the activations' type) and the gradients; with recompute on, unit by unit
+    /// ([`crate::recompute`]).
+    fn module_pass(&self, m: usize, x: &Tensor, labels: &Tensor, images: &Tensor) -> Result<Pass> {
+        let loss = |output: &Tensor| -> Result<(Tensor, Option<usize>)> {
+            let (loss, correct) = self.module_loss(m, output, labels, images)?;
+            Ok((loss.to_dtype(DType::F32)?, correct))
+        };
+        if self.recompute {
+            let units: Vec<usize> = self.module(m)?.units.clone().collect();
+            return recomputed_pass(self.net.as_ref(), &self.store, &units, x, loss);
+        }
+        let output = self.module_forward(m, x)?;
+        let (loss, correct) = loss(&output)?;
+        let grads = loss.backward()?;
+        Ok(Pass {
+            output,
+            loss,
+            correct,
+            grads,
+        })
     }
 
     /// Runs the units of module `m` on `x` in training mode.

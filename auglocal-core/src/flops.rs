@@ -28,6 +28,9 @@ pub struct ModuleFlops {
     pub units: Macs,
     /// Its auxiliary network (local loss), or the output layer for the last module.
     pub loss: Macs,
+    /// Forward MACs run a second time when the engine recomputes activations (every unit
+    /// of the module but the last); 0 otherwise.
+    pub recomputed_forward: u64,
 }
 
 /// MACs of one training step, per image, module by module.
@@ -45,6 +48,7 @@ impl StepFlops {
         for m in &self.modules {
             total.add(m.units);
             total.add(m.loss);
+            total.forward += m.recomputed_forward;
         }
         total
     }
@@ -61,7 +65,8 @@ impl StepFlops {
 
     /// Inference: the backbone and its output layer, forward only.
     pub fn inference(&self) -> u64 {
-        self.step().forward - self.auxiliary().forward
+        let backbone: u64 = self.modules.iter().map(|m| m.units.forward).sum();
+        backbone + self.modules.last().map_or(0, |m| m.loss.forward)
     }
 }
 
@@ -90,6 +95,21 @@ pub fn step_flops(engine: &Engine, image: [usize; 3]) -> Result<StepFlops> {
     for (m, range) in engine.plan().module_units().into_iter().enumerate() {
         let (out, units) = count(|| engine.module_forward(m, &x));
         let out = out?;
+        let recomputed = match engine.recomputes() {
+            false => Macs::default(),
+            true => {
+                let again = || -> candle_core::Result<Tensor> {
+                    let mut h = x.clone();
+                    for unit in range.start..range.end - 1 {
+                        h = engine.net().forward_unit(unit, &h, true)?;
+                    }
+                    Ok(h)
+                };
+                let (again, macs) = count(again);
+                again?;
+                macs
+            }
+        };
         let (loss, loss_macs) = count(|| engine.module_loss(m, &out, &labels, &images));
         loss?;
         modules.push(ModuleFlops {
@@ -98,6 +118,7 @@ pub fn step_flops(engine: &Engine, image: [usize; 3]) -> Result<StepFlops> {
             last_unit: range.end - 1,
             units: units.scaled_down(BATCH as u64),
             loss: loss_macs.scaled_down(BATCH as u64),
+            recomputed_forward: recomputed.forward / BATCH as u64,
         });
         x = out.detach();
     }

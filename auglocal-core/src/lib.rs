@@ -24,6 +24,7 @@ pub mod optim;
 pub mod parallel;
 pub mod params;
 pub mod plan;
+mod recompute;
 pub mod trainer;
 
 pub use engine::{Engine, EvalTotals, NonFiniteValue, OnNonFinite, Precision, StepReport};

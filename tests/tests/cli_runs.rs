@@ -591,3 +591,28 @@ fn eval_aux_scores_every_modules_classifier() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `--recompute` changes memory and time, never the numbers: the same checkpoint bytes, and
+/// it may be switched on or off when resuming.
+#[test]
+fn recompute_writes_the_same_checkpoint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (plain, recomputed) = (tmp.path().join("plain"), tmp.path().join("recomputed"));
+    let args = ["--method", "bp", "--epochs", "1", "--max-steps", "2"];
+    train(&plain, &args)?;
+    let mut with_flag = args.to_vec();
+    with_flag.push("--recompute");
+    train(&recomputed, &with_flag)?;
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(recomputed.join("config.json"))?)?;
+    assert_eq!(config["recompute"], true);
+    for run in [&plain, &recomputed] {
+        auglocal(&["train", "--resume", path_str(run), "--recompute"])?;
+    }
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(plain.join("checkpoint").join(file))?;
+        let b = std::fs::read(recomputed.join("checkpoint").join(file))?;
+        assert!(a == b, "{file} differs with --recompute");
+    }
+    Ok(())
+}

@@ -42,6 +42,17 @@ fn resnet32_bp_step_by_hand() -> anyhow::Result<()> {
     );
     assert_eq!(step.auxiliary(), Macs::default());
     assert_eq!(step.modules.len(), 1);
+
+    // Recomputing runs every unit but the last forward a second time: the whole backbone
+    // less the last block (two 64->64 convs at 8x8, the size of two CONV_32).
+    let mut recomputing = engine("resnet32", Method::named("bp")?)?;
+    recomputing.set_recompute(true);
+    let again = flops::step_flops(&recomputing, [3, 32, 32])?;
+    let repeated = inference - FC - 2 * CONV_32;
+    assert_eq!(again.modules[0].recomputed_forward, repeated);
+    assert_eq!(again.step().forward, inference + repeated);
+    assert_eq!(again.step().backward(), step.step().backward());
+    assert_eq!(again.inference(), inference);
     Ok(())
 }
 

@@ -39,6 +39,9 @@ pub struct Args {
     /// Activations in f32 or bf16 (mixed precision, f32 master weights).
     #[arg(long, default_value = "f32", value_parser = precision_parser())]
     precision: Precision,
+    /// Recompute each unit's activations in the backward pass (activation checkpointing).
+    #[arg(long)]
+    recompute: bool,
     /// Classes of the output layer (default: the model's, 10 or 1000).
     #[arg(long)]
     classes: Option<usize>,
@@ -142,6 +145,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         "threads": auglocal_core::parallel::threads(),
         "device": args.device.to_string(),
         "precision": args.precision,
+        "recompute": args.recompute,
         "iters": args.iters,
         "median_step_seconds": median,
         "min_step_seconds": times[0],
@@ -165,9 +169,10 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     } else {
         writeln!(
             out,
-            "{} {} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s, {:.1} GMAC/s of {:.2} GMAC/step), peak memory {}",
+            "{} {}{} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s, {:.1} GMAC/s of {:.2} GMAC/step), peak memory {}",
             args.net.model,
             args.net.method.name,
+            if args.recompute { " --recompute" } else { "" },
             engine.plan().modules,
             args.batch_size,
             auglocal_core::parallel::threads(),
@@ -355,6 +360,7 @@ fn setup(args: &Args) -> Result<Setup> {
         seed: args.seed,
         device: args.device,
         precision: args.precision,
+        recompute: args.recompute,
         ..TrainConfig::recipe("synthetic")?
     };
     settings.validate()?;
