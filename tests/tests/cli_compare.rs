@@ -5,8 +5,9 @@ mod common;
 
 use common::{auglocal, auglocal_err, path_str};
 
-const METHODS: [&str; 7] = [
+const METHODS: [&str; 8] = [
     "bp",
+    "bp+recompute",
     "auglocal",
     "dgl",
     "infopro",
@@ -53,10 +54,15 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
         .rsplit_once('\n')
         .ok_or_else(|| anyhow::anyhow!("one line printed:\n{printed}"))?;
     let table = format!("{table}\n");
-    let files: Vec<String> = ["compare.md", "compare.csv", "epochs.csv"]
-        .iter()
-        .map(|f| out.join(f).display().to_string())
-        .collect();
+    let files: Vec<String> = [
+        "compare.md",
+        "compare.csv",
+        "epochs.csv",
+        "accuracy-memory.png",
+    ]
+    .iter()
+    .map(|f| out.join(f).display().to_string())
+    .collect();
     assert_eq!(wrote, format!("wrote {}", files.join(", ")));
     let csv = std::fs::read_to_string(out.join("compare.csv"))?;
     let mut lines = csv.lines();
@@ -73,7 +79,7 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
         let (method, modules) = (r[0], r[1]);
         // resnet8 has 4 units: BP is one module, AugLocal d=1 has 3, the baselines one per unit.
         let expected_k = match method {
-            "bp" => "1",
+            "bp" | "bp+recompute" => "1",
             "auglocal" => "3",
             _ => "4",
         };
@@ -92,7 +98,7 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
         let aux: usize = r[6].parse()?;
         assert_eq!(
             aux == 0,
-            method == "bp",
+            method.starts_with("bp"),
             "{method}: {aux} auxiliary parameters"
         );
         // The same backbone for every method.
@@ -105,6 +111,13 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
             // stem, whose input is the detached image. Batch 32.
             assert_eq!(forward, 32 * 12_501_632);
             assert_eq!(backward, 32 * (12_501_632 + 12_501_632 - 442_368));
+        } else if method == "bp+recompute" {
+            // The same steps, bit for bit; every unit but the last (layer3: two 64->64
+            // 3x3 convs at 8x8 and the 1x1 32->64 projection) runs forward twice.
+            assert_eq!(&r[2..4], &rows[0][2..4], "recompute changed the accuracy");
+            let last_unit = 2 * 8 * 8 * 64 * 64 * 9 - 8 * 8 * 64 * 32 * 9 + 8 * 8 * 64 * 32;
+            assert_eq!(forward, 32 * (2 * 12_501_632 - 640 - last_unit));
+            assert_eq!(r[9], rows[0][9], "the same backward pass");
         } else {
             // Auxiliary networks add work on top of the same backbone.
             assert!(forward > 32 * 12_501_632, "{method}: {forward}");
@@ -115,6 +128,12 @@ fn every_method_learns_and_is_reported() -> anyhow::Result<()> {
     assert!(report.starts_with("# resnet8 on cifar10\n"));
     assert!(report.contains(&table), "{report}\n---\n{table}");
     assert_eq!(table.lines().count(), 2 + METHODS.len());
+    // One point per method on the accuracy-memory figure.
+    let png = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(
+        out.join("accuracy-memory.png"),
+    )?));
+    let info = png.read_info()?;
+    assert_eq!((info.info().width, info.info().height), (800, 560));
     let epochs = std::fs::read_to_string(out.join("epochs.csv"))?;
     assert_eq!(epochs.lines().count(), 1 + 2 * METHODS.len());
     Ok(())
@@ -129,8 +148,25 @@ fn bad_method_lists_are_rejected() {
     assert_eq!(err, "--methods lists bp twice; list each method once");
     let err = auglocal_err(&["compare", "--methods", "bp,sgd", "--out", out]);
     assert!(
-        err.contains("invalid value 'sgd' for '--methods <METHODS>'"),
+        err.contains("invalid value 'sgd' for '--methods <METHODS>'")
+            && err.contains("`sgd` is no method; the methods are bp, auglocal"),
         "{err}"
+    );
+    let err = auglocal_err(&["compare", "--methods", "bp+fast", "--out", out]);
+    assert!(
+        err.contains("`fast` in `bp+fast` is no modifier; the modifiers are recompute"),
+        "{err}"
+    );
+    let err = auglocal_err(&[
+        "compare",
+        "--methods",
+        "bp+recompute,bp+recompute",
+        "--out",
+        out,
+    ]);
+    assert_eq!(
+        err,
+        "--methods lists bp+recompute twice; list each method once"
     );
     let err = auglocal_err(&[
         "compare",

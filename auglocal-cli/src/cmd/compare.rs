@@ -14,24 +14,85 @@ use auglocal_core::{checkpoint, flops, MethodInfo};
 use auglocal_data::{Dataset, Split};
 use candle_core::Device;
 
-use crate::settings::{method_parser, model_parser, DeviceName, Settings, TrainConfig};
-use crate::{heap, session};
+use crate::settings::{model_parser, DeviceName, Settings, TrainConfig};
+use crate::{charts, heap, session};
+
+/// One entry of `--methods`: a method of the table and its modifiers (`bp+recompute`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    method: &'static MethodInfo,
+    /// `+recompute`: activation checkpointing (memory and time change, numbers do not).
+    recompute: bool,
+    /// As written, normalised: `bp+recompute`.
+    label: String,
+}
+
+/// The modifiers an entry may carry after its method, `+`-separated.
+const MODIFIERS: &[&str] = &["recompute"];
+
+/// Parses `method[+modifier...]`.
+fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
+    let mut parts = text.split('+');
+    let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let method = MethodInfo::named(&name).map_err(|_| {
+        format!(
+            "`{name}` is no method; the methods are {}",
+            auglocal_core::methods::names()
+        )
+    })?;
+    let mut recompute = false;
+    for modifier in parts {
+        match modifier.trim() {
+            "recompute" if !recompute => recompute = true,
+            "recompute" => return Err(format!("`{text}` gives +recompute twice")),
+            other => {
+                return Err(format!(
+                    "`{other}` in `{text}` is no modifier; the modifiers are {}",
+                    MODIFIERS.join(", ")
+                ))
+            }
+        }
+    }
+    let label = match recompute {
+        true => format!("{}+recompute", method.name),
+        false => method.name.to_string(),
+    };
+    Ok(Entry {
+        method,
+        recompute,
+        label,
+    })
+}
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Methods to train, comma-separated.
+    /// Methods to train, comma-separated, each with optional modifiers after `+`
+    /// (`+recompute`: activation checkpointing), e.g. `bp,bp+recompute,auglocal`.
     #[arg(
         long,
-        value_parser = method_parser(),
+        value_parser = parse_entry,
         value_delimiter = ',',
         default_value = "bp,auglocal,dgl,infopro,predsim,greedy"
     )]
-    methods: Vec<&'static MethodInfo>,
-    /// Dataset: synthetic (the default), cifar10, cifar100.
+    methods: Vec<Entry>,
+    /// Dataset: any `train --dataset` takes (synthetic, the default; cifar10, cifar100,
+    /// svhn, svhn-extra, stl10, imagefolder, hub:...).
     #[arg(long, default_value = "synthetic")]
     dataset: String,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// `imagefolder`: side of the square crops (default 224).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// `imagefolder`: leave out files that are not JPEG/PNG images instead of failing.
+    #[arg(long)]
+    skip_bad_images: bool,
+    /// `hub:` datasets: use the Hugging Face cache only.
+    #[arg(long)]
+    offline: bool,
+    /// `hub:` datasets: the label column.
+    #[arg(long)]
+    label_column: Option<String>,
     /// Backbone (default: the dataset's recipe).
     #[arg(long, value_parser = model_parser())]
     model: Option<String>,
@@ -74,7 +135,7 @@ pub struct Args {
 /// What one method achieved and cost.
 #[derive(Debug, Clone)]
 struct Outcome {
-    method: &'static str,
+    method: String,
     modules: usize,
     /// Test accuracy after each epoch.
     test_acc: Vec<f64>,
@@ -128,6 +189,10 @@ fn base_config(args: &Args) -> Result<TrainConfig> {
         seed: args.seed,
         threads: args.threads,
         device: args.device,
+        image_size: args.image_size,
+        skip_bad_images: args.skip_bad_images.then_some(true),
+        offline: args.offline.then_some(true),
+        label_column: args.label_column.clone(),
         ..Settings::default()
     };
     TrainConfig::resolve(&Settings::default(), &flags)
@@ -135,14 +200,11 @@ fn base_config(args: &Args) -> Result<TrainConfig> {
 
 /// The configuration of `method`: the shared one with the method (and, for the methods
 /// with one head per unit, K) set.
-fn method_config(
-    base: &TrainConfig,
-    method: &'static MethodInfo,
-    modules: Option<usize>,
-) -> TrainConfig {
+fn method_config(base: &TrainConfig, entry: &Entry, modules: Option<usize>) -> TrainConfig {
     TrainConfig {
-        method,
-        modules: modules.filter(|_| method.rule == ModuleRule::SplitTable),
+        method: entry.method,
+        modules: modules.filter(|_| entry.method.rule == ModuleRule::SplitTable),
+        recompute: entry.recompute,
         ..base.clone()
     }
 }
@@ -156,18 +218,18 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     }
     for (i, m) in args.methods.iter().enumerate() {
         if args.methods[..i].contains(m) {
-            bail!("--methods lists {} twice; list each method once", m.name);
+            bail!("--methods lists {} twice; list each method once", m.label);
         }
     }
     let base = base_config(&args)?;
     let configs: Vec<TrainConfig> = args
         .methods
         .iter()
-        .map(|&m| method_config(&base, m, args.modules))
+        .map(|m| method_config(&base, m, args.modules))
         .collect();
-    for c in &configs {
+    for (c, entry) in configs.iter().zip(&args.methods) {
         c.validate()
-            .with_context(|| format!("method {}", c.method.name))?;
+            .with_context(|| format!("method {}", entry.label))?;
     }
     let report_path = args.out.join("compare.md");
     if report_path.exists() {
@@ -184,9 +246,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     eprintln!(
         "comparing {} on {} {} ({} train / {} test images, {} epochs, seed {})",
-        configs
+        args.methods
             .iter()
-            .map(|c| c.method.name)
+            .map(|m| m.label.as_str())
             .collect::<Vec<_>>()
             .join(", "),
         base.model,
@@ -198,8 +260,8 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     );
 
     let mut outcomes = Vec::with_capacity(configs.len());
-    for (config, &method) in configs.iter().zip(&args.methods) {
-        let outcome = train_one(config, method.name, &train, &test, &device)?;
+    for (config, entry) in configs.iter().zip(&args.methods) {
+        let outcome = train_one(config, &entry.label, &train, &test, &device)?;
         eprintln!(
             "{}: final test acc {:.2}%, best {:.2}%, {:.1} s/epoch, peak heap {} MiB",
             outcome.method,
@@ -219,29 +281,34 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         &args.out.join("epochs.csv"),
         epochs_csv(&outcomes).as_bytes(),
     )?;
+    let figure = accuracy_memory_figure(&outcomes, &args.out.join(FIGURE_FILE))?;
     let table = markdown_table(&outcomes);
     let report = report(&base, train.as_ref(), test.as_ref(), &table);
     checkpoint::write_atomic(&report_path, report.as_bytes())?;
     write!(out, "{table}")?;
-    writeln!(out, "wrote {}", folder_files(&args.out))?;
+    if !figure {
+        eprintln!("no {FIGURE_FILE}: peak heap is measured on the CPU only");
+    }
+    writeln!(out, "wrote {}", folder_files(&args.out, figure))?;
     Ok(())
 }
 
-fn folder_files(dir: &Path) -> String {
-    ["compare.md", "compare.csv", "epochs.csv"]
+fn folder_files(dir: &Path, figure: bool) -> String {
+    ["compare.md", "compare.csv", "epochs.csv", FIGURE_FILE]
         .iter()
+        .filter(|f| figure || **f != FIGURE_FILE)
         .map(|f| dir.join(f).display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// Training's heap peak of every epoch, and a line per epoch on the terminal.
-struct HeapPeak {
-    method: &'static str,
+struct HeapPeak<'a> {
+    method: &'a str,
     peak: usize,
 }
 
-impl Observer for HeapPeak {
+impl Observer for HeapPeak<'_> {
     fn epoch_trained(&mut self, _epoch: usize) -> auglocal_core::Result<()> {
         // Training's peak only: evaluation runs larger batches through the backbone alone,
         // the same for every method, and would hide the differences.
@@ -267,7 +334,7 @@ impl Observer for HeapPeak {
 /// Trains one method for `config.epochs` epochs, evaluating the backbone after each.
 fn train_one(
     config: &TrainConfig,
-    method: &'static str,
+    method: &str,
     train: &Arc<dyn Dataset>,
     test: &Arc<dyn Dataset>,
     device: &Device,
@@ -306,7 +373,7 @@ fn train_one(
         .fit(&loader, Some(&test_loader), &mut peak)
         .with_context(|| format!("method {method}"))?;
     Ok(Outcome {
-        method,
+        method: method.to_string(),
         modules,
         test_acc: fit
             .epochs
@@ -322,6 +389,42 @@ fn train_one(
         aux_params,
         step_macs,
     })
+}
+
+/// The file [`accuracy_memory_figure`] writes.
+const FIGURE_FILE: &str = "accuracy-memory.png";
+
+/// One point per method: final test accuracy against peak heap. Returns false (and draws
+/// nothing) where no peak was measured (GPU runs).
+fn accuracy_memory_figure(outcomes: &[Outcome], path: &Path) -> Result<bool> {
+    let series: Vec<charts::Series> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            let mib = o.peak_bytes? as f64 / (1024.0 * 1024.0);
+            Some(charts::Series {
+                label: o.method.clone(),
+                points: vec![(mib, 100.0 * o.final_acc())],
+                color: charts::color(i),
+                dashed: false,
+                markers: true,
+            })
+        })
+        .collect();
+    if series.is_empty() {
+        return Ok(false);
+    }
+    let panel = charts::Panel {
+        title: "Final test accuracy against peak memory".into(),
+        x_label: "peak heap (MiB)".into(),
+        y_label: "test accuracy (%)".into(),
+        series,
+        y_range: Some((0.0, 100.0)),
+        integer_x: false,
+        legend: plotters::prelude::SeriesLabelPosition::LowerRight,
+    };
+    charts::line_charts(path, (800, 560), &[panel])?;
+    Ok(true)
 }
 
 fn summary_csv(outcomes: &[Outcome]) -> String {
