@@ -17,6 +17,7 @@ use candle_core::Device;
 use crate::settings::{method_parser, model_parser, DeviceName, Settings, TrainConfig};
 use crate::{heap, session};
 
+/// Flags of `auglocal compare`: the methods, and the data and recipe they all share.
 #[derive(clap::Args)]
 pub struct Args {
     /// Methods to train, comma-separated.
@@ -147,6 +148,9 @@ fn method_config(
     }
 }
 
+/// Trains every method of `--methods` in turn on the same data and seed, writes
+/// `compare.md`, `compare.csv` and `epochs.csv` to `--out`, and the table to `out`. Fails
+/// before training if `--out` already holds a comparison.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.methods.is_empty() {
         bail!(
