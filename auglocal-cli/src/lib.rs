@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The `auglocal` command line as a library: [`run`] parses arguments and executes one
 //! command, so the binary is one line and tests can drive every command in-process. Each
 //! command is a file of [`cmd`]: its flags and a body that parses, wires the library crates
@@ -35,6 +36,7 @@ pub struct Cli {
     command: Command,
 }
 
+/// The command to run, one variant per file of [`cmd`] holding that command's flags.
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a model with BP, AugLocal or a baseline local loss; writes metrics, config and checkpoints to --out.

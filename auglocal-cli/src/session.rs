@@ -24,7 +24,9 @@ pub const MAX_CLASSES: usize = 100_000;
 /// rebuild the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// Every setting the run was started with (resumable ones as last resumed).
     pub config: TrainConfig,
+    /// Classes of the model's output layer, 1 to [`MAX_CLASSES`].
     pub classes: usize,
     /// Side of the images the run trained on (the local losses are sized from it); absent
     /// in checkpoints of earlier versions, which used [`TrainConfig::input_size`].

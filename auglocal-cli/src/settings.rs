@@ -404,23 +404,40 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Dataset name, as `--dataset` takes it (`synthetic`, `cifar10`,
+    /// `hub:<owner>/<name>`, ...).
     pub dataset: String,
+    /// Directory holding the dataset files (None for `synthetic` and `hub:`, which need
+    /// none).
     pub data_dir: Option<PathBuf>,
+    /// Backbone, a name of `auglocal_models::MODELS`.
     pub model: String,
+    /// Training method, a line of the table of methods (written as its name).
     pub method: &'static MethodInfo,
     /// K of the methods with one head per unit (None: one module per unit); AugLocal's K
     /// is units - aux_depth.
     #[serde(default)]
     pub modules: Option<usize>,
+    /// AugLocal's maximum auxiliary depth d (K = units - d).
     pub aux_depth: usize,
+    /// AugLocal's pyramid coefficient in [0, 1] (0: every auxiliary network d deep).
     pub pyramid: f64,
+    /// Epochs to train in all (a resumed run counts the ones done).
     pub epochs: usize,
+    /// Training images per step, over all data-parallel replicas.
     pub batch_size: usize,
+    /// Images per evaluation batch.
     pub eval_batch_size: usize,
+    /// Learning rate the schedule starts from.
     pub lr: f64,
+    /// SGD's momentum factor, in [0, 1).
     pub momentum: f64,
+    /// SGD with Nesterov momentum (false: plain momentum).
     pub nesterov: bool,
+    /// Weight decay on every parameter, never on BatchNorm statistics: SGD's L2 penalty,
+    /// AdamW's decoupled decay.
     pub weight_decay: f64,
+    /// Which optimizer trains the run (SGD in runs written before AdamW existed).
     #[serde(default)]
     pub optimizer: OptimizerKind,
     /// AdamW's moment decay rates.
@@ -432,13 +449,20 @@ pub struct TrainConfig {
     /// Each module's gradients are clipped to this L2 norm before its step (None: never).
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
+    /// How the learning rate moves from `lr` over the epochs.
     pub schedule: Schedule,
+    /// Seed of initialisation, shuffling and augmentation.
     pub seed: u64,
     /// Worker threads (0: all cores).
     pub threads: usize,
+    /// Where the tensors live: the CPU, or a CUDA device (CPU in runs written before the
+    /// setting existed).
     #[serde(default = "default_device")]
     pub device: DeviceName,
+    /// Whether training images are augmented (the dataset's random crops, and flips where
+    /// it has them).
     pub augment: bool,
+    /// Whether every epoch visits the training images in a fresh seeded order.
     pub shuffle: bool,
     /// Train on the first N images only (None: all).
     pub train_size: Option<usize>,
@@ -692,7 +716,6 @@ impl TrainConfig {
         Ok(auglocal_data::spec(&self.dataset)?)
     }
 
-    /// Checks every setting that can be checked before any data is read.
     /// The optimizer these settings describe.
     pub fn optimizer_config(&self) -> OptimizerConfig {
         match self.optimizer {
@@ -709,6 +732,7 @@ impl TrainConfig {
         }
     }
 
+    /// Checks every setting that can be checked before any data is read.
     pub fn validate(&self) -> Result<()> {
         if !auglocal_models::MODELS.contains(&self.model.as_str()) {
             bail!(

@@ -20,8 +20,13 @@ use crate::error::{Error, Result};
 use crate::optim::{state_key, Optimizer};
 use crate::params::{Owner, ParamStore};
 
+/// File of a checkpoint directory holding every tensor of the store.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File of a checkpoint directory holding the optimizer's per-parameter state (SGD momentum,
+/// AdamW moments), keyed by parameter name with the slot in front where there are several
+/// (`exp_avg/<name>`; see [`state_key`]).
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// File of a checkpoint directory holding the caller's run state, as JSON.
 pub const STATE_FILE: &str = "state.json";
 /// Name of the checkpoint directory inside a run directory.
 pub const CHECKPOINT_DIR: &str = "checkpoint";

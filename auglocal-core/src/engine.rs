@@ -36,6 +36,7 @@ struct Module {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
+    /// f32 activations and weights, the default.
     #[default]
     F32,
     /// bfloat16 activations and convolution/linear weights (cast from the f32 masters at
@@ -45,6 +46,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The element type of activations: `F32` or `BF16`.
     pub fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,
@@ -70,9 +72,11 @@ pub enum OnNonFinite {
 /// Where a skipped step found a non-finite value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NonFiniteValue {
+    /// The module whose loss or gradient it was, counting from 0.
     pub module: usize,
     /// `loss`, or `gradient of <tensor name>`.
     pub what: String,
+    /// The value found (NaN or an infinity).
     pub value: f32,
 }
 
@@ -115,7 +119,10 @@ pub struct ModulesReport {
 /// whole batch's) and the sums over all replicas (on the tensors' device: NCCL sums GPU
 /// tensors where it is built in, MPI everything else).
 pub struct Replicas<'a> {
+    /// The fraction of the batch's images this replica holds; its gradients and loss are
+    /// scaled by it before the sum.
     pub share: f64,
+    /// The transport's sums over the stage's replicas.
     pub sums: &'a mut dyn ReplicaSums,
 }
 
@@ -221,17 +228,21 @@ fn restore_buffers(saved: Vec<(candle_core::Var, Tensor)>) -> Result<()> {
 /// Sums over an evaluation pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EvalTotals {
+    /// Output cross-entropy summed over the images (the batch mean times its size, batch by
+    /// batch).
     pub loss_sum: f64,
     /// Images whose highest logit is the label's (top-1).
     pub correct: usize,
     /// Images whose label is among the 5 highest logits.
     pub correct_top5: usize,
+    /// Images evaluated.
     pub images: usize,
     /// Classes of the output layer.
     pub classes: usize,
 }
 
 impl EvalTotals {
+    /// Adds the counts of another pass or batch to these (`classes` takes the larger).
     pub fn add(&mut self, other: EvalTotals) {
         self.loss_sum += other.loss_sum;
         self.correct += other.correct;
@@ -239,6 +250,7 @@ impl EvalTotals {
         self.images += other.images;
         self.classes = self.classes.max(other.classes);
     }
+    /// Mean output cross-entropy per image (0 when no image was evaluated).
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.images.max(1) as f64
     }
@@ -574,6 +586,7 @@ impl Engine {
         self.precision = precision;
     }
 
+    /// The type activations are computed in.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -725,10 +738,12 @@ impl Engine {
         self.store.owned_by(&owners)
     }
 
+    /// The backbone being trained.
     pub fn net(&self) -> &dyn LocalNet {
         self.net.as_ref()
     }
 
+    /// The layout of the run: where modules end and what each auxiliary network holds.
     pub fn plan(&self) -> &AuxPlan {
         &self.plan
     }
@@ -743,10 +758,12 @@ impl Engine {
         &self.store
     }
 
+    /// The optimizer, with its per-parameter state (what a checkpoint saves).
     pub fn optimizer(&self) -> &dyn Optimizer {
         self.optimizer.as_ref()
     }
 
+    /// The optimizer, e.g. to restore its state from a checkpoint.
     pub fn optimizer_mut(&mut self) -> &mut dyn Optimizer {
         self.optimizer.as_mut()
     }
@@ -756,6 +773,8 @@ impl Engine {
         self.step
     }
 
+    /// Sets the count of training steps taken, on resume and by callers that drive
+    /// [`Engine::train_modules`] themselves (it numbers the step in [`Error::NonFinite`]).
     pub fn set_steps(&mut self, steps: u64) {
         self.step = steps;
     }

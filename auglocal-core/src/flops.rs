@@ -20,9 +20,11 @@ use crate::params::Role;
 /// MACs of one module of the plan, per image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleFlops {
+    /// Index of the module in the plan, from 0.
     pub module: usize,
     /// Its backbone units.
     pub first_unit: usize,
+    /// The module's last backbone unit, inclusive: it holds `first_unit..=last_unit`.
     pub last_unit: usize,
     /// The backbone units.
     pub units: Macs,
@@ -38,6 +40,7 @@ pub struct ModuleFlops {
 pub struct StepFlops {
     /// (channels, height, width) of the input images.
     pub image: [usize; 3],
+    /// Every module of the plan, in order.
     pub modules: Vec<ModuleFlops>,
 }
 

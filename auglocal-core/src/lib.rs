@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # auglocal-core
 //!
 //! Supervised local learning on [Candle](https://github.com/huggingface/candle): the

@@ -20,6 +20,7 @@ use serde::Serialize;
 /// Multiply-adds of forward and backward passes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Macs {
+    /// Forward passes of the layers counted.
     pub forward: u64,
     /// Gradients with respect to layer inputs.
     pub input_grad: u64,
@@ -30,6 +31,7 @@ pub struct Macs {
 }
 
 impl Macs {
+    /// The backward pass: input gradients plus weight gradients.
     pub fn backward(&self) -> u64 {
         self.input_grad + self.weight_grad
     }

@@ -58,7 +58,10 @@ pub fn reset_device_peak(device: &candle_core::Device) -> bool {
 /// GPU memory figures of [`device_memory`], in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceMemory {
+    /// Bytes of the pool in use now.
     pub in_use: u64,
+    /// Most bytes in use at once since the last [`reset_device_peak`] (or since the pool
+    /// was created).
     pub peak: u64,
 }
 

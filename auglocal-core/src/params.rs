@@ -35,8 +35,12 @@ pub enum Role {
 /// One stored tensor.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Full dotted name, PyTorch's for the backbone (`layer1.0.conv1.weight`); unique in the
+    /// store.
     pub name: String,
+    /// The tensor itself, shared with the layer that uses it.
     pub var: Var,
+    /// Whether the optimizer trains it.
     pub role: Role,
     /// `None` for a tensor made by a builder no owner was given: the engine refuses to train
     /// a network holding one, since it could not tell which module steps it.
@@ -46,9 +50,18 @@ pub struct Entry {
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Init {
+    /// Every element the given value; draws nothing from the generator.
     Const(f64),
-    Normal { std: f64 },
-    Uniform { bound: f64 },
+    /// Drawn from a normal distribution of mean 0.
+    Normal {
+        /// Standard deviation, finite and >= 0.
+        std: f64,
+    },
+    /// Drawn uniformly from `[-bound, bound)`.
+    Uniform {
+        /// Half-width of the interval, > 0.
+        bound: f64,
+    },
 }
 
 /// All named tensors of a network (backbone, output layer and auxiliary networks), in
@@ -59,6 +72,7 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -131,6 +145,8 @@ pub struct ParamBuilder {
 }
 
 impl ParamBuilder {
+    /// A builder of tensors on `device` into `store`, with no prefix and no owner, drawing
+    /// initial values from a generator seeded with `seed`.
     pub fn new(store: &ParamStore, device: &Device, seed: u64) -> Self {
         ParamBuilder {
             store: store.clone(),
@@ -174,10 +190,12 @@ impl ParamBuilder {
         }
     }
 
+    /// The device the tensors are created on.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The store the tensors go into (shared with every builder derived from this one).
     pub fn store(&self) -> &ParamStore {
         &self.store
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # auglocal-data
 //!
 //! Image-classification data for auglocal: readers for the CIFAR-10/100 binary files

@@ -74,7 +74,9 @@ pub struct Loader {
 /// the slices of all replicas together are exactly the whole batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// This replica's index, in `0..replicas`.
     pub replica: usize,
+    /// Replicas the batch is shared among, at least 1.
     pub replicas: usize,
 }
 

@@ -15,11 +15,15 @@ use crate::{hub, Error, Result};
 pub struct Recipe {
     /// Backbone (a name of `auglocal_models::MODELS`).
     pub model: &'static str,
+    /// Epochs to train.
     pub epochs: usize,
+    /// Training images per step (over all data-parallel replicas).
     pub batch_size: usize,
+    /// Images per evaluation batch (no gradients are kept, so it can be larger).
     pub eval_batch_size: usize,
     /// Starting learning rate (SGD, Nesterov momentum 0.9, weight decay 1e-4 throughout).
     pub lr: f64,
+    /// How the learning rate moves from `lr` over the epochs.
     pub schedule: Schedule,
     /// Train on the first N images only (`None`: all).
     pub train_size: Option<usize>,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # auglocal-models
 //!
 //! Backbones cut into local-learning units, each implementing
@@ -21,6 +22,7 @@ pub use vgg::{Vgg, VggUnit};
 /// What the registry knows about a model before building it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelInfo {
+    /// The model's name, as [`MODELS`] lists it.
     pub name: &'static str,
     /// Side of the square input images it is meant for (32: CIFAR-size, 224: ImageNet).
     pub input_size: usize,

@@ -51,6 +51,10 @@ enum Shortcut {
 }
 
 impl InvertedResidual {
+    /// A block from `in_channels` to `out_channels` whose hidden layer is `expansion` times
+    /// `in_channels` wide and whose depthwise convolution has stride `stride`; tensors
+    /// `conv1`..`bn3` (and `shortcut.{0,1}` for a stride-1 block that changes channels)
+    /// under `pb`.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -142,6 +146,8 @@ pub struct MobileNetV2 {
 }
 
 impl MobileNetV2 {
+    /// The full-width network with a `classes`-way output layer, its tensors created through
+    /// `pb` (each tagged with its unit, the output layer with [`Owner::Head`]).
     pub fn new(classes: usize, pb: &ParamBuilder) -> auglocal_core::Result<Self> {
         Self::with_width(classes, 1, pb)
     }

@@ -68,6 +68,9 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
+    /// A block from `in_channels` to `out_channels` (its inner convolutions a quarter as
+    /// wide), the 3x3 convolution at `stride`; tensors `conv1`..`bn3` (and `downsample.{0,1}`
+    /// when the shape changes) under `pb`.
     pub fn new(
         in_channels: usize,
         out_channels: usize,

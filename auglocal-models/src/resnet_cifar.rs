@@ -45,6 +45,9 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
+    /// A block from `in_channels` to `out_channels`, the first convolution at `stride`;
+    /// tensors `conv1`, `bn1`, `conv2`, `bn2` (and `downsample.{0,1}` when the shape
+    /// changes) under `pb`.
     pub fn new(
         in_channels: usize,
         out_channels: usize,

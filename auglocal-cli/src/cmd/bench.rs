@@ -19,6 +19,8 @@ use crate::launch::{self, Processes};
 use crate::session;
 use crate::settings::{precision_parser, DeviceName, NetworkArgs, TrainConfig};
 
+/// Flags of `auglocal bench`: the network, the batch, how many steps to time, and the
+/// pipeline to run or to project.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -66,6 +68,9 @@ pub struct Args {
     link_gbps: f64,
 }
 
+/// Times training steps of the network on random images and writes the figures to `out`:
+/// one line of text, or one JSON line with `--json`; with `--project`, the predicted
+/// pipelines too. Under `mpirun`, every process runs its stage and the writer reports.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");

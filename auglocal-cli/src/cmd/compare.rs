@@ -64,6 +64,7 @@ fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
     })
 }
 
+/// Flags of `auglocal compare`: the methods, and the data and recipe they all share.
 #[derive(clap::Args)]
 pub struct Args {
     /// Methods to train, comma-separated, each with optional modifiers after `+`
@@ -209,6 +210,9 @@ fn method_config(base: &TrainConfig, entry: &Entry, modules: Option<usize>) -> T
     }
 }
 
+/// Trains every method of `--methods` in turn on the same data and seed, writes
+/// `compare.md`, `compare.csv` and `epochs.csv` to `--out`, and the table to `out`. Fails
+/// before training if `--out` already holds a comparison.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.methods.is_empty() {
         bail!(

@@ -11,6 +11,7 @@ use auglocal_data::Split;
 use crate::session;
 use crate::settings::{DeviceName, TrainConfig};
 
+/// Flags of `auglocal eval`: the checkpoint, and the test data to score it on.
 #[derive(clap::Args)]
 pub struct Args {
     /// Run directory (or its checkpoint/ folder).
@@ -43,6 +44,8 @@ pub struct Args {
     device: DeviceName,
 }
 
+/// Loads the checkpoint, evaluates its backbone (and with `--aux` every module's
+/// classifier) on the test split and writes the result to `out` as one JSON line.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     session::set_threads(args.threads.unwrap_or(0))?;
     let device = args.device.open()?;

@@ -8,6 +8,7 @@ use candle_core::Device;
 
 use crate::session;
 
+/// Flags of `auglocal export`: the checkpoint and the file to write.
 #[derive(clap::Args)]
 pub struct Args {
     /// Run directory (or its checkpoint/ folder).
@@ -18,6 +19,8 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// Writes the checkpoint's backbone and output layer, under PyTorch's names, to `--out`
+/// (which must end in `.safetensors`) and one line saying so to `out`.
 pub fn run(args: Args, out: &mut dyn std::io::Write) -> Result<()> {
     if args.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         bail!("--out {} must end in .safetensors", args.out.display());

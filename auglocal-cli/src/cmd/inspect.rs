@@ -10,6 +10,7 @@ use auglocal_core::{flops, AuxPlan, Engine, ParamBuilder, Sgd, SgdConfig};
 
 use crate::settings::NetworkArgs;
 
+/// Flags of `auglocal inspect`: the network and method, and how to print the plan.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -29,6 +30,8 @@ pub struct Args {
     stages: usize,
 }
 
+/// Builds the plan of the method for the model (on zero-filled weights) and writes it to
+/// `out`: a table with parameter and multiply-add counts, or the plan as JSON.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let method = args.net.method()?;
     let model = auglocal_models::info(&args.net.model)?;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use auglocal_core::ParamStore;
 use serde::Serialize;
 
+/// Flags of `auglocal models`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Print one JSON array.
@@ -23,6 +24,8 @@ struct Row {
     parameters: usize,
 }
 
+/// Writes every model of `auglocal_models::MODELS` to `out`, one row each: name, input
+/// size, units and parameters; as one JSON array with `--json`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let rows = auglocal_models::MODELS
         .iter()

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::charts::{write_curves, write_module_accuracy};
 
+/// Flags of `auglocal plot`: the runs to draw and where the images go.
 #[derive(clap::Args)]
 pub struct Args {
     /// Run directory holding metrics.jsonl; repeat to compare runs.
@@ -18,6 +19,8 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
+/// Draws `curves.png` (and `modules.png` where the runs recorded accuracy by module) from
+/// the runs' metrics into `--out`, and writes a line naming each file to `out`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let dir = args.out.clone().unwrap_or_else(|| args.run[0].clone());
     let path = write_curves(&args.run, &dir)?;

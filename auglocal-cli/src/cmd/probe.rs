@@ -18,6 +18,7 @@ use crate::charts::{self as plot, Panel, Series};
 use crate::session::{self, CliState};
 use crate::settings::{DeviceName, TrainConfig};
 
+/// Flags of `auglocal probe`: the checkpoints, the images and the ridge strength.
 #[derive(clap::Args)]
 pub struct Args {
     /// Run directory (or its checkpoint/ folder); repeat to compare runs on one plot.
@@ -45,11 +46,13 @@ pub struct FeatureArgs {
     /// Dataset of the images (default: the one the first run trained on).
     #[arg(long)]
     pub dataset: Option<String>,
+    /// Directory holding the dataset's files (default: the one each run trained from).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Images per forward pass when extracting features.
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,
+    /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// cpu, cuda or cuda:N.
@@ -67,8 +70,12 @@ impl FeatureArgs {
 
 /// A loaded checkpoint and the run directory it belongs to.
 pub struct LoadedRun {
+    /// The run directory (the checkpoint's parent when given its `checkpoint/` folder),
+    /// where analyses are written.
     pub run_dir: PathBuf,
+    /// The checkpoint's `state.json`: progress, settings and class count.
     pub state: CliState,
+    /// The network rebuilt from the settings, every tensor loaded from the checkpoint.
     pub engine: Engine,
 }
 
@@ -168,6 +175,8 @@ struct UnitResult {
     test_acc: f64,
 }
 
+/// Fits a ridge probe on every unit's pooled output of every checkpoint, writes the
+/// accuracy tables to `out`, and `probe.json` and `probe.png` to `--out`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let device = args.features.start()?;
     let mut runs_json = Vec::new();

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::probe::{extract, load_run, open_images, FeatureArgs};
 use crate::charts::{self as plot, drawing, FONT};
 
+/// `--features`: what of a unit's output CKA compares.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum FeaturesArg {
     /// Every value of a unit's output (C x H x W per image).
@@ -25,6 +26,7 @@ pub enum FeaturesArg {
     Pooled,
 }
 
+/// Flags of `auglocal similarity`: the two runs, the images and the features compared.
 #[derive(clap::Args)]
 pub struct Args {
     /// First run directory (rows of the matrix).
@@ -49,6 +51,8 @@ pub struct Args {
 /// Pixel size of `similarity.png`.
 pub const SIMILARITY_SIZE: (u32, u32) = (900, 760);
 
+/// Computes linear CKA between every unit of run A and every unit of run B, writes the
+/// matrix to `out`, and `similarity.json` and `similarity.png` to `--out`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     if args.images < 2 {
         bail!("--images must be at least 2 (CKA compares images with each other)");

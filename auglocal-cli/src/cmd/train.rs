@@ -20,6 +20,7 @@ use crate::launch::{self, Interrupted, Processes};
 use crate::session::{self, CliState, RunMeta};
 use crate::settings::{Settings, TrainConfig, RESUMABLE};
 
+/// Flags of `auglocal train`: every setting, a config file, the run directory and resume.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -250,6 +251,9 @@ impl Observer for StopOnSignal {
     }
 }
 
+/// Resolves the settings (recipe, config file, flags; a resumed run's own), trains in the
+/// run directory with checkpoints and metrics, and under `mpirun` runs this process's
+/// stage and replica. Progress goes to the terminal.
 pub fn run(args: Args) -> Result<()> {
     let (out, config, resumed) = resolve(&args)?;
     let Processes { comm, ending } = launch::start(config.stages)?;

@@ -56,7 +56,11 @@ impl PendingSum {
 /// engine asks for them ([`crate::engine::Replicas`]): a module's sum runs while the next
 /// module computes.
 pub trait ReplicaSums {
+    /// Starts the element-wise sum of the 1-D f32 tensor `flat` over the replicas; the
+    /// result comes from [`ReplicaSums::finish_sum`].
     fn start_sum(&mut self, flat: &Tensor) -> Result<PendingSum>;
+    /// Waits for a sum that [`ReplicaSums::start_sum`] started and returns it, on the device
+    /// of the tensor summed. Sums finish in the order they started.
     fn finish_sum(&mut self, pending: PendingSum) -> Result<Tensor>;
 }
 
@@ -74,6 +78,7 @@ impl ReplicaSums for CommSums<'_> {
 
 /// The transport: sums over a stage's replicas and messages between ranks.
 pub trait Comm {
+    /// This process's place in the run: its rank, the number of processes and of stages.
     fn topology(&self) -> Topology;
 
     /// Element-wise sum of `buffer` over the replicas of this process's stage, in place.

@@ -10,20 +10,28 @@ use crate::error::{Error, Result};
 /// Named tensors and text fields.
 #[derive(Debug, Default)]
 pub struct Message {
+    /// Tensors by name (e.g. `h` for activations, `labels`), any device until encoded.
     pub tensors: HashMap<String, Tensor>,
+    /// Text values by name (numbers and JSON written as text), carried as the safetensors
+    /// metadata.
     pub fields: HashMap<String, String>,
 }
 
 impl Message {
+    /// A message with no tensors and no fields.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The message with `tensor` added under `name` (a cheap clone sharing its storage),
+    /// replacing any tensor of that name.
     pub fn with_tensor(mut self, name: &str, tensor: &Tensor) -> Self {
         self.tensors.insert(name.to_string(), tensor.clone());
         self
     }
 
+    /// The message with `value`, written as text, added under `name`, replacing any field of
+    /// that name.
     pub fn with_field(mut self, name: &str, value: impl ToString) -> Self {
         self.fields.insert(name.to_string(), value.to_string());
         self

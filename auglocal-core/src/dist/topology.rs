@@ -9,8 +9,11 @@ use crate::error::{Error, Result};
 /// order, where the activations between stages travel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Topology {
+    /// Processes in the run (1 without MPI); a multiple of `stages`.
     pub world: usize,
+    /// This process's rank, in `0..world`.
     pub rank: usize,
+    /// Pipeline stages the model is cut into; each runs on `world / stages` replicas.
     pub stages: usize,
 }
 
@@ -57,10 +60,12 @@ impl Topology {
         self.world / self.stages
     }
 
+    /// This process's pipeline stage, in `0..stages` (0 sees the images first).
     pub fn stage(&self) -> usize {
         self.rank % self.stages
     }
 
+    /// This process's data-parallel replica, in `0..replicas()`.
     pub fn replica(&self) -> usize {
         self.rank / self.stages
     }
@@ -76,14 +81,17 @@ impl Topology {
         self.rank_of(self.stages - 1, 0)
     }
 
+    /// Whether this process is the [`Topology::writer`].
     pub fn is_writer(&self) -> bool {
         self.rank == self.writer()
     }
 
+    /// Whether this process runs the first stage, the one that reads the batches.
     pub fn is_first_stage(&self) -> bool {
         self.stage() == 0
     }
 
+    /// Whether this process runs the last stage, the one with the output layer.
     pub fn is_last_stage(&self) -> bool {
         self.stage() == self.stages - 1
     }

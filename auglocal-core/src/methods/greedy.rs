@@ -20,6 +20,8 @@ pub struct GreedyAux {
 }
 
 impl GreedyAux {
+    /// The classifier of the unit at `site`: the unit's channels in, the network's classes
+    /// out, its tensors created through `pb`.
     pub fn new(site: &LossSite<'_>, pb: &ParamBuilder) -> crate::Result<Self> {
         let fc = Linear::new(
             site.channels(),

@@ -36,7 +36,9 @@ pub(super) fn build_contrast(
 /// one with a local loss), as the reference's `ixx_1 -> ixx_2`, `ixy_1 -> ixy_2`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InfoProWeights {
+    /// Weight of the reconstruction term: (at module 0, at module K-2).
     pub ixx: (f64, f64),
+    /// Weight of the classification term: (at module 0, at module K-2).
     pub ixy: (f64, f64),
 }
 

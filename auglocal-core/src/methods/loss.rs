@@ -142,6 +142,7 @@ impl LossSite<'_> {
 /// last, with a [`ParamBuilder`] that names tensors `aux.<unit>.…` and tags them with the
 /// module, so their parameters are stepped with it and saved in checkpoints.
 pub trait LocalLossBuilder {
+    /// The local loss at `site`, its auxiliary network's tensors created through `pb`.
     fn build(&self, site: &LossSite<'_>, pb: &ParamBuilder) -> Result<Box<dyn LocalLoss>>;
 }
 

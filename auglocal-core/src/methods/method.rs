@@ -77,14 +77,17 @@ impl Method {
         )
     }
 
+    /// The method's line of the table: name, help, module rule and loss builder.
     pub fn info(&self) -> &'static MethodInfo {
         self.info
     }
 
+    /// The method's name in the table (what `--method` takes and checkpoints record).
     pub fn name(&self) -> &'static str {
         self.info.name
     }
 
+    /// The settings the method was built with.
     pub fn settings(&self) -> &MethodSettings {
         &self.settings
     }

@@ -216,6 +216,8 @@ impl BatchNorm {
 pub struct BatchNorm2d(BatchNorm);
 
 impl BatchNorm2d {
+    /// BatchNorm of `channels` channels: `weight` 1, `bias` 0, `running_mean` 0,
+    /// `running_var` 1 and `num_batches_tracked` 0, named through `pb`.
     pub fn new(channels: usize, pb: &ParamBuilder) -> crate::Result<Self> {
         Ok(BatchNorm2d(BatchNorm::new(channels, pb)?))
     }
@@ -245,6 +247,8 @@ impl candle_nn::ModuleT for BatchNorm2d {
 pub struct BatchNorm1d(BatchNorm);
 
 impl BatchNorm1d {
+    /// BatchNorm of `features` features, with the tensors and starting values of
+    /// [`BatchNorm2d::new`].
     pub fn new(features: usize, pb: &ParamBuilder) -> crate::Result<Self> {
         Ok(BatchNorm1d(BatchNorm::new(features, pb)?))
     }

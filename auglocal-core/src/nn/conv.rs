@@ -17,6 +17,9 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// A `kernel` x `kernel` convolution from `in_channels` to `out_channels` with the given
+    /// stride and zero padding (pixels on each side), one group; its `weight` (out, in, k, k)
+    /// is created through `pb`.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -78,10 +81,12 @@ impl Conv2d {
         Ok(self)
     }
 
+    /// The weight, (out_channels, in_channels / groups, kernel, kernel), f32.
     pub fn weight(&self) -> &Tensor {
         self.weight.as_tensor()
     }
 
+    /// Step between windows, in pixels (the same along both axes).
     pub fn stride(&self) -> usize {
         self.stride
     }

@@ -11,6 +11,8 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A layer from `in_features` to `out_features`, with a bias if `bias`; its `weight`
+    /// (out, in) and `bias` (out) are created through `pb`.
     pub fn new(
         in_features: usize,
         out_features: usize,

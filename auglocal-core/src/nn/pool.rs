@@ -11,8 +11,11 @@ use crate::kernels::pool::MaxPool2dOp;
 /// 2-D max pooling over (N, C, H, W); padding counts as minus infinity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2d {
+    /// Side of the square window, in pixels.
     pub kernel: usize,
+    /// Step between windows, in pixels.
     pub stride: usize,
+    /// Pixels added on each side of the input before pooling.
     pub padding: usize,
 }
 

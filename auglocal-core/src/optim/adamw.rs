@@ -76,6 +76,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
+    /// AdamW with `config`, no state yet; fails on a setting PyTorch refuses too.
     pub fn new(config: AdamWConfig) -> Result<Self> {
         config.validate()?;
         Ok(AdamW {
@@ -84,6 +85,7 @@ impl AdamW {
         })
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &AdamWConfig {
         &self.config
     }

@@ -46,7 +46,9 @@ impl OptimizerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerConfig {
+    /// SGD with momentum, the paper's optimizer.
     Sgd(SgdConfig),
+    /// AdamW, weight decay decoupled from the gradient.
     AdamW(AdamWConfig),
 }
 

@@ -13,12 +13,18 @@ use crate::error::{Error, Result};
 pub enum Schedule {
     /// The paper's cosine with a linear warm-up from 0.01 over the first `warmup` epochs
     /// (the paper's 10 by default; 0: none).
-    WarmupCosine { warmup: usize },
+    WarmupCosine {
+        /// Epochs of the warm-up (0: none).
+        warmup: usize,
+    },
     /// Cosine from `lr0` at epoch 1 towards 0, no warm-up.
     Cosine,
     /// `lr0` multiplied by 0.1 at each of the given epochs (1-based: the epoch that first
     /// uses the lower rate).
-    Step { milestones: Vec<usize> },
+    Step {
+        /// The epochs where the rate drops, 1-based.
+        milestones: Vec<usize>,
+    },
     /// `lr0` throughout.
     Constant,
 }

@@ -14,8 +14,13 @@ use super::optimizer::Optimizer;
 /// SGD's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SgdConfig {
+    /// Momentum factor of the velocity buffer, in [0, 1) (0: plain SGD, no buffer kept).
     pub momentum: f64,
+    /// Nesterov's momentum: step along `g + momentum * buf` instead of `buf`; needs a
+    /// momentum above 0.
     pub nesterov: bool,
+    /// L2 penalty added to the gradient (`weight_decay * p`), coupled as in PyTorch's SGD;
+    /// finite and >= 0.
     pub weight_decay: f64,
 }
 
@@ -77,6 +82,7 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// SGD with `config`, no momentum buffers yet; fails on a setting PyTorch refuses too.
     pub fn new(config: SgdConfig) -> Result<Self> {
         config.validate()?;
         Ok(Sgd {
@@ -85,6 +91,7 @@ impl Sgd {
         })
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &SgdConfig {
         &self.config
     }

@@ -9,11 +9,16 @@ use crate::net::AuxHead;
 /// `in_channels` to `out_channels` at `stride`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuxBlock {
+    /// Index of the backbone unit this block is a fresh copy of (same structure, its own
+    /// weights).
     pub copy_of: usize,
+    /// Channels the block reads: the previous block's output, or the unit's for the first.
     #[serde(rename = "in")]
     pub in_channels: usize,
+    /// Channels the block writes: those of unit `copy_of`.
     #[serde(rename = "out")]
     pub out_channels: usize,
+    /// 2 where the block halves the resolution, else 1.
     pub stride: usize,
 }
 
@@ -27,10 +32,12 @@ impl AuxBlock {
 /// The auxiliary network attached after one unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitAux {
+    /// Index of the backbone unit whose output the auxiliary network reads.
     pub unit: usize,
     /// Blocks copied from later units (AugLocal); 0 for the methods whose local loss sits
     /// on the unit's output as it is.
     pub depth: usize,
+    /// The copied blocks in order, `depth` of them.
     pub blocks: Vec<AuxBlock>,
     /// The classifier closing AugLocal's blocks; `None` where the method's local loss
     /// brings its own head.

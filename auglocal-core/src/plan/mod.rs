@@ -20,6 +20,7 @@ use crate::net::{Downsampling, LocalNet};
 /// network after each of them holds. Serialises to the JSON of `auglocal inspect --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuxPlan {
+    /// The backbone's name ([`LocalNet::name`], e.g. `resnet32`).
     pub model: String,
     /// The method's name in [`METHODS`](crate::methods::METHODS).
     pub method: String,

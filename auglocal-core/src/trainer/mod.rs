@@ -88,9 +88,11 @@ pub struct TrainerConfig {
     pub epochs: usize,
     /// The learning rate the schedule starts from.
     pub lr: f64,
+    /// How the learning rate moves from `lr` over the epochs.
     pub schedule: Schedule,
     /// Stop after this many training steps in all, with a checkpoint there.
     pub max_steps: Option<u64>,
+    /// When and where checkpoints are written ([`CheckpointPolicy::none`]: never).
     pub checkpoint: CheckpointPolicy,
     /// On a NaN or infinite loss or gradient: stop with an error, or skip the batch.
     pub on_non_finite: OnNonFinite,
@@ -157,6 +159,7 @@ pub enum Stop {
 /// What one call of [`Trainer::fit`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitOutcome {
+    /// Why the call returned.
     pub stop: Stop,
     /// The epochs this call finished, in order.
     pub epochs: Vec<EpochRecord>,
@@ -211,6 +214,8 @@ impl Trainer {
         &self.stage
     }
 
+    /// This process's part of the run, to talk to the other ranks after training (e.g. to
+    /// gather their figures).
     pub fn stage_mut(&mut self) -> &mut Stage {
         &mut self.stage
     }
@@ -251,18 +256,22 @@ impl Trainer {
         Ok(true)
     }
 
+    /// The engine being trained: network, plan, parameters and optimizer.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The engine being trained, to change between calls of [`Trainer::fit`].
     pub fn engine_mut(&mut self) -> &mut Engine {
         &mut self.engine
     }
 
+    /// The trained engine, the trainer consumed (e.g. to evaluate or export it).
     pub fn into_engine(self) -> Engine {
         self.engine
     }
 
+    /// The settings the trainer runs by, as checked by [`Trainer::new`].
     pub fn config(&self) -> &TrainerConfig {
         &self.config
     }

@@ -12,13 +12,17 @@ use super::state::{EpochSums, Progress};
 pub struct StepEvent<'a> {
     /// The epoch, counted from 1, of `epochs`.
     pub epoch: usize,
+    /// Epochs of the whole run.
     pub epochs: usize,
     /// Batches of this epoch done, this one included, of `batches`.
     pub batch: usize,
+    /// Batches in one epoch.
     pub batches: usize,
     /// Training steps taken in all, this one included.
     pub step: u64,
+    /// Learning rate of the step (the epoch's, from the schedule).
     pub lr: f64,
+    /// What the step measured: losses and correct predictions of every module.
     pub report: &'a StepReport,
     /// The epoch's sums so far (seconds included).
     pub sums: &'a EpochSums,
@@ -31,7 +35,9 @@ pub struct StepEvent<'a> {
 pub struct EpochRecord {
     /// The epoch, counted from 1, of `epochs`.
     pub epoch: usize,
+    /// Epochs of the whole run.
     pub epochs: usize,
+    /// The epoch's learning rate, from the schedule.
     pub lr: f64,
     /// Training sums over the whole epoch (a resumed epoch included).
     pub train: EpochSums,

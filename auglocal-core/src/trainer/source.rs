@@ -9,7 +9,9 @@ use crate::error::Result;
 /// One batch: images (N, C, H, W) f32 as the network takes them, labels (N) u32.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The images, (N, C, H, W) f32, normalised as the network takes them.
     pub images: Tensor,
+    /// Class index of each image, (N) u32.
     pub labels: Tensor,
     /// Images of the whole batch when this is one replica's shard of it (data-parallel
     /// training weights each shard's gradients by its share); `N` otherwise.

@@ -92,10 +92,12 @@ impl Stage {
         })
     }
 
+    /// This process's place in the run: rank, stage and replica.
     pub fn topology(&self) -> Topology {
         self.comm.topology()
     }
 
+    /// Which modules each stage of the run trains.
     pub fn partition(&self) -> &Partition {
         &self.partition
     }

@@ -12,6 +12,7 @@ pub struct EpochSums {
     pub loss_sum: f64,
     /// Correct predictions of the output layer.
     pub correct: usize,
+    /// Images trained on (those of skipped batches not counted).
     pub images: usize,
     /// Training seconds (evaluation excluded).
     pub seconds: f64,
@@ -100,9 +101,13 @@ pub struct Progress {
 /// and class count there, to rebuild the network on resume).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState<M = serde_json::Map<String, serde_json::Value>> {
+    /// Layout version of the file, [`STATE_VERSION`] when this crate wrote it; another is
+    /// refused on resume.
     pub version: u32,
+    /// How far the run has trained.
     #[serde(flatten)]
     pub progress: Progress,
+    /// The caller's own record (e.g. the CLI's settings and class count).
     #[serde(flatten)]
     pub meta: M,
 }
