@@ -179,7 +179,7 @@ fn recipe_parser() -> impl TypedValueParser<Value = RecipeName> {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Dataset: synthetic (embedded, the default), cifar10, cifar100, svhn, svhn-extra,
-    /// stl10, imagefolder, hub:<owner>/<name>[/<config>] or hub:cifar10|cifar100|svhn|stl10.
+    /// stl10, imagefolder, hub:OWNER/NAME[/CONFIG] or hub:cifar10|cifar100|svhn|stl10.
     #[arg(long)]
     pub dataset: Option<String>,
     /// Directory holding the dataset files (cifar10: data_batch_1.bin ... test_batch.bin).

@@ -5,7 +5,7 @@
 //! A binary record is one or two label bytes followed by 3072 pixel bytes: 1024 red, 1024
 //! green, 1024 blue, each a row-major 32x32 plane. That is already CHW, so records are copied
 //! as is. A python batch is a pickled dict whose `data` rows have the same 3072-byte layout;
-//! it is decoded as data ([`crate::pickle`]): nothing in it is run.
+//! it is decoded as data (serde-pickle behind an opcode check): nothing in it is run.
 
 use std::path::{Path, PathBuf};
 

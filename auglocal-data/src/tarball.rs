@@ -84,7 +84,7 @@ pub fn packed_in(dir: &Path) -> Vec<PathBuf> {
     packed
 }
 
-/// "; <archive> is still packed: unpack it with `<command>`", one clause per archive in
+/// `"; ARCHIVE is still packed: unpack it with `COMMAND`"`, one clause per archive in
 /// `dir`, or nothing.
 pub fn unpack_hint(dir: &Path) -> String {
     packed_in(dir)

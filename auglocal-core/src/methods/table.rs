@@ -14,7 +14,7 @@ pub enum ModuleRule {
     EndToEnd,
     /// K = units - d: after each of units 0..K-2 an auxiliary network of fresh copies of a
     /// uniform sample of the later units (d deep, pyramidal), closed by the backbone's
-    /// auxiliary head ([`LocalNet::aux_head`]).
+    /// auxiliary head ([`crate::LocalNet::aux_head`]).
     AugLocal,
     /// K = `modules` (default: one per unit): the method's own head on the output of each of
     /// units 0..K-2, as the reference's split tables place them.
