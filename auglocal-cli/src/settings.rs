@@ -220,7 +220,7 @@ pub struct Settings {
     #[arg(long = "pyramid_coeff", hide = true)]
     #[serde(skip)]
     pub pyramid_coeff: Option<f64>,
-    /// Epochs to train (synthetic default 4; CIFAR 400).
+    /// Epochs to train (synthetic default 6; CIFAR 400).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Training batch size (synthetic default 64; CIFAR 1024).

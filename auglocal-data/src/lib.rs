@@ -284,7 +284,7 @@ mod tests {
                 spec::QUICK.train_size,
                 spec::QUICK.test_size
             ),
-            ("resnet20", Some(2048), Some(500))
+            ("resnet20", Some(4096), Some(500))
         );
         Ok(())
     }

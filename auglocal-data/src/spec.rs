@@ -106,16 +106,17 @@ pub const CIFAR_PAPER: Recipe = Recipe {
     test_size: None,
 };
 
-/// A few minutes on 2 cores: ResNet-20, 4 epochs of the first 2048 images, batch 64,
-/// lr 0.05 cosine, evaluated on the first 500 test images.
+/// About two minutes on 2 cores: ResNet-20, 6 epochs of the first 4096 images, batch 64,
+/// lr 0.1 cosine, evaluated on the first 500 test images. Long enough for AugLocal and BP
+/// to pass 90% on the synthetic data, with test accuracy rising every epoch.
 pub const QUICK: Recipe = Recipe {
     model: "resnet20",
-    epochs: 4,
+    epochs: 6,
     batch_size: 64,
     eval_batch_size: 250,
-    lr: 0.05,
+    lr: 0.1,
     schedule: Schedule::Cosine,
-    train_size: Some(2048),
+    train_size: Some(4096),
     test_size: Some(500),
 };
 
