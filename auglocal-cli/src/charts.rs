@@ -200,6 +200,12 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, what: &st
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0)),
     );
+    // A scatter of points (one per run) keeps the dots at its edges whole.
+    let scatter = !panel.integer_x && panel.series.iter().all(|s| s.markers);
+    let (x0, x1) = match scatter {
+        true => (x0 - (x1 - x0) * 0.05, x1 + (x1 - x0) * 0.05),
+        false => (x0, x1),
+    };
     let (y0, y1) = panel.y_range.unwrap_or_else(|| {
         let (lo, hi) = bounds(
             panel
@@ -282,8 +288,24 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, what: &st
                 what,
             )?;
         }
+        if scatter {
+            // Each dot carries its name: a legend box would hide the dots under it.
+            let label = series.label.clone();
+            let color = series.color;
+            drawing(
+                chart.draw_series(points.iter().map(|&p| {
+                    EmptyElement::at(p)
+                        + Text::new(
+                            label.clone(),
+                            (7, -18),
+                            (FONT, 14).into_font().color(&color),
+                        )
+                })),
+                what,
+            )?;
+        }
     }
-    if panel.series.iter().any(|s| !s.label.is_empty()) {
+    if !scatter && panel.series.iter().any(|s| !s.label.is_empty()) {
         drawing(
             chart
                 .configure_series_labels()
