@@ -408,8 +408,9 @@ pub fn load_optimizer_from_bytes(
         }
         state.insert(key, t);
     }
-    optimizer.load_state(state);
-    Ok(())
+    optimizer
+        .load_state(state)
+        .map_err(|e| Error::checkpoint(path, format!("unreadable optimizer state: {e}")))
 }
 
 /// Reads `state.json` of checkpoint directory `dir`.

@@ -47,7 +47,8 @@ pub(crate) fn read_members(path: &Path, names: &[String]) -> Result<Vec<Vec<u8>>
         if size > MAX_MEMBER {
             return Err(bad(format!("member {member} claims {size} bytes")));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        // The header's size is only a claim: reserve at most 64 MiB up front.
+        let mut bytes = Vec::with_capacity(size.min(64 << 20) as usize);
         entry
             .read_to_end(&mut bytes)
             .map_err(|error| bad(format!("cannot be unpacked at {member}: {error}")))?;

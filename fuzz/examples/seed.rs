@@ -149,7 +149,7 @@ fn checkpoint() -> anyhow::Result<()> {
         .filter(|e| e.var.dtype() == candle_core::DType::F32)
         .map(|e| Ok((e.name.clone(), Tensor::ones_like(e.var.as_tensor())?)))
         .collect::<candle_core::Result<_>>()?;
-    sgd.load_state(momentum);
+    sgd.load_state(momentum)?;
     let config = serde_json::to_value(TrainConfig::recipe("synthetic")?)?;
     let state = serde_json::json!({
         "version": 1,

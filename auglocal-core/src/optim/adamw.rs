@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -68,11 +68,15 @@ impl AdamWConfig {
 /// ```
 ///
 /// A checkpoint keeps `exp_avg/<param>` (m), `exp_avg_sq/<param>` (v) and `step/<param>`
-/// (t, an f64 scalar), PyTorch's names for them.
+/// (t, an f64 scalar on the CPU), PyTorch's names for them. Step counts live on the host,
+/// so a step never waits on the device to read them.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     config: AdamWConfig,
-    state: BTreeMap<String, Tensor>,
+    /// `exp_avg/<param>` and `exp_avg_sq/<param>`.
+    moments: BTreeMap<String, Tensor>,
+    /// Steps taken by each parameter.
+    steps: BTreeMap<String, f64>,
 }
 
 impl AdamW {
@@ -81,7 +85,8 @@ impl AdamW {
         config.validate()?;
         Ok(AdamW {
             config,
-            state: BTreeMap::new(),
+            moments: BTreeMap::new(),
+            steps: BTreeMap::new(),
         })
     }
 
@@ -90,11 +95,8 @@ impl AdamW {
         &self.config
     }
 
-    fn steps_taken(&self, name: &str) -> Result<f64> {
-        match self.state.get(&format!("step/{name}")) {
-            Some(t) => Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?),
-            None => Ok(0.0),
-        }
+    fn steps_taken(&self, name: &str) -> f64 {
+        self.steps.get(name).copied().unwrap_or(0.0)
     }
 }
 
@@ -114,19 +116,19 @@ impl Optimizer for AdamW {
                 continue;
             };
             let name = &entry.name;
-            let t = self.steps_taken(name)? + 1.0;
+            let t = self.steps_taken(name) + 1.0;
             let grad = grad.detach();
             let mut p = entry.var.as_detached_tensor();
             if weight_decay != 0.0 {
                 p = p.affine(1.0 - lr * weight_decay, 0.0)?;
             }
             let key = |slot: &str| format!("{slot}/{name}");
-            let m = match self.state.get(&key("exp_avg")) {
+            let m = match self.moments.get(&key("exp_avg")) {
                 Some(m) => (m.affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?,
                 None => grad.affine(1.0 - beta1, 0.0)?,
             };
             let g2 = grad.sqr()?.affine(1.0 - beta2, 0.0)?;
-            let v = match self.state.get(&key("exp_avg_sq")) {
+            let v = match self.moments.get(&key("exp_avg_sq")) {
                 Some(v) => (v.affine(beta2, 0.0)? + g2)?,
                 None => g2,
             };
@@ -135,16 +137,21 @@ impl Optimizer for AdamW {
             let denom = v.sqrt()?.affine(1.0 / bias2_root, eps)?;
             p = (p - (m.div(&denom)?).affine(step_size, 0.0)?)?;
             entry.var.set(&p)?;
-            self.state.insert(key("exp_avg"), m);
-            self.state.insert(key("exp_avg_sq"), v);
-            let step = Tensor::new(t, entry.var.device())?;
-            self.state.insert(key("step"), step);
+            self.moments.insert(key("exp_avg"), m);
+            self.moments.insert(key("exp_avg_sq"), v);
+            self.steps.insert(name.clone(), t);
         }
         Ok(())
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {
-        self.state.clone()
+        let mut state = self.moments.clone();
+        for (name, &t) in &self.steps {
+            if let Ok(step) = Tensor::new(t, &Device::Cpu) {
+                state.insert(format!("step/{name}"), step);
+            }
+        }
+        state
     }
 
     fn slot_dims(&self, slot: &str, param: &[usize]) -> Option<Vec<usize>> {
@@ -155,8 +162,21 @@ impl Optimizer for AdamW {
         }
     }
 
-    fn load_state(&mut self, state: BTreeMap<String, Tensor>) {
-        self.state = state;
+    fn load_state(&mut self, state: BTreeMap<String, Tensor>) -> Result<()> {
+        let (mut moments, mut steps) = (BTreeMap::new(), BTreeMap::new());
+        for (key, tensor) in state {
+            match key.strip_prefix("step/") {
+                Some(name) => {
+                    let t = tensor.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    steps.insert(name.to_string(), t);
+                }
+                None => {
+                    moments.insert(key, tensor);
+                }
+            }
+        }
+        (self.moments, self.steps) = (moments, steps);
+        Ok(())
     }
 
     fn boxed_clone(&self) -> Box<dyn Optimizer> {

@@ -29,7 +29,7 @@ pub trait Optimizer: Send {
     fn slot_dims(&self, slot: &str, param: &[usize]) -> Option<Vec<usize>>;
 
     /// Replaces the state with one [`Optimizer::state`] returned.
-    fn load_state(&mut self, state: BTreeMap<String, Tensor>);
+    fn load_state(&mut self, state: BTreeMap<String, Tensor>) -> Result<()>;
 
     /// A copy with the same settings and state.
     fn boxed_clone(&self) -> Box<dyn Optimizer>;
@@ -59,7 +59,7 @@ impl Optimizer for Box<dyn Optimizer> {
         self.as_ref().slot_dims(slot, param)
     }
 
-    fn load_state(&mut self, state: BTreeMap<String, Tensor>) {
+    fn load_state(&mut self, state: BTreeMap<String, Tensor>) -> Result<()> {
         self.as_mut().load_state(state)
     }
 

@@ -147,8 +147,9 @@ impl Optimizer for Sgd {
         slot.is_empty().then(|| param.to_vec())
     }
 
-    fn load_state(&mut self, buffers: BTreeMap<String, Tensor>) {
+    fn load_state(&mut self, buffers: BTreeMap<String, Tensor>) -> Result<()> {
         self.momentum_buffers = buffers;
+        Ok(())
     }
 
     fn boxed_clone(&self) -> Box<dyn Optimizer> {

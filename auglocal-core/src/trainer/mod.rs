@@ -501,7 +501,7 @@ impl Trainer {
             meta: &self.meta,
         };
         let mut optimizer = self.engine.optimizer().boxed_clone();
-        optimizer.load_state(momentum);
+        optimizer.load_state(momentum)?;
         checkpoint::save_keeping(dir, self.engine.store(), optimizer.as_ref(), &state, keep)?;
         observer.checkpoint_saved(dir, progress)
     }
