@@ -379,9 +379,10 @@ pub fn run_label(run: &Path) -> String {
     match config {
         Some(c) => {
             let text = |k: &str| c[k].as_str().unwrap_or("?").to_string();
-            let method = match text("method").as_str() {
-                "auglocal" => format!("auglocal d={}", c["aux_depth"]),
-                other => other.to_string(),
+            let method = text("method");
+            let method = match method.split('+').next() {
+                Some("auglocal") => format!("{method} d={}", c["aux_depth"]),
+                _ => method,
             };
             format!("{name} ({} {method})", text("model"))
         }

@@ -52,6 +52,8 @@ fn core_hint(error: &CoreError) -> Option<String> {
                 "eps" => "--eps",
                 "nesterov" => "--no-nesterov",
                 "image size" => "--image-size",
+                "image size for +hpff" => "--image-size, or --method without +hpff",
+                "method modifier" | "MAN block" => "--method",
                 "pipeline stages" => "--stages",
                 _ => return None,
             };

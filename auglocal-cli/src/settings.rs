@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use auglocal_core::{
-    AdamWConfig, AuxPlan, Method, MethodInfo, MethodSettings, OnNonFinite, OptimizerConfig,
+    AdamWConfig, AuxPlan, Method, MethodName, MethodSettings, OnNonFinite, OptimizerConfig,
     OptimizerKind, Precision, Schedule, SgdConfig, METHODS,
 };
 use auglocal_data::{DatasetSpec, RecipeName};
@@ -82,15 +82,42 @@ impl DeviceName {
     }
 }
 
-/// `--method`: the names of the table of methods, with their help lines.
-pub fn method_parser() -> impl TypedValueParser<Value = &'static MethodInfo> {
-    PossibleValuesParser::new(
+/// `--method`: a name of the table of methods (listed with its help line), with optional
+/// modifiers after `+` (`dgl+man+hpff`).
+pub fn method_parser() -> MethodParser {
+    MethodParser(PossibleValuesParser::new(
         METHODS
             .iter()
             .map(|m| PossibleValue::new(m.name).help(m.help)),
-    )
-    // Names are lower case; `--rule AugLocal` (ignore_case) arrives as written.
-    .try_map(|name| MethodInfo::named(&name.to_ascii_lowercase()))
+    ))
+}
+
+/// The parser [`method_parser`] gives: clap's own check and message for the method's name,
+/// then the modifiers.
+#[derive(Clone)]
+pub struct MethodParser(PossibleValuesParser);
+
+impl TypedValueParser for MethodParser {
+    type Value = MethodName;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<MethodName, clap::Error> {
+        // Names are lower case; `--rule AugLocal` (ignore_case) arrives as written.
+        let text = value.to_string_lossy().to_ascii_lowercase();
+        let base = text.split('+').next().unwrap_or_default();
+        self.0.parse_ref(cmd, arg, std::ffi::OsStr::new(base))?;
+        MethodName::parse(&text).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
 }
 
 /// `--model`: the registry's names.
@@ -102,8 +129,9 @@ pub struct NetworkArgs {
     /// The backbone (default: train's on CIFAR).
     #[arg(long, default_value = "resnet32", value_parser = model_parser())]
     pub model: String,
+    /// Method, with optional modifiers after `+` (`+man`, `+hpff`).
     #[arg(long, default_value = "auglocal", value_parser = method_parser())]
-    pub method: &'static MethodInfo,
+    pub method: MethodName,
     /// Number of modules K of the methods with one head per unit (default: one per unit).
     #[arg(long)]
     pub modules: Option<usize>,
@@ -118,8 +146,8 @@ pub struct NetworkArgs {
 impl NetworkArgs {
     /// The method these flags name, with its settings.
     pub fn method(&self) -> auglocal_core::Result<Method> {
-        Method::new(
-            self.method.name,
+        Method::from_name(
+            self.method,
             MethodSettings {
                 aux_depth: self.aux_depth,
                 pyramid: self.pyramid,
@@ -203,9 +231,11 @@ pub struct Settings {
     /// Backbone (`auglocal models` lists them).
     #[arg(long, value_parser = model_parser())]
     pub model: Option<String>,
-    /// Training method (the reference's `--rule AugLocal` works too).
+    /// Training method (the reference's `--rule AugLocal` works too), with optional
+    /// modifiers after `+`: `+man` (momentum auxiliary network), `+hpff` (patch feature
+    /// fusion), e.g. `dgl+man`.
     #[arg(long, alias = "rule", ignore_case = true, value_parser = method_parser())]
-    pub method: Option<&'static MethodInfo>,
+    pub method: Option<MethodName>,
     /// Number of modules K of the methods with one head per unit (default: one per unit).
     #[arg(long)]
     pub modules: Option<usize>,
@@ -412,8 +442,9 @@ pub struct TrainConfig {
     pub data_dir: Option<PathBuf>,
     /// Backbone, a name of `auglocal_models::MODELS`.
     pub model: String,
-    /// Training method, a line of the table of methods (written as its name).
-    pub method: &'static MethodInfo,
+    /// Training method, a line of the table of methods and its modifiers (written as its
+    /// full name, `dgl+man`).
+    pub method: MethodName,
     /// K of the methods with one head per unit (None: one module per unit); AugLocal's K
     /// is units - aux_depth.
     #[serde(default)]
@@ -548,7 +579,7 @@ impl TrainConfig {
             dataset: dataset.to_string(),
             data_dir: None,
             model: r.model.to_string(),
-            method: MethodInfo::named("auglocal")?,
+            method: MethodName::parse("auglocal")?,
             modules: None,
             aux_depth: MethodSettings::default().aux_depth,
             pyramid: MethodSettings::default().pyramid,
@@ -701,8 +732,8 @@ impl TrainConfig {
 
     /// The method these settings describe.
     pub fn method(&self) -> Result<Method> {
-        Ok(Method::new(
-            self.method.name,
+        Ok(Method::from_name(
+            self.method,
             MethodSettings {
                 aux_depth: self.aux_depth,
                 pyramid: self.pyramid,
@@ -744,6 +775,13 @@ impl TrainConfig {
         // The method's and the plan's own checks (K, depth, pyramid) before any data is read.
         let (net, _) = auglocal_models::build_zeroed(&self.model, 10)?;
         AuxPlan::new(net.as_ref(), &self.method()?)?;
+        if self.method.modifiers.man && self.stages > 1 {
+            bail!(
+                "--method {} with --stages {}: MAN's moving average follows the first unit of the next module, which another pipeline stage would train, so it would follow a copy that never moves; use --stages 1 (data parallel over every process) or a method without +man",
+                self.method,
+                self.stages
+            );
+        }
         auglocal_data::check_name(&self.dataset)?;
         if self.image_size == Some(0) {
             bail!("--image-size must be at least 1 pixel");
@@ -878,7 +916,7 @@ mod tests {
                 milestones: vec![3, 5]
             }
         );
-        assert_eq!(config.method.name, "dgl");
+        assert_eq!(config.method.to_string(), "dgl");
         assert_eq!(config.modules, Some(4));
         assert!(!config.nesterov);
         assert_eq!(config.device, DeviceName::Cuda(Some(1)));
@@ -946,7 +984,10 @@ mod tests {
         assert_eq!(reference, ours);
         // The switch alone is the reference's default coefficient; rules ignore case.
         let switch = TrainConfig::resolve(&none, &flags(&["--pyramid", "--rule", "InfoPro"]))?;
-        assert_eq!((switch.pyramid, switch.method.name), (0.5, "infopro"));
+        assert_eq!(
+            (switch.pyramid, switch.method.to_string()),
+            (0.5, "infopro".to_string())
+        );
         // Flags whose meaning differs say what to write instead.
         let err = |args: &[&str]| {
             TrainConfig::resolve(&none, &flags(args))
@@ -1013,11 +1054,36 @@ mod tests {
                 .contains("unknown method `sgd` (known methods: bp, auglocal, dgl"),
             "{err}"
         );
+        let err = Settings::parse_toml("method = \"dgl+ema\"", Path::new("x.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "invalid method modifier: `ema` in `dgl+ema` (valid: one of +man, +hpff)"
+            ),
+            "{err}"
+        );
         let err = Settings::parse_toml("lr = [", Path::new("x.toml")).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("config file x.toml is not valid TOML"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn modifiers_ride_on_the_method_name() -> Result<()> {
+        let none = Settings::default();
+        let config = TrainConfig::resolve(&none, &flags(&["--method", "InfoPro+HPFF+man"]))?;
+        assert_eq!(config.method.to_string(), "infopro+man+hpff");
+        assert_eq!(serde_json::to_value(&config)?["method"], "infopro+man+hpff");
+        let file = Settings::parse_toml("method = \"dgl+man\"\nstages = 2\n", Path::new("x.toml"))?;
+        let err = TrainConfig::resolve(&file, &none).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--method dgl+man with --stages 2: MAN's moving average follows the first unit of the next module"),
+            "{err}"
+        );
+        let file =
+            Settings::parse_toml("method = \"dgl+hpff\"\nstages = 2\n", Path::new("x.toml"))?;
+        TrainConfig::resolve(&file, &none)?;
+        Ok(())
     }
 }

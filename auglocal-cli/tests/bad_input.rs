@@ -39,6 +39,12 @@ const CASES: &[Case] = &[
     // Flags.
     case("unknown method", &["train", "--out", "{t}/new", "--method", "sgd"], 2,
         &["invalid value 'sgd' for '--method <METHOD>'", "[possible values: bp, auglocal"]),
+    case("unknown modifier", &["train", "--out", "{t}/new", "--method", "dgl+ema"], 2,
+        &["invalid method modifier: `ema` in `dgl+ema` (valid: one of +man, +hpff)"]),
+    case("modifier on backprop", &["inspect", "--method", "bp+man"], 2,
+        &["invalid method modifier: `bp+man` (valid: modifiers on a method with local losses"]),
+    case("patches of odd features", &["inspect", "--model", "resnet18", "--method", "dgl+hpff"], 1,
+        &["invalid image size for +hpff: 224x224 (7x7 features after unit 7 of resnet18)", "(set by --image-size, or --method without +hpff)"]),
     case("unknown model", &["train", "--out", "{t}/new", "--model", "resnet33"], 2,
         &["invalid value 'resnet33' for '--model <MODEL>'", "[possible values: resnet8, resnet20"]),
     case("unknown model in a config file", &["train", "--out", "{t}/new", "--config", "{t}/model33.toml"], 1,

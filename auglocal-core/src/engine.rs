@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dist::{PendingSum, ReplicaSums};
 use crate::error::{Error, Result};
-use crate::methods::{InputSpec, LocalLoss, LocalLossBuilder, LossSite, Method};
+use crate::methods::{InputSpec, LocalLoss, LocalLossBuilder, LossSite, Method, Modified};
 use crate::net::LocalNet;
 use crate::nn::{correct_in_top_k, correct_predictions, cross_entropy};
 use crate::optim::{clip_grad_norm, Optimizer};
@@ -295,7 +295,8 @@ impl Engine {
     }
 
     /// [`Engine::new`] with the local loss of every module but the last built by `losses`
-    /// (your own loss) instead of the method's; the method still chooses the modules.
+    /// (your own loss) instead of the method's; the method still chooses the modules, and
+    /// its modifiers (`+man`, `+hpff`) apply to your loss as to its own.
     pub fn with_losses(
         net: Box<dyn LocalNet>,
         method: Method,
@@ -305,6 +306,10 @@ impl Engine {
         losses: &dyn LocalLossBuilder,
     ) -> Result<Self> {
         let plan = AuxPlan::new(net.as_ref(), &method)?;
+        let losses = Modified {
+            losses,
+            modifiers: method.modifiers(),
+        };
         let store = pb.store().clone();
         let ranges = plan.module_units();
         let last = ranges.len() - 1;
@@ -555,7 +560,22 @@ impl Engine {
         }
         observe(m, &grads);
         self.optimizer.step(&self.modules[m].params, &grads, lr)?;
+        if let Some(local) = &self.modules[m].local {
+            local.after_update()?;
+        }
         Ok(None)
+    }
+
+    /// Tells every local loss that the backbone's weights were replaced from a file while
+    /// the auxiliary networks kept theirs (`train --init-from`): MAN's copies of units
+    /// become copies of the loaded units.
+    pub fn backbone_loaded(&self) -> Result<()> {
+        for module in &self.modules {
+            if let Some(local) = &module.local {
+                local.after_backbone_loaded()?;
+            }
+        }
+        Ok(())
     }
 
     /// Clips each module's gradients to this joint L2 norm before its update (None, the

@@ -30,7 +30,7 @@ pub mod trainer;
 
 pub use engine::{Engine, EvalTotals, NonFiniteValue, OnNonFinite, Precision, StepReport};
 pub use error::{Error, Result};
-pub use methods::{InputSpec, Method, MethodInfo, MethodSettings, METHODS};
+pub use methods::{InputSpec, Method, MethodInfo, MethodName, MethodSettings, METHODS, MODIFIERS};
 pub use net::{AuxHead, LocalNet, UnitSpec};
 pub use optim::{
     AdamW, AdamWConfig, Optimizer, OptimizerConfig, OptimizerKind, Schedule, Sgd, SgdConfig,

@@ -142,6 +142,8 @@ pub struct ParamBuilder {
     rng: Arc<Mutex<ChaCha8Rng>>,
     /// Draw initial values; when false every parameter starts at zero.
     draw: bool,
+    /// What [`ParamBuilder::param`] creates: parameters, or buffers ([`ParamBuilder::frozen`]).
+    param_role: Role,
 }
 
 impl ParamBuilder {
@@ -155,6 +157,7 @@ impl ParamBuilder {
             device: device.clone(),
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
             draw: true,
+            param_role: Role::Param,
         }
     }
 
@@ -190,6 +193,20 @@ impl ParamBuilder {
         }
     }
 
+    /// The same builder, creating what layers ask as parameters as buffers: saved in
+    /// checkpoints, never stepped by the optimizer (MAN's moving-average copy of a unit).
+    pub fn frozen(&self) -> Self {
+        ParamBuilder {
+            param_role: Role::Buffer,
+            ..self.clone()
+        }
+    }
+
+    /// The name prefix of the tensors it creates (`layer1.0`; empty at the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The device the tensors are created on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -208,13 +225,13 @@ impl ParamBuilder {
         }
     }
 
-    /// A trainable f32 parameter.
+    /// A trainable f32 parameter (a buffer from a [`ParamBuilder::frozen`] builder).
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Var> {
         if !self.draw {
             return self.store.insert(Entry {
                 name: self.full_name(name),
                 var: Var::zeros(shape, DType::F32, &self.device)?,
-                role: Role::Param,
+                role: self.param_role,
                 owner: self.owner,
             });
         }
@@ -240,7 +257,7 @@ impl ParamBuilder {
         self.store.insert(Entry {
             name: self.full_name(name),
             var: Var::from_tensor(&tensor)?,
-            role: Role::Param,
+            role: self.param_role,
             owner: self.owner,
         })
     }

@@ -87,6 +87,7 @@ fn build(
         depth: 0,
         blocks: Vec::new(),
         head: None,
+        man: None,
     };
     let site = LossSite {
         net,
@@ -277,6 +278,7 @@ fn infopro_weights_move_linearly_across_modules() -> anyhow::Result<()> {
         depth: 0,
         blocks: Vec::new(),
         head: None,
+        man: None,
     };
     let site = LossSite {
         net: &net,
@@ -398,6 +400,7 @@ fn predsim_sim_and_prediction_parts_are_exposed() -> anyhow::Result<()> {
         depth: 0,
         blocks: Vec::new(),
         head: None,
+        man: None,
     };
     let site = LossSite {
         net: &net,

@@ -1,5 +1,7 @@
 //! The baselines' plans and losses in the engine on a real backbone, and a user's own loss.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -49,6 +51,7 @@ fn every_baseline_trains_only_its_own_module() -> anyhow::Result<()> {
         // resnet8: stem + 3 blocks, one module per unit.
         let ranges = engine.plan().module_units();
         assert_eq!(ranges, vec![0..1, 1..2, 2..3, 3..4], "{head:?}");
+        let aux_units = [0, 1, 2];
         let params: Vec<_> = store
             .entries()
             .into_iter()
@@ -58,21 +61,14 @@ fn every_baseline_trains_only_its_own_module() -> anyhow::Result<()> {
         let mut modules = 0;
         let report = engine.train_step_observed(&images, &labels, 0.05, &mut |m, grads| {
             modules += 1;
-            let last = m == ranges.len() - 1;
-            for e in &params {
-                let mine = match e.owner {
-                    Some(Owner::Unit(u)) => ranges[m].contains(&u),
-                    Some(Owner::Aux(u)) => !last && u == m,
-                    Some(Owner::Head) => last,
-                    None => panic!("{} has no owner", e.name),
-                };
-                assert_eq!(
-                    grads.get(e.var.as_tensor()).is_some(),
-                    mine,
-                    "{head:?} module {m}: gradient of {}",
-                    e.name
-                );
-            }
+            common::assert_gradients_stay_in_module(
+                &params,
+                &ranges,
+                &aux_units,
+                m,
+                grads,
+                &format!("{head:?}"),
+            );
         })?;
         assert_eq!(modules, 4);
         assert!(

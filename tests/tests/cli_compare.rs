@@ -154,8 +154,25 @@ fn bad_method_lists_are_rejected() {
     );
     let err = auglocal_err(&["compare", "--methods", "bp+fast", "--out", out]);
     assert!(
-        err.contains("`fast` in `bp+fast` is no modifier; the modifiers are recompute"),
+        err.contains("invalid method modifier: `fast` in `bp+fast` (valid: one of +man, +hpff); compare also takes +recompute (activation checkpointing)"),
         "{err}"
+    );
+    let err = auglocal_err(&["compare", "--methods", "bp+man", "--out", out]);
+    assert!(
+        err.contains("invalid method modifier: `bp+man` (valid: modifiers on a method with local losses (auglocal, dgl,")
+            && err.contains("bp trains no local loss for them to change)"),
+        "{err}"
+    );
+    let err = auglocal_err(&[
+        "compare",
+        "--methods",
+        "dgl+hpff+man+recompute,dgl+recompute+man+hpff",
+        "--out",
+        out,
+    ]);
+    assert_eq!(
+        err,
+        "--methods lists dgl+man+hpff+recompute twice; list each method once"
     );
     let err = auglocal_err(&[
         "compare",

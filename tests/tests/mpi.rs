@@ -430,13 +430,44 @@ fn a_failing_rank_is_named_and_ends_every_rank() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn man_trains_data_parallel_but_not_on_stages() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // Two replicas: every module's sums, then its update, then MAN's moving average; the
+    // checkpoint holds EMA's copies.
+    let run_dir = tmp.path().join("man");
+    let args = run_args(&run_dir, "resnet8", "dgl+man+hpff", &["--epochs", "1"]);
+    let run = mpirun(2, &args, &[], LIMIT);
+    assert_ran(&run, "dgl+man+hpff on 2 replicas");
+    let epochs = metrics_without_timings(&run_dir)?;
+    let loss = epochs[0]["train_loss"].as_f64().unwrap_or(f64::NAN);
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    let (model, _) = checkpoint(&run_dir)?;
+    let tensors = safetensors::SafeTensors::deserialize(&model)?;
+    assert!(
+        tensors.names().contains(&"aux.0.man.ema.conv1.weight"),
+        "the checkpoint lacks MAN's EMA copies"
+    );
+    // On 2 stages, EMA would follow a unit only the other stage trains.
+    let staged = tmp.path().join("staged");
+    let mut args = run_args(&staged, "resnet8", "dgl+man", &["--epochs", "1"]);
+    args.extend(["--stages", "2"]);
+    let run = mpirun(2, &args, &[], LIMIT);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("--method dgl+man with --stages 2: MAN's moving average follows the first unit of the next module"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
+
 type Test = fn() -> anyhow::Result<()>;
 
 fn main() {
     if std::env::var_os("AUGLOCAL_MPI_CHILD").is_some() {
         child();
     }
-    let tests: [(&str, Test); 5] = [
+    let tests: [(&str, Test); 6] = [
         (
             "pipelines_are_the_single_process_run_bit_for_bit",
             pipelines_are_the_single_process_run_bit_for_bit,
@@ -456,6 +487,10 @@ fn main() {
         (
             "a_failing_rank_is_named_and_ends_every_rank",
             a_failing_rank_is_named_and_ends_every_rank,
+        ),
+        (
+            "man_trains_data_parallel_but_not_on_stages",
+            man_trains_data_parallel_but_not_on_stages,
         ),
     ];
     // `cargo test -- NAME` runs the tests whose names contain NAME.

@@ -1,8 +1,9 @@
-//! The README shows what the code is: the table of methods as `METHODS` has it, and the
+//! The README shows what the code is: the tables of methods and modifiers as `METHODS` and
+//! `MODIFIERS` have them, and the
 //! library examples as they are in `examples/` (which `cargo test` compiles and
 //! `tests/library.rs` runs).
 
-use auglocal_core::METHODS;
+use auglocal_core::{METHODS, MODIFIERS};
 
 fn readme() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
@@ -24,6 +25,18 @@ fn the_methods_table_is_the_libraries_table() {
     assert!(
         readme().contains(&table),
         "the README's table of methods differs from METHODS; it should read:\n{table}"
+    );
+}
+
+#[test]
+fn the_modifiers_table_is_the_libraries_table() {
+    let mut table = String::from("| modifier | what it changes |\n|---|---|\n");
+    for m in MODIFIERS {
+        table.push_str(&format!("| `+{}` | {} |\n", m.name, m.help));
+    }
+    assert!(
+        readme().contains(&table),
+        "the README's table of modifiers differs from MODIFIERS; it should read:\n{table}"
     );
 }
 

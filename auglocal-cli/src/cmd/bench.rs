@@ -141,7 +141,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
     let (backbone, aux) = engine.parameter_counts();
     let line = json!({
         "model": args.net.model,
-        "method": args.net.method.name,
+        "method": args.net.method.to_string(),
         "aux_depth": args.net.aux_depth,
         "pyramid": args.net.pyramid,
         "modules": engine.plan().modules,
@@ -176,7 +176,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
             out,
             "{} {}{} (K = {}), batch {}, {} threads: median {:.4} s/step over {} steps ({:.1} images/s, {:.1} GMAC/s of {:.2} GMAC/step), peak memory {}",
             args.net.model,
-            args.net.method.name,
+            args.net.method,
             if args.recompute { " --recompute" } else { "" },
             engine.plan().modules,
             args.batch_size,
@@ -481,7 +481,7 @@ fn run_distributed(
         .collect();
     let line = json!({
         "model": args.net.model,
-        "method": args.net.method.name,
+        "method": args.net.method.to_string(),
         "modules": modules,
         "processes": t.world,
         "stages": t.stages,
@@ -503,7 +503,7 @@ fn run_distributed(
         out,
         "{} {} (K = {modules}), batch {}, {} processes ({} stages x {} replicas), {} threads each: median {median:.4} s/step ({:.1} images/s)",
         args.net.model,
-        args.net.method.name,
+        args.net.method,
         args.batch_size,
         t.world,
         t.stages,

@@ -10,52 +10,48 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use auglocal_core::methods::ModuleRule;
 use auglocal_core::trainer::{EpochRecord, Observer, Trainer, TrainerConfig};
-use auglocal_core::{checkpoint, flops, MethodInfo};
+use auglocal_core::{checkpoint, flops, MethodName};
 use auglocal_data::{Dataset, Split};
 use candle_core::Device;
 
 use crate::settings::{model_parser, DeviceName, Settings, TrainConfig};
 use crate::{charts, heap, session};
 
-/// One entry of `--methods`: a method of the table and its modifiers (`bp+recompute`).
+/// One entry of `--methods`: a method with its modifiers (`dgl+man`), and `+recompute`
+/// (`bp+recompute`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    method: &'static MethodInfo,
+    method: MethodName,
     /// `+recompute`: activation checkpointing (memory and time change, numbers do not).
     recompute: bool,
-    /// As written, normalised: `bp+recompute`.
+    /// As written, normalised: `dgl+man+hpff`, `bp+recompute`.
     label: String,
 }
 
-/// The modifiers an entry may carry after its method, `+`-separated.
-const MODIFIERS: &[&str] = &["recompute"];
-
-/// Parses `method[+modifier...]`.
+/// Parses `method[+modifier...]`: the method's own modifiers
+/// ([`MODIFIERS`](auglocal_core::MODIFIERS)) and
+/// `recompute`, in any order.
 fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
-    let mut parts = text.split('+');
-    let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let method = MethodInfo::named(&name).map_err(|_| {
-        format!(
-            "`{name}` is no method; the methods are {}",
-            auglocal_core::methods::names()
-        )
-    })?;
-    let mut recompute = false;
-    for modifier in parts {
-        match modifier.trim() {
-            "recompute" if !recompute => recompute = true,
-            "recompute" => return Err(format!("`{text}` gives +recompute twice")),
-            other => {
-                return Err(format!(
-                    "`{other}` in `{text}` is no modifier; the modifiers are {}",
-                    MODIFIERS.join(", ")
-                ))
-            }
-        }
+    let lower = text.trim().to_ascii_lowercase();
+    let mut parts: Vec<&str> = lower.split('+').map(str::trim).collect();
+    // The method comes first; `recompute` is one of the modifiers after it.
+    let recomputes = parts[1..].iter().filter(|p| **p == "recompute").count();
+    if recomputes > 1 {
+        return Err(format!("`{text}` gives +recompute twice"));
     }
+    let method = parts.remove(0);
+    parts.retain(|p| *p != "recompute");
+    parts.insert(0, method);
+    let method = MethodName::parse(&parts.join("+")).map_err(|e| match e {
+        auglocal_core::Error::UnknownMethod { name, known } => {
+            format!("`{name}` is no method; the methods are {known}")
+        }
+        other => format!("{other}; compare also takes +recompute (activation checkpointing)"),
+    })?;
+    let recompute = recomputes == 1;
     let label = match recompute {
-        true => format!("{}+recompute", method.name),
-        false => method.name.to_string(),
+        true => format!("{method}+recompute"),
+        false => method.to_string(),
     };
     Ok(Entry {
         method,
@@ -67,8 +63,9 @@ fn parse_entry(text: &str) -> std::result::Result<Entry, String> {
 /// Flags of `auglocal compare`: the methods, and the data and recipe they all share.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Methods to train, comma-separated, each with optional modifiers after `+`
-    /// (`+recompute`: activation checkpointing), e.g. `bp,bp+recompute,auglocal`.
+    /// Methods to train, comma-separated, each with optional modifiers after `+` (`+man`,
+    /// `+hpff`, and `+recompute`: activation checkpointing), e.g.
+    /// `bp,bp+recompute,auglocal,dgl,dgl+man`.
     #[arg(
         long,
         value_parser = parse_entry,
@@ -204,7 +201,7 @@ fn base_config(args: &Args) -> Result<TrainConfig> {
 fn method_config(base: &TrainConfig, entry: &Entry, modules: Option<usize>) -> TrainConfig {
     TrainConfig {
         method: entry.method,
-        modules: modules.filter(|_| entry.method.rule == ModuleRule::SplitTable),
+        modules: modules.filter(|_| entry.method.info.rule == ModuleRule::SplitTable),
         recompute: entry.recompute,
         ..base.clone()
     }

@@ -88,17 +88,24 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
         "unit", "depth", "ch", "aux fwd", "head"
     )?;
     for a in &plan.aux {
+        let show = |b: &auglocal_core::plan::AuxBlock| {
+            format!(
+                "[{}:{}->{},s{}]",
+                b.copy_of, b.in_channels, b.out_channels, b.stride
+            )
+        };
+        // MAN's LB + EMA pair comes first: the method's network reads its sum.
         let blocks: Vec<String> = a
-            .blocks
+            .man
             .iter()
-            .map(|b| {
-                format!(
-                    "[{}:{}->{},s{}]",
-                    b.copy_of, b.in_channels, b.out_channels, b.stride
-                )
-            })
+            .map(|b| format!("man{}", show(b)))
+            .chain(a.blocks.iter().map(show))
             .collect();
-        let head = a.head.map_or(plan.method.as_str(), |h| h.name());
+        let head = a
+            .head
+            .map_or(plan.method.split('+').next().unwrap_or_default(), |h| {
+                h.name()
+            });
         // The module that ends at this unit is trained by this auxiliary network.
         let aux_macs = macs
             .modules

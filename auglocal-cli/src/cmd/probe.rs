@@ -277,7 +277,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<()> {
             "checkpoint": run.run_dir,
             "label": label,
             "model": run.state.meta.config.model,
-            "method": run.state.meta.config.method.name,
+            "method": run.state.meta.config.method.to_string(),
             "units": results.iter().map(|r| json!({
                 "unit": r.unit,
                 "channels": r.channels,

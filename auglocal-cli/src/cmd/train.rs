@@ -304,6 +304,7 @@ fn train(
     let engine = session::build_engine(&config, classes, image_size, &device)?;
     if let (None, Some(path)) = (&resumed, &config.init_from) {
         checkpoint::load_weights(path, engine.store(), Coverage::Backbone)?;
+        engine.backbone_loaded()?;
     }
     let ckpt_dir = out.join(checkpoint::CHECKPOINT_DIR);
     let trainer_config = TrainerConfig {
@@ -363,7 +364,7 @@ fn train(
         say!(
             "training {} with {} on {} ({} train / {} test images, {} classes): {} modules, {} backbone + {} auxiliary parameters -> {}",
             config.model,
-            config.method.name,
+            config.method,
             config.dataset,
             train_set.len(),
             test_set.len(),

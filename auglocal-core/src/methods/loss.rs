@@ -46,6 +46,20 @@ pub trait LocalLoss: Send + Sync {
     fn needs_images(&self) -> bool {
         false
     }
+
+    /// Called once the module's parameters were updated for a batch (not when the step was
+    /// skipped): where a loss keeps state that follows the network (MAN's moving average).
+    /// The default does nothing.
+    fn after_update(&self) -> candle_core::Result<()> {
+        Ok(())
+    }
+
+    /// Called after the backbone's weights were replaced from a file while the auxiliary
+    /// networks kept theirs (`train --init-from`): a loss whose tensors start as copies of
+    /// backbone tensors (MAN's) copies them again. The default does nothing.
+    fn after_backbone_loaded(&self) -> candle_core::Result<()> {
+        Ok(())
+    }
 }
 
 /// A local loss that is the cross-entropy of a classifier's logits (AugLocal, DGL and the

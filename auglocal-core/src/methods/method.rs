@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::modifier::{MethodName, Modifiers};
 use super::table::{MethodInfo, ModuleRule, METHODS};
 use crate::error::{Error, Result};
 
@@ -27,18 +28,23 @@ impl Default for MethodSettings {
     }
 }
 
-/// A method of the table with its settings: what a plan is built from.
+/// A method of the table with its modifiers and settings: what a plan is built from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Method {
-    info: &'static MethodInfo,
+    name: MethodName,
     settings: MethodSettings,
 }
 
 impl Method {
-    /// Method `name` of [`METHODS`] with `settings`. A K (`modules`) is refused for the
-    /// methods that choose their own.
+    /// Method `name` of [`METHODS`], with modifiers after `+` ([`MethodName::parse`]), and
+    /// `settings`. A K (`modules`) is refused for the methods that choose their own.
     pub fn new(name: &str, settings: MethodSettings) -> Result<Self> {
-        let info = MethodInfo::named(name)?;
+        Self::from_name(MethodName::parse(name)?, settings)
+    }
+
+    /// [`Method::new`] for a parsed name.
+    pub fn from_name(name: MethodName, settings: MethodSettings) -> Result<Self> {
+        let info = name.info;
         if let (Some(k), ModuleRule::EndToEnd | ModuleRule::AugLocal) =
             (settings.modules, info.rule)
         {
@@ -57,7 +63,7 @@ impl Method {
                 ),
             });
         }
-        Ok(Method { info, settings })
+        Ok(Method { name, settings })
     }
 
     /// Method `name` with the default settings.
@@ -79,12 +85,23 @@ impl Method {
 
     /// The method's line of the table: name, help, module rule and loss builder.
     pub fn info(&self) -> &'static MethodInfo {
-        self.info
+        self.name.info
     }
 
-    /// The method's name in the table (what `--method` takes and checkpoints record).
-    pub fn name(&self) -> &'static str {
-        self.info.name
+    /// The method's full name with its modifiers (what `--method` takes and checkpoints
+    /// record), e.g. `dgl+man`.
+    pub fn name(&self) -> String {
+        self.name.to_string()
+    }
+
+    /// The method's line of the table and its modifiers.
+    pub fn full_name(&self) -> MethodName {
+        self.name
+    }
+
+    /// The modifiers around the method's local losses.
+    pub fn modifiers(&self) -> Modifiers {
+        self.name.modifiers
     }
 
     /// The settings the method was built with.

@@ -9,13 +9,19 @@
 //! `inspect`, `compare` and the README's table of methods all come from that line. A loss of
 //! your own needs no table line: pass a [`LocalLossBuilder`] (a closure will do) to
 //! [`Engine::with_losses`](crate::Engine::with_losses).
+//!
+//! Modifiers change how any method's local loss reads its module's output: `+man`
+//! ([`man`]) and `+hpff` ([`hpff`]), one line each in [`MODIFIERS`].
 
 mod auglocal;
 mod dgl;
 mod greedy;
+pub mod hpff;
 mod infopro;
 mod loss;
+pub mod man;
 mod method;
+mod modifier;
 mod predsim;
 pub mod resample;
 mod table;
@@ -26,5 +32,6 @@ pub use greedy::GreedyAux;
 pub use infopro::{supervised_contrastive, InfoProAux, InfoProWeights};
 pub use loss::{Classifier, CrossEntropy, InputSpec, LocalLoss, LocalLossBuilder, LossSite};
 pub use method::{Method, MethodSettings};
+pub use modifier::{MethodName, Modified, ModifierInfo, Modifiers, MODIFIERS};
 pub use predsim::{similarity_matrix, PredSimAux};
 pub use table::{names, BuildLoss, MethodInfo, ModuleRule, METHODS};

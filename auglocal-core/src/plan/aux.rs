@@ -43,6 +43,11 @@ pub struct UnitAux {
     /// brings its own head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<AuxHead>,
+    /// With `+man`: the block MAN's LB and EMA copy, the unit after this one
+    /// ([`crate::methods::man`]); the method's loss then sits at that unit's position
+    /// (AugLocal's `blocks` and `head` are those it would have after that unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub man: Option<AuxBlock>,
 }
 
 impl UnitAux {

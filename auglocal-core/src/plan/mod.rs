@@ -49,9 +49,12 @@ impl AuxPlan {
         let model = net.name();
         let units = net.units().len();
         let settings = method.settings();
-        let (modules, aux) = match method.info().rule {
+        let man = method.modifiers().man;
+        let (modules, mut aux) = match method.info().rule {
             ModuleRule::EndToEnd => (1, Vec::new()),
-            ModuleRule::AugLocal => auglocal_layout(net, settings.aux_depth, settings.pyramid)?,
+            ModuleRule::AugLocal => {
+                auglocal_layout(net, settings.aux_depth, settings.pyramid, man)?
+            }
             ModuleRule::SplitTable => {
                 let k = settings.modules.unwrap_or(units);
                 if k < 2 || k > units {
@@ -69,14 +72,20 @@ impl AuxPlan {
                         depth: 0,
                         blocks: Vec::new(),
                         head: None,
+                        man: None,
                     })
                     .collect();
                 (k, aux)
             }
         };
+        if man {
+            for a in &mut aux {
+                a.man = Some(next_unit_block(net, a.unit));
+            }
+        }
         Ok(AuxPlan {
             model: model.to_string(),
-            method: method.name().to_string(),
+            method: method.name(),
             units,
             modules,
             aux,
@@ -102,12 +111,27 @@ impl AuxPlan {
     }
 }
 
+/// MAN's block after `unit`: a copy of the next unit, reading this unit's channels and
+/// downsampling as that unit does.
+fn next_unit_block(net: &dyn LocalNet, unit: usize) -> AuxBlock {
+    let units = net.units();
+    let (this, next) = (units[unit], units[unit + 1]);
+    AuxBlock {
+        copy_of: unit + 1,
+        in_channels: this.channels,
+        out_channels: next.channels,
+        stride: (next.reduction / this.reduction.max(1)).max(1),
+    }
+}
+
 /// AugLocal's modules and auxiliary networks for `net` at maximum depth `depth` and
-/// pyramid coefficient `pyramid`.
+/// pyramid coefficient `pyramid`; with `man`, each auxiliary network is the one AugLocal
+/// would put after the next unit (MAN's blocks lead there).
 fn auglocal_layout(
     net: &dyn LocalNet,
     depth: usize,
     pyramid: f64,
+    man: bool,
 ) -> Result<(usize, Vec<UnitAux>)> {
     let model = net.name();
     let n = net.units().len();
@@ -144,13 +168,17 @@ fn auglocal_layout(
         .iter()
         .enumerate()
         .map(|(unit, &d)| {
-            let d = d.min(n - 1 - unit);
-            let selected = uniform_selection(n, unit, d);
+            // K <= n - 1, so the unit after the last local loss is still a unit with at
+            // least `depth` >= 1 units after it.
+            let at = if man { unit + 1 } else { unit };
+            let d = d.min(n - 1 - at);
+            let selected = uniform_selection(n, at, d);
             UnitAux {
                 unit,
                 depth: d,
-                blocks: aux_blocks(&channels, &reductions, rule, unit, &selected),
+                blocks: aux_blocks(&channels, &reductions, rule, at, &selected),
                 head: Some(net.aux_head(d)),
+                man: None,
             }
         })
         .collect();

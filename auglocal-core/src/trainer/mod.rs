@@ -204,6 +204,14 @@ impl Trainer {
                 valid: format!("{} modules, as the engine has", self.engine.module_count()),
             });
         }
+        let plan = self.engine.plan();
+        if stage.partition().stages.len() > 1 && plan.aux.iter().any(|a| a.man.is_some()) {
+            return Err(Error::InvalidSetting {
+                setting: "pipeline stages",
+                value: format!("{} for {}", stage.partition().stages.len(), plan.method),
+                valid: "1 with +man: MAN's moving average follows the first unit of the next module, which another stage would train".into(),
+            });
+        }
         self.stage = stage;
         self.stage.attach_device(self.engine.device())?;
         Ok(self)

@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::ops::Range;
+
+use auglocal_core::params::{Entry, Owner};
 use auglocal_core::{Engine, Method, ParamBuilder, ParamStore, Sgd, SgdConfig};
+use candle_core::backprop::GradStore;
 use candle_core::Device;
 
 /// A fresh `model` (10 classes) on `device`, initialised from `seed`, trained by `method`
@@ -121,4 +125,32 @@ pub fn tensors(path: &Path) -> anyhow::Result<Vec<StoredTensor>> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Asserts that module `m`'s backward pass gave gradients to exactly its own parameters
+/// among `params`: its units (`ranges[m]`), its auxiliary network (after unit
+/// `aux_units[m]`) or, for the last module, the output layer. `what` names the run.
+pub fn assert_gradients_stay_in_module(
+    params: &[Entry],
+    ranges: &[Range<usize>],
+    aux_units: &[usize],
+    m: usize,
+    grads: &GradStore,
+    what: &str,
+) {
+    let last = m == ranges.len() - 1;
+    for e in params {
+        let mine = match e.owner {
+            Some(Owner::Unit(u)) => ranges[m].contains(&u),
+            Some(Owner::Aux(u)) => !last && u == aux_units[m],
+            Some(Owner::Head) => last,
+            None => panic!("{} has no owner", e.name),
+        };
+        assert_eq!(
+            grads.get(e.var.as_tensor()).is_some(),
+            mine,
+            "{what} module {m}: gradient of {}",
+            e.name
+        );
+    }
 }
