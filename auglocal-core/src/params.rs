@@ -202,11 +202,6 @@ impl ParamBuilder {
         }
     }
 
-    /// The name prefix of the tensors it creates (`layer1.0`; empty at the root).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The device the tensors are created on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -94,11 +94,6 @@ impl Method {
         self.name.to_string()
     }
 
-    /// The method's line of the table and its modifiers.
-    pub fn full_name(&self) -> MethodName {
-        self.name
-    }
-
     /// The modifiers around the method's local losses.
     pub fn modifiers(&self) -> Modifiers {
         self.name.modifiers
